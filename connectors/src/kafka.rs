@@ -1,0 +1,388 @@
+//! `kafka`: reads one topic into micro-batches with rdkafka.
+//!
+//! Every row carries `topic`, `partition`, `offset`, `kafka_timestamp`, `key` and the raw
+//! `value`. Offsets come from the last committed checkpoint when there is one, else from
+//! `starting_offsets`. Offsets are committed back to the consumer group only to report lag.
+
+use arrow::array::{
+    BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use engine_api::{BuildContext, EngineError, Result, Secret, Source, SourceConfig, SourceContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `type = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    pub topic: String,
+    /// Where to start when there is no checkpoint: `earliest` or `latest`.
+    #[serde(default)]
+    pub starting_offsets: StartingOffsets,
+    /// Consumer group used to report lag; default `engine-<pipeline>`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Most messages in one micro-batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Longest time a partly filled micro-batch waits before it is sent.
+    #[serde(default = "default_linger", with = "humantime_serde_compat")]
+    pub linger: Duration,
+    /// Extra librdkafka settings, such as `security.protocol`, `sasl.mechanism`,
+    /// `sasl.username`, `sasl.password`, `ssl.ca.location`. Values are treated as secrets.
+    #[serde(default)]
+    pub properties: BTreeMap<String, Secret>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartingOffsets {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+fn default_batch_size() -> usize {
+    8192
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(200)
+}
+
+/// Parses durations written as `"200ms"`, `"5s"`, `"1m"`.
+pub mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("bad duration `{s}`: {e}; write it like \"500ms\", \"5s\" or \"1m\""))
+        })
+    }
+}
+
+/// The schema of every batch the Kafka source emits.
+pub fn kafka_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("kafka_timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true),
+        Field::new("key", DataType::Utf8, true),
+        Field::new("value", DataType::Binary, true),
+    ]))
+}
+
+impl SourceConfig for KafkaSourceConfig {
+    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Source>> {
+        if self.brokers.trim().is_empty() {
+            return Err(EngineError::config("`brokers` is empty; set KAFKA_BROKERS or `brokers`"));
+        }
+        if self.topic.trim().is_empty() {
+            return Err(EngineError::config("`topic` is empty"));
+        }
+        if self.batch_size == 0 {
+            return Err(EngineError::config("`batch_size` must be above 0"));
+        }
+        let group = self.group_id.clone().unwrap_or_else(|| format!("engine-{}", ctx.pipeline));
+        Ok(Box::new(KafkaSource { cfg: self, group, consumer: None, next: BTreeMap::new(), end: None }))
+    }
+}
+
+pub struct KafkaSource {
+    cfg: KafkaSourceConfig,
+    group: String,
+    consumer: Option<BaseConsumer>,
+    /// Next offset to read, per partition.
+    next: BTreeMap<i32, i64>,
+    /// Batch mode: the end offset (high watermark at start) per partition.
+    end: Option<BTreeMap<i32, i64>>,
+}
+
+/// The source's position in a checkpoint: the next offset per partition.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct KafkaPosition {
+    pub topic: String,
+    pub offsets: BTreeMap<i32, i64>,
+}
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl KafkaSource {
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.cfg.brokers)
+            .set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", match self.cfg.starting_offsets {
+                StartingOffsets::Earliest => "earliest",
+                StartingOffsets::Latest => "latest",
+            })
+            .set("fetch.wait.max.ms", "100")
+            .set("queued.min.messages", "100000")
+            .set("client.id", format!("engine-{}", self.group));
+        for (k, v) in &self.cfg.properties {
+            c.set(k, v.expose());
+        }
+        c
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> EngineError {
+        EngineError::unavailable(format!(
+            "cannot reach Kafka at {} ({e}); check KAFKA_BROKERS and that the broker is running (scripts/stack up)",
+            self.cfg.brokers
+        ))
+    }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::to_value(KafkaPosition { topic: self.cfg.topic.clone(), offsets: self.next.clone() })
+            .expect("serialisable")
+    }
+
+    fn done(&self) -> bool {
+        match &self.end {
+            Some(end) => end.iter().all(|(p, e)| self.next.get(p).copied().unwrap_or(0) >= *e),
+            None => false,
+        }
+    }
+}
+
+struct Builders {
+    topic: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    ts: TimestampMillisecondBuilder,
+    key: StringBuilder,
+    value: BinaryBuilder,
+    rows: usize,
+}
+
+impl Builders {
+    fn new(cap: usize) -> Self {
+        Builders {
+            topic: StringBuilder::with_capacity(cap, cap * 16),
+            partition: Int32Builder::with_capacity(cap),
+            offset: Int64Builder::with_capacity(cap),
+            ts: TimestampMillisecondBuilder::with_capacity(cap).with_timezone("UTC"),
+            key: StringBuilder::with_capacity(cap, cap * 8),
+            value: BinaryBuilder::with_capacity(cap, cap * 512),
+            rows: 0,
+        }
+    }
+
+    fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        self.rows = 0;
+        Ok(RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(self.topic.finish()),
+                Arc::new(self.partition.finish()),
+                Arc::new(self.offset.finish()),
+                Arc::new(self.ts.finish()),
+                Arc::new(self.key.finish()),
+                Arc::new(self.value.finish()),
+            ],
+        )?)
+    }
+}
+
+impl Source for KafkaSource {
+    fn schema(&self) -> SchemaRef {
+        kafka_schema()
+    }
+
+    fn open(&mut self, restored: Option<&serde_json::Value>) -> Result<()> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .create()
+            .map_err(|e| EngineError::config(format!("bad Kafka settings: {e}")))?;
+        let topic = self.cfg.topic.clone();
+        let md = consumer.fetch_metadata(Some(&topic), METADATA_TIMEOUT).map_err(|e| match e {
+            KafkaError::MetadataFetch(RDKafkaErrorCode::Authentication)
+            | KafkaError::MetadataFetch(RDKafkaErrorCode::SaslAuthenticationFailed) => EngineError::unavailable(format!(
+                "Kafka at {} rejected the credentials ({e}); check sasl.username and sasl.password",
+                self.cfg.brokers
+            )),
+            other => self.unreachable(other),
+        })?;
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        let missing = match t {
+            None => true,
+            Some(t) => matches!(
+                t.error().map(RDKafkaErrorCode::from),
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic)
+            ) || t.partitions().is_empty(),
+        };
+        if missing {
+            return Err(EngineError::config(format!(
+                "topic `{topic}` does not exist on Kafka at {}; create it (scripts/stack up creates the course topics) or fix `topic`",
+                self.cfg.brokers
+            )));
+        }
+        let t = t.expect("checked above");
+        if let Some(err) = t.error() {
+            return Err(EngineError::unavailable(format!(
+                "Kafka at {} refused metadata for topic `{topic}`: {:?}",
+                self.cfg.brokers,
+                RDKafkaErrorCode::from(err)
+            )));
+        }
+        let restored: Option<KafkaPosition> = match restored {
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| EngineError::runtime(format!("bad Kafka position in the checkpoint: {e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(r) = &restored {
+            if r.topic != topic {
+                return Err(EngineError::config(format!(
+                    "the checkpoint was made reading topic `{}`, this pipeline reads `{topic}`; use a new checkpoint location",
+                    r.topic
+                )));
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        let mut end = BTreeMap::new();
+        for p in t.partitions() {
+            let id = p.id();
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, id, METADATA_TIMEOUT)
+                .map_err(|e| self.unreachable(e))?;
+            let start = match restored.as_ref().and_then(|r| r.offsets.get(&id)) {
+                Some(o) => *o,
+                None => match self.cfg.starting_offsets {
+                    // Partitions new since the checkpoint are read from their start.
+                    _ if restored.is_some() => low,
+                    StartingOffsets::Earliest => low,
+                    StartingOffsets::Latest => high,
+                },
+            };
+            if start < low {
+                tracing::warn!(topic = %topic, partition = id, checkpoint = start, earliest = low,
+                    "offsets in the checkpoint were deleted by retention; reading from the earliest still there");
+            }
+            let start = start.max(low);
+            tpl.add_partition_offset(&topic, id, Offset::Offset(start))
+                .map_err(|e| EngineError::runtime(format!("kafka: {e}")))?;
+            self.next.insert(id, start);
+            end.insert(id, high);
+        }
+        consumer.assign(&tpl).map_err(|e| self.unreachable(e))?;
+        tracing::info!(topic = %topic, brokers = %self.cfg.brokers, partitions = self.next.len(),
+            start = ?self.next, end = ?end, "kafka source assigned");
+        self.end = Some(end);
+        self.consumer = Some(consumer);
+        Ok(())
+    }
+
+    fn run(&mut self, ctx: &mut dyn SourceContext) -> Result<()> {
+        if !ctx.batch_mode() {
+            self.end = None;
+        }
+        let schema = kafka_schema();
+        let consumer = self.consumer.take().ok_or_else(|| EngineError::runtime("kafka source not opened"))?;
+        let mut b = Builders::new(self.cfg.batch_size);
+        let mut last_emit = Instant::now();
+        let topic = self.cfg.topic.clone();
+        let poll_timeout = self.cfg.linger.min(Duration::from_millis(100));
+        let mut last_warn: Option<Instant> = None;
+        loop {
+            if ctx.stopping() || self.done() {
+                break;
+            }
+            if let Some(pos) = ctx.take_committed() {
+                report_lag(&consumer, &pos);
+            }
+            match consumer.poll(poll_timeout) {
+                None => {}
+                Some(Ok(m)) => {
+                    let p = m.partition();
+                    let offset = m.offset();
+                    let past_end = self.end.as_ref().and_then(|e| e.get(&p)).is_some_and(|e| offset >= *e);
+                    if !past_end {
+                        b.topic.append_value(&topic);
+                        b.partition.append_value(p);
+                        b.offset.append_value(offset);
+                        b.ts.append_option(m.timestamp().to_millis());
+                        match m.key() {
+                            Some(k) => b.key.append_value(String::from_utf8_lossy(k)),
+                            None => b.key.append_null(),
+                        }
+                        b.value.append_option(m.payload());
+                        b.rows += 1;
+                        self.next.insert(p, offset + 1);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    // Everything below the high watermark was read. In batch mode the partition is
+                    // done, even when its last offsets are transaction markers that are never
+                    // delivered and `next` stays below the end seen at start.
+                    if let Some(end) = self.end.as_mut() {
+                        let next = self.next.get(&p).copied().unwrap_or(0);
+                        end.insert(p, next.min(end.get(&p).copied().unwrap_or(next)));
+                    }
+                }
+                Some(Err(e)) => match e.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => {
+                        return Err(EngineError::runtime(format!(
+                            "topic `{topic}` disappeared from Kafka at {} while reading; it was deleted or recreated",
+                            self.cfg.brokers
+                        )));
+                    }
+                    _ => {
+                        // librdkafka retries by itself; say so at most every 10 s.
+                        if last_warn.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10)) {
+                            tracing::warn!(error = %e, brokers = %self.cfg.brokers, "kafka consumer error; retrying");
+                            last_warn = Some(Instant::now());
+                        }
+                    }
+                },
+            }
+            if b.rows >= self.cfg.batch_size || (b.rows > 0 && last_emit.elapsed() >= self.cfg.linger) {
+                ctx.emit(b.finish(&schema)?)?;
+                last_emit = Instant::now();
+            }
+            if ctx.checkpoint_due() {
+                if b.rows > 0 {
+                    ctx.emit(b.finish(&schema)?)?;
+                    last_emit = Instant::now();
+                }
+                ctx.barrier(self.position())?;
+            }
+        }
+        if b.rows > 0 {
+            ctx.emit(b.finish(&schema)?)?;
+        }
+        ctx.barrier(self.position())?;
+        self.consumer = Some(consumer);
+        Ok(())
+    }
+}
+
+/// Commits checkpointed offsets to the consumer group so `kafka-consumer-groups` shows lag.
+fn report_lag(consumer: &BaseConsumer, position: &serde_json::Value) {
+    let Ok(pos) = serde_json::from_value::<KafkaPosition>(position.clone()) else {
+        return;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in &pos.offsets {
+        let _ = tpl.add_partition_offset(&pos.topic, *p, Offset::Offset(*o));
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "could not commit offsets to the consumer group (lag report only)");
+    }
+}

@@ -1,0 +1,294 @@
+//! `parquet`: writes a table as Parquet files under an object-store prefix.
+//!
+//! Files are staged and become visible only when their epoch commits:
+//! - on S3, a file is a multipart upload whose parts go up while rows arrive; the upload is
+//!   completed after the epoch's manifest is written, and completing it again on restart is safe;
+//! - on `file://`, a file is written under `_staging/` and renamed into the table on commit.
+//!
+//! A reader listing the table's prefix therefore never sees a half-written or uncommitted file.
+//! One file per epoch (the trigger interval), rolled over at `target_file_mb`.
+
+use crate::store::Location;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use engine_api::{BuildContext, Committer, Epoch, EngineError, PendingCommit, Result, Sink, SinkConfig};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// `type = "parquet"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// The table's location: `s3://bucket/prefix` or `file:///path`.
+    pub path: String,
+    /// `snappy` (the default, as Spark), `zstd` or `none`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// Roll over to a new file past this size within an epoch.
+    #[serde(default = "default_target_file_mb")]
+    pub target_file_mb: usize,
+    /// Rows per Parquet row group at most.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+}
+
+fn default_compression() -> String {
+    "snappy".into()
+}
+fn default_target_file_mb() -> usize {
+    128
+}
+fn default_row_group_rows() -> usize {
+    128 * 1024
+}
+
+/// Multipart parts are uploaded once this much is buffered (S3's minimum part is 5 MiB).
+const PART_BYTES: usize = 8 * 1024 * 1024;
+/// A row group is flushed once its encoded size in memory passes this, bounding memory.
+const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
+
+impl SinkConfig for ParquetSinkConfig {
+    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Sink>> {
+        let compression = match self.compression.as_str() {
+            "snappy" => Compression::SNAPPY,
+            "zstd" => Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
+            "none" | "uncompressed" => Compression::UNCOMPRESSED,
+            other => {
+                return Err(EngineError::config(format!(
+                    "unknown compression `{other}`; use snappy, zstd or none"
+                )));
+            }
+        };
+        if self.target_file_mb == 0 || self.row_group_rows == 0 {
+            return Err(EngineError::config("`target_file_mb` and `row_group_rows` must be above 0"));
+        }
+        let location = Location::open(&self.path, &ctx.storage)?;
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(self.row_group_rows))
+            .build();
+        Ok(Box::new(ParquetSink {
+            node: ctx.node.clone(),
+            committer: Arc::new(ParquetCommitter { location: location.clone() }),
+            location,
+            props,
+            target_bytes: self.target_file_mb * 1024 * 1024,
+            schema: None,
+            file: None,
+            staged: Vec::new(),
+        }))
+    }
+}
+
+pub struct ParquetSink {
+    node: String,
+    location: Location,
+    committer: Arc<ParquetCommitter>,
+    props: WriterProperties,
+    target_bytes: usize,
+    schema: Option<SchemaRef>,
+    file: Option<OpenFile>,
+    staged: Vec<Staged>,
+}
+
+/// A file being written.
+struct OpenFile {
+    writer: ArrowWriter<Vec<u8>>,
+    path: Path,
+    rows: usize,
+    upload: Upload,
+}
+
+enum Upload {
+    /// S3: a multipart upload and the parts sent so far.
+    Multipart { id: String, parts: Vec<PartId> },
+    /// Local: the whole file is written at staging time.
+    Local,
+}
+
+/// How a staged file is made visible; stored in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Staged {
+    Multipart { path: String, upload_id: String, parts: Vec<String>, rows: usize },
+    Rename { from: String, to: String, rows: usize },
+}
+
+impl ParquetSink {
+    fn s3(&self) -> Option<&Arc<object_store::aws::AmazonS3>> {
+        self.location.s3.as_ref()
+    }
+
+    async fn open_file(&mut self) -> Result<()> {
+        let schema = self.schema.clone().expect("init sets the schema");
+        let name = format!(
+            "part-{}-{}.parquet",
+            chrono_like_now(),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let path = self.location.child(&name);
+        let upload = match self.s3() {
+            Some(s3) => {
+                let id = s3.create_multipart(&path).await.map_err(|e| self.location.explain(e))?;
+                Upload::Multipart { id, parts: Vec::new() }
+            }
+            None => Upload::Local,
+        };
+        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(self.props.clone()))
+            .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+        self.file = Some(OpenFile { writer, path, rows: 0, upload });
+        Ok(())
+    }
+
+    /// Uploads buffered bytes as a part when there are enough of them (or `last`).
+    async fn upload_parts(&mut self, last: bool) -> Result<()> {
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
+        let Upload::Multipart { id, parts } = &mut file.upload else { return Ok(()) };
+        let buffered = file.writer.inner_mut();
+        if buffered.len() < PART_BYTES && !(last && (!buffered.is_empty() || parts.is_empty())) {
+            return Ok(());
+        }
+        let data = Bytes::from(std::mem::take(buffered));
+        let s3 = self.location.s3.as_ref().expect("multipart only on S3");
+        let part = s3
+            .put_part(&file.path, id, parts.len(), PutPayload::from(data))
+            .await
+            .map_err(|e| self.location.explain(e))?;
+        parts.push(part);
+        Ok(())
+    }
+
+    /// Finishes the open file and records it as staged.
+    async fn close_file(&mut self) -> Result<()> {
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
+        file.writer.finish().map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+        self.upload_parts(true).await?;
+        let file = self.file.take().expect("checked above");
+        let OpenFile { mut writer, path, rows, upload } = file;
+        let staged = match upload {
+            Upload::Multipart { id, parts } => Staged::Multipart {
+                path: path.to_string(),
+                upload_id: id,
+                parts: parts.into_iter().map(|p| p.content_id).collect(),
+                rows,
+            },
+            Upload::Local => {
+                let name = path.filename().unwrap_or("part.parquet").to_string();
+                let staging = self.location.child(&format!("_staging/{name}"));
+                let data = Bytes::from(std::mem::take(writer.inner_mut()));
+                self.location
+                    .store
+                    .put(&staging, PutPayload::from(data))
+                    .await
+                    .map_err(|e| self.location.explain(e))?;
+                Staged::Rename { from: staging.to_string(), to: path.to_string(), rows }
+            }
+        };
+        self.staged.push(staged);
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch, zero-padded so file names sort by time.
+fn chrono_like_now() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{ms:015}")
+}
+
+#[async_trait::async_trait]
+impl Sink for ParquetSink {
+    fn init(&mut self, input: &SchemaRef) -> Result<()> {
+        self.schema = Some(input.clone());
+        Ok(())
+    }
+
+    async fn open(&mut self) -> Result<()> {
+        self.location.check().await
+    }
+
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            self.open_file().await?;
+        }
+        let file = self.file.as_mut().expect("opened above");
+        file.rows += batch.num_rows();
+        file.writer.write(&batch).map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+        if file.writer.in_progress_size() > ROW_GROUP_BYTES {
+            file.writer.flush().map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+        }
+        let size = file.writer.bytes_written() + file.writer.in_progress_size();
+        self.upload_parts(false).await?;
+        if size >= self.target_bytes {
+            self.close_file().await?;
+        }
+        Ok(())
+    }
+
+    async fn prepare_commit(&mut self, _epoch: Epoch) -> Result<Vec<PendingCommit>> {
+        self.close_file().await?;
+        Ok(self
+            .staged
+            .drain(..)
+            .map(|s| PendingCommit { node: self.node.clone(), data: serde_json::to_value(s).expect("serialisable") })
+            .collect())
+    }
+
+    fn committer(&self) -> Arc<dyn Committer> {
+        self.committer.clone()
+    }
+
+    fn describe(&self) -> String {
+        format!("parquet files at {}", self.location.url)
+    }
+}
+
+pub struct ParquetCommitter {
+    location: Location,
+}
+
+#[async_trait::async_trait]
+impl Committer for ParquetCommitter {
+    async fn commit(&self, pending: &[PendingCommit]) -> Result<()> {
+        for p in pending {
+            let staged: Staged = serde_json::from_value(p.data.clone())
+                .map_err(|e| EngineError::runtime(format!("bad pending commit in manifest: {e}")))?;
+            match staged {
+                Staged::Multipart { path, upload_id, parts, .. } => {
+                    let path = Path::from(path);
+                    let s3 = self.location.s3.as_ref().ok_or_else(|| {
+                        EngineError::runtime(format!("{} is not S3 but the manifest has a multipart upload", self.location.url))
+                    })?;
+                    let parts = parts.into_iter().map(|content_id| PartId { content_id }).collect();
+                    if let Err(e) = s3.complete_multipart(&path, &upload_id, parts).await {
+                        // Completed before a restart: the object is there and the upload is gone.
+                        if self.location.store.head(&path).await.is_err() {
+                            return Err(self.location.explain(e).context(format!("completing {path}")));
+                        }
+                    }
+                }
+                Staged::Rename { from, to, .. } => {
+                    let (from, to) = (Path::from(from), Path::from(to));
+                    if let Err(e) = self.location.store.rename(&from, &to).await {
+                        if self.location.store.head(&to).await.is_err() {
+                            return Err(self.location.explain(e).context(format!("publishing {to}")));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+//! The extension API of the engine.
+//!
+//! Everything a pipeline node is made of lives here: the [`Message`]s that actors exchange,
+//! the [`Operator`] trait (the one extension point for user code), the [`Source`] and [`Sink`]
+//! traits for connectors, and the [`Registry`] that maps a TOML `type = "..."` to a factory.
+//! Built-in operators and connectors register through exactly the same API as user code.
+
+pub mod error;
+pub mod message;
+pub mod operator;
+pub mod registry;
+pub mod secret;
+pub mod storage;
+
+pub use error::{EngineError, Result};
+pub use message::{Barrier, Epoch, Message};
+pub use operator::{Collector, Committer, MAIN_PORT, Operator, PendingCommit, Sink, Source, SourceContext};
+pub use registry::{BuildContext, Node, OperatorConfig, Registry, SinkConfig, SourceConfig};
+pub use secret::Secret;
+pub use storage::StorageConfig;
+
+/// Arrow types re-exported so operator authors depend on the same arrow version as the engine.
+pub use arrow;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    engine::cli::main_with(engine::builtin_registry())
+}

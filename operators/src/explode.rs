@@ -1,0 +1,124 @@
+//! `explode`: one output row per element of a list column, like Spark's `explode`.
+//! Rows whose list is null or empty produce no output row.
+
+use arrow::array::{Array, ArrayRef, Int32Array, ListArray, RecordBatch, StructArray, UInt32Array};
+use arrow::compute::take;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use engine_api::{BuildContext, Collector, EngineError, Operator, OperatorConfig, Result};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// `type = "explode"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplodeConfig {
+    /// The list column to explode.
+    pub column: String,
+    /// When the elements are structs, make each struct field a top-level column (default true).
+    #[serde(default = "yes")]
+    pub flatten: bool,
+    /// Optional name of a column holding the element's position in its list (0-based).
+    #[serde(default)]
+    pub position: Option<String>,
+    /// Other input columns to keep; default all of them.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl OperatorConfig for ExplodeConfig {
+    fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(Explode { cfg: self, list_idx: 0, keep: Vec::new(), schema: Arc::new(Schema::empty()), flatten: false }))
+    }
+}
+
+pub struct Explode {
+    cfg: ExplodeConfig,
+    list_idx: usize,
+    keep: Vec<usize>,
+    schema: SchemaRef,
+    flatten: bool,
+}
+
+impl Operator for Explode {
+    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
+        let col = &self.cfg.column;
+        self.list_idx = input
+            .index_of(col)
+            .map_err(|_| EngineError::config(format!("no column `{col}` to explode (columns: {})", crate::column_names(input))))?;
+        let DataType::List(item) = input.field(self.list_idx).data_type() else {
+            return Err(EngineError::config(format!(
+                "column `{col}` is {}, explode needs a list",
+                input.field(self.list_idx).data_type()
+            )));
+        };
+        self.keep = match &self.cfg.columns {
+            Some(cols) => cols.iter().map(|c| crate::column_index(input, c)).collect::<Result<_>>()?,
+            None => (0..input.fields().len()).filter(|i| *i != self.list_idx).collect(),
+        };
+        let mut fields: Vec<Field> = self.keep.iter().map(|i| input.field(*i).clone()).collect();
+        if let Some(p) = &self.cfg.position {
+            fields.push(Field::new(p, DataType::Int32, false));
+        }
+        match item.data_type() {
+            DataType::Struct(children) if self.cfg.flatten => {
+                self.flatten = true;
+                fields.extend(children.iter().map(|f| f.as_ref().clone().with_nullable(true)));
+            }
+            other => fields.push(Field::new(col, other.clone(), true)),
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &fields {
+            if !seen.insert(f.name()) {
+                return Err(EngineError::config(format!(
+                    "exploding `{col}` gives two columns named `{}`; drop one with `columns`",
+                    f.name()
+                )));
+            }
+        }
+        self.schema = Arc::new(Schema::new(fields));
+        Ok(vec![self.schema.clone()])
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        let list = batch
+            .column(self.list_idx)
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .ok_or_else(|| EngineError::runtime("explode: input column is not a list"))?;
+        let offsets = list.value_offsets();
+        let mut parents = Vec::new();
+        let mut children = Vec::new();
+        let mut positions = Vec::new();
+        for row in 0..list.len() {
+            if list.is_null(row) {
+                continue;
+            }
+            let (start, end) = (offsets[row], offsets[row + 1]);
+            for j in start..end {
+                parents.push(row as u32);
+                children.push(j as u32);
+                positions.push(j - start);
+            }
+        }
+        let parents = UInt32Array::from(parents);
+        let children = UInt32Array::from(children);
+        let mut columns: Vec<ArrayRef> =
+            self.keep.iter().map(|i| take(batch.column(*i), &parents, None)).collect::<Result<_, _>>()?;
+        if self.cfg.position.is_some() {
+            columns.push(Arc::new(Int32Array::from(positions)));
+        }
+        let values = take(list.values(), &children, None)?;
+        if self.flatten {
+            let s = values.as_any().downcast_ref::<StructArray>().expect("checked in init");
+            columns.extend(s.columns().iter().cloned());
+        } else {
+            columns.push(values);
+        }
+        out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(())
+    }
+}

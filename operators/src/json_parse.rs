@@ -1,0 +1,413 @@
+//! `json_parse`: decodes a JSON column against a declared schema with arrow-json.
+//!
+//! A whole micro-batch is decoded in one call. When that fails, the batch is re-checked message
+//! by message, and every bad message goes to the `quarantine` port with a machine-readable
+//! `reason`, its raw value and its Kafka coordinates. Nothing is silently turned into nulls.
+
+use crate::schema::schema_from_pairs;
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
+    UInt32Array,
+};
+use arrow::compute::{filter_record_batch, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_json::ReaderBuilder;
+use base64::Engine as _;
+use engine_api::{BuildContext, Collector, EngineError, Operator, OperatorConfig, Result};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Reasons a record is quarantined (the `reason` column).
+pub mod reason {
+    /// The Kafka value is null (a tombstone).
+    pub const NULL_VALUE: &str = "null_value";
+    /// The value is empty or only whitespace.
+    pub const EMPTY_VALUE: &str = "empty_value";
+    /// The value is not valid JSON (truncated, invalid UTF-8, NaN, several values, ...).
+    pub const NOT_JSON: &str = "not_json";
+    /// Valid JSON, but not an object (an array, a string, a number, `null`).
+    pub const NOT_OBJECT: &str = "not_object";
+    /// A field has a type the schema cannot hold (a string where a number is expected, an
+    /// integer out of range).
+    pub const WRONG_TYPE: &str = "wrong_type";
+    /// A required field is missing or null.
+    pub const MISSING_FIELD: &str = "missing_field";
+}
+
+/// What to do with a record that cannot be parsed.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Send it to the `quarantine` port with its reason (the default).
+    #[default]
+    Quarantine,
+    /// Count it, log it, and drop it.
+    Drop,
+    /// Stop the pipeline.
+    Fail,
+}
+
+/// `type = "json_parse"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonParseConfig {
+    /// The input column holding the JSON text (default `value`, the Kafka value).
+    #[serde(default = "default_value_column")]
+    pub value_column: String,
+    /// Field name to type, in order (see the schema language in the README).
+    pub schema: IndexMap<String, String>,
+    /// Top-level fields that must be present and not null.
+    #[serde(default)]
+    pub required: Vec<String>,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_value_column() -> String {
+    "value".into()
+}
+
+impl OperatorConfig for JsonParseConfig {
+    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+        let schema = Arc::new(schema_from_pairs(self.schema.iter().map(|(k, v)| (k.as_str(), v.as_str())))?);
+        for r in &self.required {
+            if schema.index_of(r).is_err() {
+                return Err(EngineError::config(format!(
+                    "`required` names `{r}`, which is not in the schema"
+                )));
+            }
+        }
+        Ok(Box::new(JsonParse {
+            node: ctx.node.clone(),
+            cfg: self,
+            parsed_schema: schema,
+            value_idx: 0,
+            keep: Vec::new(),
+            out_schema: Arc::new(Schema::empty()),
+            quarantine_schema: Arc::new(Schema::empty()),
+            required_idx: Vec::new(),
+            dropped: 0,
+        }))
+    }
+}
+
+pub struct JsonParse {
+    node: String,
+    cfg: JsonParseConfig,
+    parsed_schema: SchemaRef,
+    value_idx: usize,
+    keep: Vec<usize>,
+    out_schema: SchemaRef,
+    quarantine_schema: SchemaRef,
+    required_idx: Vec<usize>,
+    dropped: u64,
+}
+
+/// The columns a quarantine row adds to the input's coordinates.
+pub fn quarantine_fields() -> Vec<Field> {
+    vec![
+        Field::new("raw_value", DataType::Utf8, true),
+        Field::new("raw_encoding", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, true),
+        Field::new("ingested_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+    ]
+}
+
+struct Bad {
+    row: usize,
+    reason: &'static str,
+    detail: String,
+}
+
+impl Operator for JsonParse {
+    fn output_ports(&self) -> Vec<String> {
+        vec!["out".into(), "quarantine".into()]
+    }
+
+    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
+        let col = &self.cfg.value_column;
+        self.value_idx = input.index_of(col).map_err(|_| {
+            EngineError::config(format!(
+                "input has no column `{col}` to parse (columns: {})",
+                names(input)
+            ))
+        })?;
+        match input.field(self.value_idx).data_type() {
+            DataType::Binary | DataType::Utf8 => {}
+            other => {
+                return Err(EngineError::config(format!(
+                    "column `{col}` is {other}, expected binary or string"
+                )));
+            }
+        }
+        self.keep = (0..input.fields().len()).filter(|i| *i != self.value_idx).collect();
+        let mut fields: Vec<Field> = self.keep.iter().map(|i| input.field(*i).clone()).collect();
+        let mut q_fields = fields.clone();
+        for f in self.parsed_schema.fields() {
+            if fields.iter().any(|k| k.name() == f.name()) {
+                return Err(EngineError::config(format!(
+                    "schema field `{}` has the name of an input column; rename one of them",
+                    f.name()
+                )));
+            }
+            fields.push(f.as_ref().clone());
+        }
+        q_fields.extend(quarantine_fields());
+        self.out_schema = Arc::new(Schema::new(fields));
+        self.quarantine_schema = Arc::new(Schema::new(q_fields));
+        let offset = self.keep.len();
+        self.required_idx = self
+            .cfg
+            .required
+            .iter()
+            .map(|r| offset + self.parsed_schema.index_of(r).expect("checked at build"))
+            .collect();
+        Ok(vec![self.out_schema.clone(), self.quarantine_schema.clone()])
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        let n = batch.num_rows();
+        let values = binary_values(batch.column(self.value_idx));
+        let mut bad: Vec<Bad> = Vec::new();
+        let mut candidates: Vec<usize> = Vec::with_capacity(n);
+        let mut buf: Vec<u8> = Vec::with_capacity(values.iter().map(|v| v.map_or(0, |b| b.len() + 1)).sum());
+        for (row, v) in values.iter().enumerate() {
+            match v {
+                None => bad.push(Bad { row, reason: reason::NULL_VALUE, detail: "the Kafka value is null (tombstone)".into() }),
+                Some(raw) => {
+                    let body = strip_bom(raw).trim_ascii();
+                    if body.is_empty() {
+                        bad.push(Bad { row, reason: reason::EMPTY_VALUE, detail: "the value is empty".into() });
+                    } else if body[0] != b'{' || body[body.len() - 1] != b'}' {
+                        let (reason, detail) = classify(raw, None);
+                        bad.push(Bad { row, reason, detail });
+                    } else {
+                        candidates.push(row);
+                        buf.extend_from_slice(body);
+                        buf.push(b'\n');
+                    }
+                }
+            }
+        }
+
+        let (good, parsed) = match decode(&self.parsed_schema, &buf, candidates.len()) {
+            Ok(p) => (candidates, p),
+            Err(_) => {
+                // Re-check message by message; keep the good ones and decode them together again.
+                let mut good = Vec::with_capacity(candidates.len());
+                buf.clear();
+                for row in candidates {
+                    let raw = values[row].expect("candidates are not null");
+                    let body = strip_bom(raw).trim_ascii();
+                    match decode(&self.parsed_schema, body, 1) {
+                        Ok(_) => {
+                            good.push(row);
+                            buf.extend_from_slice(body);
+                            buf.push(b'\n');
+                        }
+                        Err(e) => {
+                            let (reason, detail) = classify(raw, Some(e));
+                            bad.push(Bad { row, reason, detail });
+                        }
+                    }
+                }
+                let parsed = decode(&self.parsed_schema, &buf, good.len()).map_err(|e| {
+                    EngineError::runtime(format!("messages that decode one by one failed together: {e}"))
+                })?;
+                (good, parsed)
+            }
+        };
+
+        let kept = self.keep_columns(&batch, &good)?;
+        let mut columns = kept;
+        columns.extend(parsed.columns().iter().cloned());
+        let mut out_batch = RecordBatch::try_new(self.out_schema.clone(), columns)?;
+        if !self.required_idx.is_empty() {
+            let (ok, missing) = self.check_required(&out_batch);
+            if let Some(missing) = missing {
+                for (i, field) in missing {
+                    bad.push(Bad {
+                        row: good[i],
+                        reason: reason::MISSING_FIELD,
+                        detail: format!("required field `{field}` is missing or null"),
+                    });
+                }
+                out_batch = filter_record_batch(&out_batch, &ok)?;
+            }
+        }
+        out.emit(out_batch);
+
+        if !bad.is_empty() {
+            match self.cfg.on_error {
+                OnError::Quarantine => {
+                    bad.sort_by_key(|b| b.row);
+                    out.emit_to(1, self.quarantine_batch(&batch, &values, &bad)?);
+                }
+                OnError::Drop => {
+                    self.dropped += bad.len() as u64;
+                    tracing::warn!(
+                        node = %self.node,
+                        count = bad.len(),
+                        first_reason = bad[0].reason,
+                        total_dropped = self.dropped,
+                        "dropped bad records"
+                    );
+                }
+                OnError::Fail => {
+                    let b = &bad[0];
+                    return Err(EngineError::runtime(format!(
+                        "bad record at row {} of a batch: {} ({}); set on_error = \"quarantine\" to set such records aside",
+                        b.row, b.reason, b.detail
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl JsonParse {
+    fn keep_columns(&self, batch: &RecordBatch, rows: &[usize]) -> Result<Vec<ArrayRef>> {
+        if rows.len() == batch.num_rows() {
+            return Ok(self.keep.iter().map(|i| batch.column(*i).clone()).collect());
+        }
+        let idx = UInt32Array::from_iter_values(rows.iter().map(|r| *r as u32));
+        self.keep
+            .iter()
+            .map(|i| take(batch.column(*i), &idx, None).map_err(Into::into))
+            .collect()
+    }
+
+    /// Rows whose required fields are all present, and for the others the first missing field.
+    fn check_required(&self, batch: &RecordBatch) -> (BooleanArray, Option<Vec<(usize, String)>>) {
+        let mut missing = Vec::new();
+        let ok: BooleanArray = (0..batch.num_rows())
+            .map(|row| {
+                for i in &self.required_idx {
+                    if batch.column(*i).is_null(row) {
+                        missing.push((row, batch.schema().field(*i).name().clone()));
+                        return Some(false);
+                    }
+                }
+                Some(true)
+            })
+            .collect();
+        if missing.is_empty() { (ok, None) } else { (ok, Some(missing)) }
+    }
+
+    fn quarantine_batch(&self, batch: &RecordBatch, values: &[Option<&[u8]>], bad: &[Bad]) -> Result<RecordBatch> {
+        let rows: Vec<usize> = bad.iter().map(|b| b.row).collect();
+        let mut columns = self.keep_columns(batch, &rows)?;
+        let mut raw = StringBuilder::new();
+        let mut enc = StringBuilder::new();
+        for b in bad {
+            match values[b.row] {
+                None => {
+                    raw.append_null();
+                    enc.append_value("null");
+                }
+                Some(v) => match std::str::from_utf8(v) {
+                    Ok(s) => {
+                        raw.append_value(s);
+                        enc.append_value("utf8");
+                    }
+                    Err(_) => {
+                        raw.append_value(base64::engine::general_purpose::STANDARD.encode(v));
+                        enc.append_value("base64");
+                    }
+                },
+            }
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        columns.push(Arc::new(raw.finish()));
+        columns.push(Arc::new(enc.finish()));
+        columns.push(Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.reason))));
+        columns.push(Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.detail.as_str()))));
+        columns.push(Arc::new(
+            TimestampMillisecondArray::from_iter_values(std::iter::repeat_n(now, bad.len())).with_timezone("UTC"),
+        ));
+        Ok(RecordBatch::try_new(self.quarantine_schema.clone(), columns)?)
+    }
+}
+
+fn names(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn binary_values(col: &ArrayRef) -> Vec<Option<&[u8]>> {
+    if let Some(b) = col.as_any().downcast_ref::<BinaryArray>() {
+        b.iter().collect()
+    } else if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
+        s.iter().map(|v| v.map(str::as_bytes)).collect()
+    } else {
+        unreachable!("checked in init")
+    }
+}
+
+fn strip_bom(raw: &[u8]) -> &[u8] {
+    raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
+}
+
+/// Decodes newline-separated JSON objects; fails unless exactly `expect` rows come out.
+fn decode(schema: &SchemaRef, buf: &[u8], expect: usize) -> std::result::Result<RecordBatch, String> {
+    if expect == 0 {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(expect + 1)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let n = decoder.decode(rest).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        rest = &rest[n..];
+    }
+    let batch = decoder
+        .flush()
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+    if batch.num_rows() != expect || !rest.is_empty() {
+        return Err(format!("expected {expect} JSON objects, found {} or more", batch.num_rows()));
+    }
+    Ok(batch)
+}
+
+/// Says why a message did not decode.
+fn classify(raw: &[u8], arrow_error: Option<String>) -> (&'static str, String) {
+    let text = match std::str::from_utf8(strip_bom(raw)) {
+        Ok(t) => t,
+        Err(e) => return (reason::NOT_JSON, format!("invalid UTF-8: {e}")),
+    };
+    if text.trim().is_empty() {
+        return (reason::EMPTY_VALUE, "the value is empty".into());
+    }
+    // serde_json stops at 128 levels of nesting, so hostile nesting is reported, never a stack overflow.
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Err(e) if e.to_string().contains("out of range") => {
+            (reason::WRONG_TYPE, format!("a number is out of range: {e}"))
+        }
+        Err(e) => (reason::NOT_JSON, e.to_string()),
+        Ok(serde_json::Value::Object(_)) => (
+            reason::WRONG_TYPE,
+            arrow_error.unwrap_or_else(|| "the object does not match the schema".into()),
+        ),
+        Ok(serde_json::Value::Null) => (reason::NOT_OBJECT, "the value is JSON null, expected an object".into()),
+        Ok(v) => (reason::NOT_OBJECT, format!("the value is a JSON {}, expected an object", kind(&v))),
+    }
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}

@@ -1,0 +1,53 @@
+//! `select`: keep some columns (in the given order), or drop some.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use engine_api::{BuildContext, Collector, EngineError, Operator, OperatorConfig, Result};
+use serde::Deserialize;
+
+/// `type = "select"`: give exactly one of `columns` and `drop`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectConfig {
+    /// Columns to keep, in this order.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Columns to drop.
+    #[serde(default)]
+    pub drop: Option<Vec<String>>,
+}
+
+impl OperatorConfig for SelectConfig {
+    fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+        if self.columns.is_some() == self.drop.is_some() {
+            return Err(EngineError::config("select needs exactly one of `columns` and `drop`"));
+        }
+        Ok(Box::new(Select { cfg: self, indices: Vec::new() }))
+    }
+}
+
+pub struct Select {
+    cfg: SelectConfig,
+    indices: Vec<usize>,
+}
+
+impl Operator for Select {
+    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
+        self.indices = match (&self.cfg.columns, &self.cfg.drop) {
+            (Some(cols), _) => cols.iter().map(|c| crate::column_index(input, c)).collect::<Result<_>>()?,
+            (_, Some(drop)) => {
+                for d in drop {
+                    crate::column_index(input, d)?;
+                }
+                (0..input.fields().len()).filter(|i| !drop.contains(input.field(*i).name())).collect()
+            }
+            _ => unreachable!("checked in build"),
+        };
+        Ok(vec![std::sync::Arc::new(input.project(&self.indices)?)])
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        out.emit(batch.project(&self.indices)?);
+        Ok(())
+    }
+}
