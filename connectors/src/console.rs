@@ -29,7 +29,12 @@ fn yes() -> bool {
 
 impl SinkConfig for ConsoleSinkConfig {
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Sink>> {
-        Ok(Box::new(ConsoleSink { node: ctx.node.clone(), cfg: self, rows: Vec::new(), total: 0 }))
+        Ok(Box::new(ConsoleSink {
+            node: ctx.node.clone(),
+            cfg: self,
+            rows: Vec::new(),
+            total: 0,
+        }))
     }
 }
 
@@ -63,7 +68,8 @@ impl Sink for ConsoleSink {
         self.total += batch.num_rows();
         let held: usize = self.rows.iter().map(|b| b.num_rows()).sum();
         if held < self.cfg.num_rows {
-            self.rows.push(batch.slice(0, batch.num_rows().min(self.cfg.num_rows - held)));
+            self.rows
+                .push(batch.slice(0, batch.num_rows().min(self.cfg.num_rows - held)));
         }
         Ok(())
     }
@@ -76,9 +82,15 @@ impl Sink for ConsoleSink {
         if self.cfg.truncate {
             batches = batches.iter().map(truncate).collect::<Result<_>>()?;
         }
-        let table = pretty_format_batches_with_options(&batches, &FormatOptions::default().with_null("null"))?;
+        let table = pretty_format_batches_with_options(
+            &batches,
+            &FormatOptions::default().with_null("null"),
+        )?;
         let more = if self.total > self.cfg.num_rows {
-            format!("only showing top {} of {} rows\n", self.cfg.num_rows, self.total)
+            format!(
+                "only showing top {} of {} rows\n",
+                self.cfg.num_rows, self.total
+            )
         } else {
             String::new()
         };
@@ -109,7 +121,13 @@ fn truncate(batch: &RecordBatch) -> Result<RecordBatch> {
             Some(s) => Arc::new(
                 s.iter()
                     .map(|v| {
-                        v.map(|v| if v.chars().count() > 20 { format!("{}...", v.chars().take(17).collect::<String>()) } else { v.to_string() })
+                        v.map(|v| {
+                            if v.chars().count() > 20 {
+                                format!("{}...", v.chars().take(17).collect::<String>())
+                            } else {
+                                v.to_string()
+                            }
+                        })
                     })
                     .collect::<StringArray>(),
             ) as Arc<dyn Array>,

@@ -5,7 +5,8 @@
 //! `starting_offsets`. Offsets are committed back to the consumer group only to report lag.
 
 use arrow::array::{
-    BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use engine_api::{BuildContext, EngineError, Result, Secret, Source, SourceConfig, SourceContext};
@@ -67,7 +68,9 @@ pub mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("bad duration `{s}`: {e}; write it like \"500ms\", \"5s\" or \"1m\""))
+            serde::de::Error::custom(format!(
+                "bad duration `{s}`: {e}; write it like \"500ms\", \"5s\" or \"1m\""
+            ))
         })
     }
 }
@@ -78,7 +81,11 @@ pub fn kafka_schema() -> SchemaRef {
         Field::new("topic", DataType::Utf8, false),
         Field::new("partition", DataType::Int32, false),
         Field::new("offset", DataType::Int64, false),
-        Field::new("kafka_timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true),
+        Field::new(
+            "kafka_timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
         Field::new("key", DataType::Utf8, true),
         Field::new("value", DataType::Binary, true),
     ]))
@@ -87,7 +94,9 @@ pub fn kafka_schema() -> SchemaRef {
 impl SourceConfig for KafkaSourceConfig {
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Source>> {
         if self.brokers.trim().is_empty() {
-            return Err(EngineError::config("`brokers` is empty; set KAFKA_BROKERS or `brokers`"));
+            return Err(EngineError::config(
+                "`brokers` is empty; set KAFKA_BROKERS or `brokers`",
+            ));
         }
         if self.topic.trim().is_empty() {
             return Err(EngineError::config("`topic` is empty"));
@@ -95,8 +104,17 @@ impl SourceConfig for KafkaSourceConfig {
         if self.batch_size == 0 {
             return Err(EngineError::config("`batch_size` must be above 0"));
         }
-        let group = self.group_id.clone().unwrap_or_else(|| format!("engine-{}", ctx.pipeline));
-        Ok(Box::new(KafkaSource { cfg: self, group, consumer: None, next: BTreeMap::new(), end: None }))
+        let group = self
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("engine-{}", ctx.pipeline));
+        Ok(Box::new(KafkaSource {
+            cfg: self,
+            group,
+            consumer: None,
+            next: BTreeMap::new(),
+            end: None,
+        }))
     }
 }
 
@@ -127,10 +145,13 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", match self.cfg.starting_offsets {
-                StartingOffsets::Earliest => "earliest",
-                StartingOffsets::Latest => "latest",
-            })
+            .set(
+                "auto.offset.reset",
+                match self.cfg.starting_offsets {
+                    StartingOffsets::Earliest => "earliest",
+                    StartingOffsets::Latest => "latest",
+                },
+            )
             .set("fetch.wait.max.ms", "100")
             .set("queued.min.messages", "100000")
             .set("client.id", format!("engine-{}", self.group));
@@ -148,13 +169,18 @@ impl KafkaSource {
     }
 
     fn position(&self) -> serde_json::Value {
-        serde_json::to_value(KafkaPosition { topic: self.cfg.topic.clone(), offsets: self.next.clone() })
-            .expect("serialisable")
+        serde_json::to_value(KafkaPosition {
+            topic: self.cfg.topic.clone(),
+            offsets: self.next.clone(),
+        })
+        .expect("serialisable")
     }
 
     fn done(&self) -> bool {
         match &self.end {
-            Some(end) => end.iter().all(|(p, e)| self.next.get(p).copied().unwrap_or(0) >= *e),
+            Some(end) => end
+                .iter()
+                .all(|(p, e)| self.next.get(p).copied().unwrap_or(0) >= *e),
             None => false,
         }
     }
@@ -221,10 +247,13 @@ impl Source for KafkaSource {
         let t = md.topics().iter().find(|t| t.name() == topic);
         let missing = match t {
             None => true,
-            Some(t) => matches!(
-                t.error().map(RDKafkaErrorCode::from),
-                Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic)
-            ) || t.partitions().is_empty(),
+            Some(t) => {
+                matches!(
+                    t.error().map(RDKafkaErrorCode::from),
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+                        | Some(RDKafkaErrorCode::UnknownTopic)
+                ) || t.partitions().is_empty()
+            }
         };
         if missing {
             return Err(EngineError::config(format!(
@@ -241,19 +270,18 @@ impl Source for KafkaSource {
             )));
         }
         let restored: Option<KafkaPosition> = match restored {
-            Some(v) => Some(
-                serde_json::from_value(v.clone())
-                    .map_err(|e| EngineError::runtime(format!("bad Kafka position in the checkpoint: {e}")))?,
-            ),
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+                EngineError::runtime(format!("bad Kafka position in the checkpoint: {e}"))
+            })?),
             None => None,
         };
-        if let Some(r) = &restored {
-            if r.topic != topic {
-                return Err(EngineError::config(format!(
-                    "the checkpoint was made reading topic `{}`, this pipeline reads `{topic}`; use a new checkpoint location",
-                    r.topic
-                )));
-            }
+        if let Some(r) = &restored
+            && r.topic != topic
+        {
+            return Err(EngineError::config(format!(
+                "the checkpoint was made reading topic `{}`, this pipeline reads `{topic}`; use a new checkpoint location",
+                r.topic
+            )));
         }
         let mut tpl = TopicPartitionList::new();
         let mut end = BTreeMap::new();
@@ -294,7 +322,10 @@ impl Source for KafkaSource {
             self.end = None;
         }
         let schema = kafka_schema();
-        let consumer = self.consumer.take().ok_or_else(|| EngineError::runtime("kafka source not opened"))?;
+        let consumer = self
+            .consumer
+            .take()
+            .ok_or_else(|| EngineError::runtime("kafka source not opened"))?;
         let mut b = Builders::new(self.cfg.batch_size);
         let mut last_emit = Instant::now();
         let topic = self.cfg.topic.clone();
@@ -312,7 +343,11 @@ impl Source for KafkaSource {
                 Some(Ok(m)) => {
                     let p = m.partition();
                     let offset = m.offset();
-                    let past_end = self.end.as_ref().and_then(|e| e.get(&p)).is_some_and(|e| offset >= *e);
+                    let past_end = self
+                        .end
+                        .as_ref()
+                        .and_then(|e| e.get(&p))
+                        .is_some_and(|e| offset >= *e);
                     if !past_end {
                         b.topic.append_value(&topic);
                         b.partition.append_value(p);
@@ -337,7 +372,8 @@ impl Source for KafkaSource {
                     }
                 }
                 Some(Err(e)) => match e.rdkafka_error_code() {
-                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => {
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+                    | Some(RDKafkaErrorCode::UnknownTopic) => {
                         return Err(EngineError::runtime(format!(
                             "topic `{topic}` disappeared from Kafka at {} while reading; it was deleted or recreated",
                             self.cfg.brokers
@@ -345,14 +381,17 @@ impl Source for KafkaSource {
                     }
                     _ => {
                         // librdkafka retries by itself; say so at most every 10 s.
-                        if last_warn.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10)) {
+                        if last_warn.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10))
+                        {
                             tracing::warn!(error = %e, brokers = %self.cfg.brokers, "kafka consumer error; retrying");
                             last_warn = Some(Instant::now());
                         }
                     }
                 },
             }
-            if b.rows >= self.cfg.batch_size || (b.rows > 0 && last_emit.elapsed() >= self.cfg.linger) {
+            if b.rows >= self.cfg.batch_size
+                || (b.rows > 0 && last_emit.elapsed() >= self.cfg.linger)
+            {
                 ctx.emit(b.finish(&schema)?)?;
                 last_emit = Instant::now();
             }

@@ -12,7 +12,9 @@ use crate::store::Location;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
-use engine_api::{BuildContext, Committer, Epoch, EngineError, PendingCommit, Result, Sink, SinkConfig};
+use engine_api::{
+    BuildContext, Committer, EngineError, Epoch, PendingCommit, Result, Sink, SinkConfig,
+};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -67,7 +69,9 @@ impl SinkConfig for ParquetSinkConfig {
             }
         };
         if self.target_file_mb == 0 || self.row_group_rows == 0 {
-            return Err(EngineError::config("`target_file_mb` and `row_group_rows` must be above 0"));
+            return Err(EngineError::config(
+                "`target_file_mb` and `row_group_rows` must be above 0",
+            ));
         }
         let location = Location::open(&self.path, &ctx.storage)?;
         let props = WriterProperties::builder()
@@ -76,7 +80,9 @@ impl SinkConfig for ParquetSinkConfig {
             .build();
         Ok(Box::new(ParquetSink {
             node: ctx.node.clone(),
-            committer: Arc::new(ParquetCommitter { location: location.clone() }),
+            committer: Arc::new(ParquetCommitter {
+                location: location.clone(),
+            }),
             location,
             props,
             target_bytes: self.target_file_mb * 1024 * 1024,
@@ -117,8 +123,17 @@ enum Upload {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Staged {
-    Multipart { path: String, upload_id: String, parts: Vec<String>, rows: usize },
-    Rename { from: String, to: String, rows: usize },
+    Multipart {
+        path: String,
+        upload_id: String,
+        parts: Vec<String>,
+        rows: usize,
+    },
+    Rename {
+        from: String,
+        to: String,
+        rows: usize,
+    },
 }
 
 impl ParquetSink {
@@ -136,21 +151,36 @@ impl ParquetSink {
         let path = self.location.child(&name);
         let upload = match self.s3() {
             Some(s3) => {
-                let id = s3.create_multipart(&path).await.map_err(|e| self.location.explain(e))?;
-                Upload::Multipart { id, parts: Vec::new() }
+                let id = s3
+                    .create_multipart(&path)
+                    .await
+                    .map_err(|e| self.location.explain(e))?;
+                Upload::Multipart {
+                    id,
+                    parts: Vec::new(),
+                }
             }
             None => Upload::Local,
         };
         let writer = ArrowWriter::try_new(Vec::new(), schema, Some(self.props.clone()))
             .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
-        self.file = Some(OpenFile { writer, path, rows: 0, upload });
+        self.file = Some(OpenFile {
+            writer,
+            path,
+            rows: 0,
+            upload,
+        });
         Ok(())
     }
 
     /// Uploads buffered bytes as a part when there are enough of them (or `last`).
     async fn upload_parts(&mut self, last: bool) -> Result<()> {
-        let Some(file) = self.file.as_mut() else { return Ok(()) };
-        let Upload::Multipart { id, parts } = &mut file.upload else { return Ok(()) };
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let Upload::Multipart { id, parts } = &mut file.upload else {
+            return Ok(());
+        };
         let buffered = file.writer.inner_mut();
         if buffered.len() < PART_BYTES && !(last && (!buffered.is_empty() || parts.is_empty())) {
             return Ok(());
@@ -167,11 +197,20 @@ impl ParquetSink {
 
     /// Finishes the open file and records it as staged.
     async fn close_file(&mut self) -> Result<()> {
-        let Some(file) = self.file.as_mut() else { return Ok(()) };
-        file.writer.finish().map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        file.writer
+            .finish()
+            .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
         self.upload_parts(true).await?;
         let file = self.file.take().expect("checked above");
-        let OpenFile { mut writer, path, rows, upload } = file;
+        let OpenFile {
+            mut writer,
+            path,
+            rows,
+            upload,
+        } = file;
         let staged = match upload {
             Upload::Multipart { id, parts } => Staged::Multipart {
                 path: path.to_string(),
@@ -188,7 +227,11 @@ impl ParquetSink {
                     .put(&staging, PutPayload::from(data))
                     .await
                     .map_err(|e| self.location.explain(e))?;
-                Staged::Rename { from: staging.to_string(), to: path.to_string(), rows }
+                Staged::Rename {
+                    from: staging.to_string(),
+                    to: path.to_string(),
+                    rows,
+                }
             }
         };
         self.staged.push(staged);
@@ -225,9 +268,13 @@ impl Sink for ParquetSink {
         }
         let file = self.file.as_mut().expect("opened above");
         file.rows += batch.num_rows();
-        file.writer.write(&batch).map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+        file.writer
+            .write(&batch)
+            .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
         if file.writer.in_progress_size() > ROW_GROUP_BYTES {
-            file.writer.flush().map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+            file.writer
+                .flush()
+                .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
         }
         let size = file.writer.bytes_written() + file.writer.in_progress_size();
         self.upload_parts(false).await?;
@@ -242,7 +289,10 @@ impl Sink for ParquetSink {
         Ok(self
             .staged
             .drain(..)
-            .map(|s| PendingCommit { node: self.node.clone(), data: serde_json::to_value(s).expect("serialisable") })
+            .map(|s| PendingCommit {
+                node: self.node.clone(),
+                data: serde_json::to_value(s).expect("serialisable"),
+            })
             .collect())
     }
 
@@ -263,28 +313,43 @@ pub struct ParquetCommitter {
 impl Committer for ParquetCommitter {
     async fn commit(&self, pending: &[PendingCommit]) -> Result<()> {
         for p in pending {
-            let staged: Staged = serde_json::from_value(p.data.clone())
-                .map_err(|e| EngineError::runtime(format!("bad pending commit in manifest: {e}")))?;
+            let staged: Staged = serde_json::from_value(p.data.clone()).map_err(|e| {
+                EngineError::runtime(format!("bad pending commit in manifest: {e}"))
+            })?;
             match staged {
-                Staged::Multipart { path, upload_id, parts, .. } => {
+                Staged::Multipart {
+                    path,
+                    upload_id,
+                    parts,
+                    ..
+                } => {
                     let path = Path::from(path);
                     let s3 = self.location.s3.as_ref().ok_or_else(|| {
-                        EngineError::runtime(format!("{} is not S3 but the manifest has a multipart upload", self.location.url))
+                        EngineError::runtime(format!(
+                            "{} is not S3 but the manifest has a multipart upload",
+                            self.location.url
+                        ))
                     })?;
-                    let parts = parts.into_iter().map(|content_id| PartId { content_id }).collect();
-                    if let Err(e) = s3.complete_multipart(&path, &upload_id, parts).await {
-                        // Completed before a restart: the object is there and the upload is gone.
-                        if self.location.store.head(&path).await.is_err() {
-                            return Err(self.location.explain(e).context(format!("completing {path}")));
-                        }
+                    let parts = parts
+                        .into_iter()
+                        .map(|content_id| PartId { content_id })
+                        .collect();
+                    // Completed before a restart: the object is there and the upload is gone.
+                    if let Err(e) = s3.complete_multipart(&path, &upload_id, parts).await
+                        && self.location.store.head(&path).await.is_err()
+                    {
+                        return Err(self
+                            .location
+                            .explain(e)
+                            .context(format!("completing {path}")));
                     }
                 }
                 Staged::Rename { from, to, .. } => {
                     let (from, to) = (Path::from(from), Path::from(to));
-                    if let Err(e) = self.location.store.rename(&from, &to).await {
-                        if self.location.store.head(&to).await.is_err() {
-                            return Err(self.location.explain(e).context(format!("publishing {to}")));
-                        }
+                    if let Err(e) = self.location.store.rename(&from, &to).await
+                        && self.location.store.head(&to).await.is_err()
+                    {
+                        return Err(self.location.explain(e).context(format!("publishing {to}")));
                     }
                 }
             }

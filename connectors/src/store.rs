@@ -34,14 +34,20 @@ impl Location {
     /// Opens `url` with the pipeline's storage settings. No I/O happens here.
     pub fn open(url: &str, storage: &StorageConfig) -> Result<Location> {
         let parsed = url::Url::parse(url).map_err(|e| {
-            EngineError::config(format!("bad URL `{url}`: {e}; use s3://bucket/prefix or file:///absolute/path"))
+            EngineError::config(format!(
+                "bad URL `{url}`: {e}; use s3://bucket/prefix or file:///absolute/path"
+            ))
         })?;
         match parsed.scheme() {
             "s3" | "s3a" => {
                 let bucket = parsed
                     .host_str()
                     .filter(|b| !b.is_empty())
-                    .ok_or_else(|| EngineError::config(format!("`{url}` names no bucket; use s3://bucket/prefix")))?
+                    .ok_or_else(|| {
+                        EngineError::config(format!(
+                            "`{url}` names no bucket; use s3://bucket/prefix"
+                        ))
+                    })?
                     .to_string();
                 let mut b = AmazonS3Builder::new()
                     .with_bucket_name(&bucket)
@@ -70,20 +76,28 @@ impl Location {
                         .with_access_key_id(&storage.access_key_id)
                         .with_secret_access_key(storage.secret_access_key.expose());
                 }
-                let s3 = Arc::new(b.build().map_err(|e| EngineError::config(format!("cannot open `{url}`: {e}")))?);
+                let s3 = Arc::new(
+                    b.build()
+                        .map_err(|e| EngineError::config(format!("cannot open `{url}`: {e}")))?,
+                );
                 Ok(Location {
                     url: url.to_string(),
                     store: s3.clone(),
                     s3: Some(s3),
                     prefix: Path::from(parsed.path().trim_matches('/')),
                     bucket: Some(bucket),
-                    endpoint: if storage.endpoint.is_empty() { "AWS S3".into() } else { storage.endpoint.clone() },
+                    endpoint: if storage.endpoint.is_empty() {
+                        "AWS S3".into()
+                    } else {
+                        storage.endpoint.clone()
+                    },
                 })
             }
             "file" => {
                 let dir = parsed.path();
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| EngineError::config(format!("cannot create directory `{dir}`: {e}")))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    EngineError::config(format!("cannot create directory `{dir}`: {e}"))
+                })?;
                 let fs = LocalFileSystem::new_with_prefix(dir)
                     .map_err(|e| EngineError::config(format!("cannot open `{url}`: {e}")))?;
                 Ok(Location {
@@ -152,13 +166,20 @@ impl Location {
                 "object store at {} rejected the credentials for `{}`; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                 self.endpoint, self.url
             ))
-        } else if text.contains("onnect") || text.contains("timed out") || text.contains("error sending request") {
+        } else if text.contains("onnect")
+            || text.contains("timed out")
+            || text.contains("error sending request")
+        {
             EngineError::unavailable(format!(
                 "cannot reach the object store at {} for `{}`; check S3_ENDPOINT and that the server is running (scripts/stack up)",
                 self.endpoint, self.url
             ))
         } else {
-            EngineError::runtime(format!("object store error on `{}`: {}", self.url, first_line(&text)))
+            EngineError::runtime(format!(
+                "object store error on `{}`: {}",
+                self.url,
+                first_line(&text)
+            ))
         }
     }
 }
@@ -173,10 +194,14 @@ mod tests {
 
     #[test]
     fn s3_urls_split_into_bucket_and_prefix() {
-        let loc = Location::open("s3://bronze/kafka/commandes/", &StorageConfig::default()).unwrap();
+        let loc =
+            Location::open("s3://bronze/kafka/commandes/", &StorageConfig::default()).unwrap();
         assert_eq!(loc.bucket.as_deref(), Some("bronze"));
         assert_eq!(loc.prefix.as_ref(), "kafka/commandes");
-        assert_eq!(loc.child("part-1.parquet").as_ref(), "kafka/commandes/part-1.parquet");
+        assert_eq!(
+            loc.child("part-1.parquet").as_ref(),
+            "kafka/commandes/part-1.parquet"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! same epoch of the same pipeline is refused.
 
 use connectors::store::Location;
-use engine_api::{Epoch, EngineError, PendingCommit, Result, StorageConfig};
+use engine_api::{EngineError, Epoch, PendingCommit, Result, StorageConfig};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -58,8 +58,12 @@ fn manifest_name(epoch: Epoch) -> String {
 
 impl CheckpointStore {
     pub fn open(url: &str, storage: &StorageConfig, pipeline: &str) -> Result<Self> {
-        let location = Location::open(url, storage).map_err(|e| e.context("checkpoint location"))?;
-        Ok(CheckpointStore { location, pipeline: pipeline.to_string() })
+        let location =
+            Location::open(url, storage).map_err(|e| e.context("checkpoint location"))?;
+        Ok(CheckpointStore {
+            location,
+            pipeline: pipeline.to_string(),
+        })
     }
 
     pub fn pipeline(&self) -> &str {
@@ -67,7 +71,10 @@ impl CheckpointStore {
     }
 
     pub async fn check(&self) -> Result<()> {
-        self.location.check().await.map_err(|e| e.context("checkpoint location"))
+        self.location
+            .check()
+            .await
+            .map_err(|e| e.context("checkpoint location"))
     }
 
     /// The newest committed manifest, if any.
@@ -88,8 +95,9 @@ impl CheckpointStore {
             return Ok(None);
         };
         let bytes = self.read(newest.location.as_ref()).await?;
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| EngineError::runtime(format!("corrupt manifest {}: {e}", newest.location)))?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+            EngineError::runtime(format!("corrupt manifest {}: {e}", newest.location))
+        })?;
         if m.pipeline != self.pipeline {
             return Err(EngineError::config(format!(
                 "the checkpoint at {} belongs to pipeline `{}`, not `{}`; give each pipeline its own checkpoint location",
@@ -100,12 +108,19 @@ impl CheckpointStore {
     }
 
     pub async fn read(&self, path: &str) -> Result<bytes::Bytes> {
-        let r = self.location.store.get(&Path::from(path)).await.map_err(|e| self.location.explain(e))?;
+        let r = self
+            .location
+            .store
+            .get(&Path::from(path))
+            .await
+            .map_err(|e| self.location.explain(e))?;
         r.bytes().await.map_err(|e| self.location.explain(e))
     }
 
     pub async fn write_state(&self, epoch: Epoch, node: &str, bytes: Vec<u8>) -> Result<String> {
-        let path = self.location.child(&format!("state/{epoch:020}/{node}.bin"));
+        let path = self
+            .location
+            .child(&format!("state/{epoch:020}/{node}.bin"));
         self.location
             .store
             .put(&path, PutPayload::from(bytes))
@@ -118,15 +133,22 @@ impl CheckpointStore {
     pub async fn commit(&self, m: &Manifest) -> Result<()> {
         let path = self.location.child(&manifest_name(m.epoch));
         let body = serde_json::to_vec_pretty(m).expect("serialisable");
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.location.store.put_opts(&path, PutPayload::from(body), opts).await {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .location
+            .store
+            .put_opts(&path, PutPayload::from(body), opts)
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
-                Err(EngineError::config(format!(
-                    "epoch {} of pipeline `{}` was already committed at {}: another engine is running this pipeline with the same checkpoint; stop it, or give this one its own checkpoint location",
-                    m.epoch, self.pipeline, self.location.url
-                )))
-            }
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Err(EngineError::config(format!(
+                "epoch {} of pipeline `{}` was already committed at {}: another engine is running this pipeline with the same checkpoint; stop it, or give this one its own checkpoint location",
+                m.epoch, self.pipeline, self.location.url
+            ))),
             Err(e) => Err(self.location.explain(e)),
         }
     }

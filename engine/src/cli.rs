@@ -98,9 +98,20 @@ enum Command {
         s3_endpoint: String,
         #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
         region: String,
-        #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "minioadmin", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "AWS_ACCESS_KEY_ID",
+            default_value = "minioadmin",
+            hide_env_values = true
+        )]
         access_key_id: String,
-        #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "minioadmin", hide_env_values = true, hide_default_value = true)]
+        #[arg(
+            long,
+            env = "AWS_SECRET_ACCESS_KEY",
+            default_value = "minioadmin",
+            hide_env_values = true,
+            hide_default_value = true
+        )]
         secret_access_key: String,
     },
     /// List the node types this binary knows.
@@ -139,7 +150,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn load(file: &PathBuf, registry: &Registry) -> Result<Graph> {
+fn load(file: &std::path::Path, registry: &Registry) -> Result<Graph> {
     let pipeline = Pipeline::load(file)?;
     Graph::build(pipeline, registry)
 }
@@ -202,7 +213,15 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
                 Ok(())
             })
         }
-        Command::Produce { topic, count, rate, seed, kind, start_time, brokers } => {
+        Command::Produce {
+            topic,
+            count,
+            rate,
+            seed,
+            kind,
+            start_time,
+            brokers,
+        } => {
             let kind = kind.or_else(|| Kind::for_topic(&topic)).ok_or_else(|| {
                 EngineError::config(format!("cannot tell the kind of messages for topic `{topic}`; pass --kind orders|logs|metrics"))
             })?;
@@ -210,19 +229,40 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
                 chrono::Utc::now().timestamp_millis()
             } else {
                 chrono::DateTime::parse_from_rfc3339(&start_time)
-                    .map_err(|e| EngineError::config(format!("bad --start-time `{start_time}`: {e}")))?
+                    .map_err(|e| {
+                        EngineError::config(format!("bad --start-time `{start_time}`: {e}"))
+                    })?
                     .timestamp_millis()
             };
             if rate.is_some_and(|r| r <= 0.0 || !r.is_finite()) {
-                return Err(EngineError::config("--rate must be a positive number of messages per second"));
+                return Err(EngineError::config(
+                    "--rate must be a positive number of messages per second",
+                ));
             }
             let t0 = std::time::Instant::now();
-            let n = crate::produce::produce(&ProduceArgs { brokers, topic: topic.clone(), kind, count, rate, seed, start_ms })?;
+            let n = crate::produce::produce(&ProduceArgs {
+                brokers,
+                topic: topic.clone(),
+                kind,
+                count,
+                rate,
+                seed,
+                start_ms,
+            })?;
             let secs = t0.elapsed().as_secs_f64();
-            println!("produced {n} messages to {topic} in {secs:.1}s ({:.0}/s)", n as f64 / secs.max(1e-9));
+            println!(
+                "produced {n} messages to {topic} in {secs:.1}s ({:.0}/s)",
+                n as f64 / secs.max(1e-9)
+            );
             Ok(())
         }
-        Command::Report { bronze, s3_endpoint, region, access_key_id, secret_access_key } => {
+        Command::Report {
+            bronze,
+            s3_endpoint,
+            region,
+            access_key_id,
+            secret_access_key,
+        } => {
             let storage = StorageConfig {
                 endpoint: s3_endpoint,
                 region,
@@ -230,7 +270,10 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
                 secret_access_key: Secret::new(secret_access_key),
                 path_style: true,
             };
-            runtime()?.block_on(crate::report::report(bronze.trim_end_matches('/'), &storage))
+            runtime()?.block_on(crate::report::report(
+                bronze.trim_end_matches('/'),
+                &storage,
+            ))
         }
     }
 }
@@ -238,20 +281,25 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
 /// First Ctrl-C or SIGTERM: clean stop (final checkpoint, exit 0). Second: exit at once.
 fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
         for round in 0..2 {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
             if round == 0 {
-                tracing::info!("stopping: finishing the current epoch (press Ctrl-C again to quit at once)");
+                tracing::info!(
+                    "stopping: finishing the current epoch (press Ctrl-C again to quit at once)"
+                );
                 cancel.cancel();
             } else {
-                eprintln!("stopped without a final checkpoint; the next run resumes from the last one");
+                eprintln!(
+                    "stopped without a final checkpoint; the next run resumes from the last one"
+                );
                 std::process::exit(130);
             }
         }

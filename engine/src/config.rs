@@ -71,8 +71,9 @@ pub struct Pipeline {
 impl Pipeline {
     /// Reads, parses and interpolates a pipeline file.
     pub fn load(path: &Path) -> Result<Pipeline> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| EngineError::config(format!("cannot read pipeline file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            EngineError::config(format!("cannot read pipeline file {}: {e}", path.display()))
+        })?;
         Self::parse(path, &text)
     }
 
@@ -81,10 +82,14 @@ impl Pipeline {
         // First pass: the structure as written, so errors point at the right line.
         toml::from_str::<PipelineFile>(text).map_err(|e| toml_error(&file, text, &e))?;
         // Second pass: expand ${VAR} in every string value, then read the typed config.
-        let mut value: toml::Value = toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
+        let mut value: toml::Value =
+            toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
         expand_env(&mut value, "")?;
         let parsed = PipelineFile::deserialize(value).map_err(|e| {
-            EngineError::config(format!("{file}: after expanding environment variables: {}", e.message()))
+            EngineError::config(format!(
+                "{file}: after expanding environment variables: {}",
+                e.message()
+            ))
         })?;
         let p = parsed.pipeline;
         let trigger = humantime::parse_duration(&p.trigger).map_err(|e| {
@@ -95,10 +100,14 @@ impl Pipeline {
             ))
         })?;
         if trigger < Duration::from_millis(100) {
-            return Err(EngineError::config(format!("{file}: `trigger` must be at least 100ms")));
+            return Err(EngineError::config(format!(
+                "{file}: `trigger` must be at least 100ms"
+            )));
         }
         if p.mailbox == 0 {
-            return Err(EngineError::config(format!("{file}: `mailbox` must be at least 1")));
+            return Err(EngineError::config(format!(
+                "{file}: `mailbox` must be at least 1"
+            )));
         }
         if !valid_name(&p.name) {
             return Err(EngineError::config(format!(
@@ -111,11 +120,17 @@ impl Pipeline {
             let line = key_line(text, Some(&name), "");
             let at = format!("{file}:{line}: node `{name}`");
             if !valid_name(&name) {
-                return Err(EngineError::config(format!("{at}: node names must be letters, digits, `-` and `_`")));
+                return Err(EngineError::config(format!(
+                    "{at}: node names must be letters, digits, `-` and `_`"
+                )));
             }
             let type_name = match table.remove("type") {
                 Some(toml::Value::String(t)) => t,
-                Some(_) => return Err(EngineError::config(format!("{at}: `type` must be a string"))),
+                Some(_) => {
+                    return Err(EngineError::config(format!(
+                        "{at}: `type` must be a string"
+                    )));
+                }
                 None => return Err(EngineError::config(format!("{at}: missing `type`"))),
             };
             let inputs = match table.remove("inputs") {
@@ -124,12 +139,24 @@ impl Pipeline {
                     .into_iter()
                     .map(|v| match v {
                         toml::Value::String(s) => Ok(s),
-                        _ => Err(EngineError::config(format!("{at}: `inputs` must be a list of node names"))),
+                        _ => Err(EngineError::config(format!(
+                            "{at}: `inputs` must be a list of node names"
+                        ))),
                     })
                     .collect::<Result<_>>()?,
-                Some(_) => return Err(EngineError::config(format!("{at}: `inputs` must be a list of node names"))),
+                Some(_) => {
+                    return Err(EngineError::config(format!(
+                        "{at}: `inputs` must be a list of node names"
+                    )));
+                }
             };
-            nodes.push(NodeSpec { name, type_name, inputs, config: toml::Value::Table(table), line });
+            nodes.push(NodeSpec {
+                name,
+                type_name,
+                inputs,
+                config: toml::Value::Table(table),
+                line,
+            });
         }
         Ok(Pipeline {
             path: path.to_path_buf(),
@@ -149,12 +176,19 @@ impl Pipeline {
             Some(k) => key_line(&self.text, Some(&node.name), k),
             None => node.line,
         };
-        format!("{}:{line}: node `{}` ({})", self.path.display(), node.name, node.type_name)
+        format!(
+            "{}:{line}: node `{}` ({})",
+            self.path.display(),
+            node.name,
+            node.type_name
+        )
     }
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Expands `${VAR}` and `${VAR:-default}` in every string, naming the key when a variable is unset.
@@ -177,7 +211,11 @@ fn expand_env(v: &mut toml::Value, path: &str) -> Result<()> {
         }
         toml::Value::Table(t) => {
             for (k, item) in t.iter_mut() {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 expand_env(item, &p)?;
             }
         }
@@ -203,7 +241,12 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> EngineError {
 }
 
 fn enclosing_table(before: &str) -> Option<&str> {
-    before.lines().rev().map(str::trim).find(|l| l.starts_with('[')).map(|l| l.trim_matches(|c| c == '[' || c == ']'))
+    before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']'))
 }
 
 /// The line of `key` inside `[nodes.<node>]` (or of the table header when `key` is empty).
@@ -213,18 +256,18 @@ fn key_line(text: &str, node: Option<&str>, key: &str) -> usize {
     let mut header_line = 1;
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
-        if t.starts_with('[') {
-            if let Some(h) = &header {
-                if t == h {
-                    inside = true;
-                    header_line = i + 1;
-                    if key.is_empty() {
-                        return header_line;
-                    }
-                    continue;
-                } else if inside && !t.starts_with(&format!("[nodes.{}.", node.unwrap_or(""))) {
-                    break;
+        if t.starts_with('[')
+            && let Some(h) = &header
+        {
+            if t == h {
+                inside = true;
+                header_line = i + 1;
+                if key.is_empty() {
+                    return header_line;
                 }
+                continue;
+            } else if inside && !t.starts_with(&format!("[nodes.{}.", node.unwrap_or(""))) {
+                break;
             }
         }
         if inside && !key.is_empty() {
@@ -269,7 +312,10 @@ inputs = ["source"]
         assert_eq!(p.storage.endpoint, "http://127.0.0.1:9000");
         assert_eq!(p.nodes.len(), 2);
         assert_eq!(p.nodes[0].type_name, "kafka");
-        assert_eq!(p.nodes[0].config.get("brokers").unwrap().as_str(), Some("127.0.0.1:9092"));
+        assert_eq!(
+            p.nodes[0].config.get("brokers").unwrap().as_str(),
+            Some("127.0.0.1:9092")
+        );
         assert_eq!(p.nodes[1].inputs, vec!["source"]);
         assert_eq!(p.nodes[1].line, 15);
     }
@@ -277,15 +323,21 @@ inputs = ["source"]
     #[test]
     fn interpolates_set_variables() {
         // SAFETY: the variable name is unique to this test.
-        unsafe { std::env::set_var("KAFKA_TEST_BROKERS_X", "broker:29092") };
-        let p = Pipeline::parse(Path::new("p.toml"), GOOD).unwrap();
-        assert_eq!(p.nodes[0].config.get("brokers").unwrap().as_str(), Some("broker:29092"));
+        unsafe { std::env::set_var("KAFKA_TEST_BROKERS_SET_Z", "broker:29092") };
+        let text = GOOD.replace("KAFKA_TEST_BROKERS_X", "KAFKA_TEST_BROKERS_SET_Z");
+        let p = Pipeline::parse(Path::new("p.toml"), &text).unwrap();
+        assert_eq!(
+            p.nodes[0].config.get("brokers").unwrap().as_str(),
+            Some("broker:29092")
+        );
     }
 
     #[test]
     fn unset_variable_without_default_names_the_key() {
         let text = GOOD.replace("topic = \"t\"", "topic = \"${TOPIC_TEST_UNSET_Y}\"");
-        let e = Pipeline::parse(Path::new("p.toml"), &text).unwrap_err().to_string();
+        let e = Pipeline::parse(Path::new("p.toml"), &text)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`TOPIC_TEST_UNSET_Y` is not set"), "{e}");
         assert!(e.contains("nodes.source.topic"), "{e}");
     }
@@ -303,23 +355,34 @@ inputs = ["source"]
     #[test]
     fn bad_type_names_the_line() {
         let text = GOOD.replace("trigger = \"2s\"", "mailbox = \"lots\"");
-        let e = Pipeline::parse(Path::new("p.toml"), &text).unwrap_err().to_string();
+        let e = Pipeline::parse(Path::new("p.toml"), &text)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("p.toml:5:"), "{e}");
         assert!(e.contains("invalid type"), "{e}");
     }
 
     #[test]
     fn bad_trigger_and_syntax() {
-        let e = Pipeline::parse(Path::new("p.toml"), &GOOD.replace("\"2s\"", "\"2 parsecs\"")).unwrap_err().to_string();
+        let e = Pipeline::parse(
+            Path::new("p.toml"),
+            &GOOD.replace("\"2s\"", "\"2 parsecs\""),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("bad `trigger`"), "{e}");
-        let e = Pipeline::parse(Path::new("p.toml"), "[pipeline\nname=1").unwrap_err().to_string();
+        let e = Pipeline::parse(Path::new("p.toml"), "[pipeline\nname=1")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("p.toml:1:"), "{e}");
     }
 
     #[test]
     fn node_without_type() {
         let text = GOOD.replace("type = \"console\"\n", "");
-        let e = Pipeline::parse(Path::new("p.toml"), &text).unwrap_err().to_string();
+        let e = Pipeline::parse(Path::new("p.toml"), &text)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("p.toml:15: node `sink`: missing `type`"), "{e}");
     }
 }

@@ -59,7 +59,9 @@ impl Graph {
             let at = pipeline.locate(spec, Some("inputs"));
             match node {
                 Node::Source(_) if !spec.inputs.is_empty() => {
-                    return Err(EngineError::config(format!("{at}: a source takes no `inputs`")));
+                    return Err(EngineError::config(format!(
+                        "{at}: a source takes no `inputs`"
+                    )));
                 }
                 Node::Operator(_) | Node::Sink(_) if spec.inputs.is_empty() => {
                     return Err(EngineError::config(format!(
@@ -74,7 +76,11 @@ impl Graph {
                 let Some(idx) = built.iter().position(|(s, _)| s.name == name) else {
                     return Err(EngineError::config(format!(
                         "{at}: input `{input}` names no node; nodes are: {}",
-                        built.iter().map(|(s, _)| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                        built
+                            .iter()
+                            .map(|(s, _)| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 };
                 let ports = ports_of(&built[idx].1);
@@ -82,15 +88,24 @@ impl Graph {
                     return Err(EngineError::config(if ports.is_empty() {
                         format!("{at}: input `{input}` is a sink, which has no output")
                     } else {
-                        format!("{at}: node `{name}` has no port `{port}`; its ports are: {}", ports.join(", "))
+                        format!(
+                            "{at}: node `{name}` has no port `{port}`; its ports are: {}",
+                            ports.join(", ")
+                        )
                     }));
                 };
                 ins.push((idx, p));
             }
             edges.push(ins);
         }
-        let sources = built.iter().filter(|(_, n)| matches!(n, Node::Source(_))).count();
-        let sinks = built.iter().filter(|(_, n)| matches!(n, Node::Sink(_))).count();
+        let sources = built
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::Source(_)))
+            .count();
+        let sinks = built
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::Sink(_)))
+            .count();
         let file = pipeline.path.display();
         if sources != 1 {
             return Err(EngineError::config(format!(
@@ -98,7 +113,9 @@ impl Graph {
             )));
         }
         if sinks == 0 {
-            return Err(EngineError::config(format!("{file}: the pipeline has no sink, so its output goes nowhere")));
+            return Err(EngineError::config(format!(
+                "{file}: the pipeline has no sink, so its output goes nowhere"
+            )));
         }
 
         // Topological order (Kahn); anything left over is in a cycle.
@@ -113,7 +130,10 @@ impl Graph {
                     order.push(i);
                 }
                 None => {
-                    let stuck: Vec<_> = (0..n).filter(|i| !placed[*i]).map(|i| built[i].0.name.as_str()).collect();
+                    let stuck: Vec<_> = (0..n)
+                        .filter(|i| !placed[*i])
+                        .map(|i| built[i].0.name.as_str())
+                        .collect();
                     return Err(EngineError::config(format!(
                         "{file}: the nodes {} form a cycle through their `inputs`",
                         stuck.join(", ")
@@ -133,7 +153,8 @@ impl Graph {
         let mut nodes: Vec<GraphNode> = Vec::with_capacity(n);
         for &i in &order {
             let (spec, mut node) = built[i].take().expect("each node once");
-            let inputs: Vec<(usize, usize)> = edges[i].iter().map(|(u, p)| (new_index[*u], *p)).collect();
+            let inputs: Vec<(usize, usize)> =
+                edges[i].iter().map(|(u, p)| (new_index[*u], *p)).collect();
             let at = pipeline.locate(&spec, None);
             let in_schema = match inputs.first() {
                 None => None,
@@ -153,7 +174,9 @@ impl Graph {
             let out_schemas = match &mut node {
                 Node::Source(s) => vec![s.schema()],
                 Node::Operator(op) => {
-                    let out = op.init(in_schema.as_ref().expect("operators have inputs")).map_err(|e| e.context(&at))?;
+                    let out = op
+                        .init(in_schema.as_ref().expect("operators have inputs"))
+                        .map_err(|e| e.context(&at))?;
                     if out.len() != ports.len() {
                         return Err(EngineError::config(format!(
                             "{at}: the operator returned {} schemas for {} ports",
@@ -164,11 +187,19 @@ impl Graph {
                     out
                 }
                 Node::Sink(s) => {
-                    s.init(in_schema.as_ref().expect("sinks have inputs")).map_err(|e| e.context(&at))?;
+                    s.init(in_schema.as_ref().expect("sinks have inputs"))
+                        .map_err(|e| e.context(&at))?;
                     Vec::new()
                 }
             };
-            nodes.push(GraphNode { spec, node, inputs, ports, out_schemas, in_schema });
+            nodes.push(GraphNode {
+                spec,
+                node,
+                inputs,
+                ports,
+                out_schemas,
+                in_schema,
+            });
         }
 
         // Every port must be read, or its rows are lost.
@@ -180,18 +211,29 @@ impl Graph {
                     continue;
                 }
                 if p == 0 {
-                    warnings.push(format!("node `{}`: its output is not read by any node", g.spec.name));
+                    warnings.push(format!(
+                        "node `{}`: its output is not read by any node",
+                        g.spec.name
+                    ));
                 } else {
                     return Err(EngineError::config(format!(
                         "{}: nothing reads its `{port}` port, so those records would be lost; add a sink with inputs = [\"{}.{port}\"]{}",
                         pipeline.locate(&g.spec, None),
                         g.spec.name,
-                        if port == "quarantine" { " or set on_error = \"drop\"" } else { "" }
+                        if port == "quarantine" {
+                            " or set on_error = \"drop\""
+                        } else {
+                            ""
+                        }
                     )));
                 }
             }
         }
-        Ok(Graph { pipeline, nodes, warnings })
+        Ok(Graph {
+            pipeline,
+            nodes,
+            warnings,
+        })
     }
 
     /// Indices of nodes reading (node, port), with the input slot they read it on.
@@ -225,20 +267,40 @@ impl Graph {
                 .iter()
                 .map(|(u, port)| {
                     let n = &self.nodes[*u];
-                    if *port == 0 { n.spec.name.clone() } else { format!("{}.{}", n.spec.name, n.ports[*port]) }
+                    if *port == 0 {
+                        n.spec.name.clone()
+                    } else {
+                        format!("{}.{}", n.spec.name, n.ports[*port])
+                    }
                 })
                 .collect();
-            let arrow = if from.is_empty() { String::new() } else { format!(" <- {}", from.join(", ")) };
+            let arrow = if from.is_empty() {
+                String::new()
+            } else {
+                format!(" <- {}", from.join(", "))
+            };
             let extra = match &g.node {
                 Node::Sink(sink) => format!(": {}", sink.describe()),
                 _ => String::new(),
             };
-            let _ = writeln!(s, "\n  {} [{} {}]{arrow}{extra}", g.spec.name, g.node.kind(), g.spec.type_name);
+            let _ = writeln!(
+                s,
+                "\n  {} [{} {}]{arrow}{extra}",
+                g.spec.name,
+                g.node.kind(),
+                g.spec.type_name
+            );
             for (port, schema) in g.ports.iter().zip(&g.out_schemas) {
                 let cols: Vec<String> = schema
                     .fields()
                     .iter()
-                    .map(|f| format!("{}: {}", f.name(), operators::schema::type_name(f.data_type())))
+                    .map(|f| {
+                        format!(
+                            "{}: {}",
+                            f.name(),
+                            operators::schema::type_name(f.data_type())
+                        )
+                    })
                     .collect();
                 let _ = writeln!(s, "    {port} -> {}", cols.join(", "));
             }
@@ -258,10 +320,18 @@ impl Graph {
                 Node::Operator(_) => "box",
                 Node::Sink(_) => "cylinder",
             };
-            let _ = writeln!(s, "  \"{}\" [shape={shape}, label=\"{}\\n{}\"];", g.spec.name, g.spec.name, g.spec.type_name);
+            let _ = writeln!(
+                s,
+                "  \"{}\" [shape={shape}, label=\"{}\\n{}\"];",
+                g.spec.name, g.spec.name, g.spec.type_name
+            );
             for (u, port) in &g.inputs {
                 let n = &self.nodes[*u];
-                let label = if *port == 0 { String::new() } else { format!(" [label=\"{}\"]", n.ports[*port]) };
+                let label = if *port == 0 {
+                    String::new()
+                } else {
+                    format!(" [label=\"{}\"]", n.ports[*port])
+                };
                 let _ = writeln!(s, "  \"{}\" -> \"{}\"{label};", n.spec.name, g.spec.name);
             }
         }

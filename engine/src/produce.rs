@@ -2,13 +2,13 @@
 //! for a given seed and start time.
 
 use engine_api::{EngineError, Result};
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The kinds of message the generator knows.
@@ -115,11 +115,17 @@ impl Generator {
             Kind::Logs => 50,
             Kind::Metrics => 1000,
         };
-        Generator { kind, rng: fastrand::Rng::with_seed(seed), start_ms, step_ms }
+        Generator {
+            kind,
+            rng: fastrand::Rng::with_seed(seed),
+            start_ms,
+            step_ms,
+        }
     }
 
     pub fn message(&mut self, i: u64) -> (String, Vec<u8>) {
-        let ts = iso(self.start_ms + i as i64 * self.step_ms + self.rng.i64(0..self.step_ms.max(1)));
+        let ts =
+            iso(self.start_ms + i as i64 * self.step_ms + self.rng.i64(0..self.step_ms.max(1)));
         let r = &mut self.rng;
         match self.kind {
             Kind::Orders => {
@@ -127,9 +133,16 @@ impl Generator {
                 let n = r.usize(1..=4);
                 let items: Vec<Item> = (0..n)
                     .map(|_| {
-                        let (product_id, product_name, unit_price) = PRODUCTS[r.usize(0..PRODUCTS.len())];
+                        let (product_id, product_name, unit_price) =
+                            PRODUCTS[r.usize(0..PRODUCTS.len())];
                         let quantity = r.i32(1..=5);
-                        Item { product_id, product_name, quantity, unit_price, subtotal: round2(unit_price * quantity as f64) }
+                        Item {
+                            product_id,
+                            product_name,
+                            quantity,
+                            unit_price,
+                            subtotal: round2(unit_price * quantity as f64),
+                        }
                     })
                     .collect();
                 let total = round2(items.iter().map(|it| it.subtotal).sum());
@@ -158,10 +171,13 @@ impl Generator {
                     .map(|(l, _)| *l)
                     .unwrap_or("INFO");
                 let module = MODULES[r.usize(0..MODULES.len())];
-                let base = 20 + (MODULES.iter().position(|m| *m == module).unwrap_or(0) as i32) * 35;
+                let base =
+                    20 + (MODULES.iter().position(|m| *m == module).unwrap_or(0) as i32) * 35;
                 let duration_ms = base + r.i32(0..200) + if level == "ERROR" { 500 } else { 0 };
                 let message = match level {
-                    "ERROR" => format!("{module} request failed: upstream timeout after {duration_ms} ms"),
+                    "ERROR" => {
+                        format!("{module} request failed: upstream timeout after {duration_ms} ms")
+                    }
                     "WARN" => format!("{module} slow response ({duration_ms} ms)"),
                     _ => format!("{module} request handled"),
                 };
@@ -174,7 +190,10 @@ impl Generator {
                     user_id: format!("U{:05}", r.u32(1..=5000)),
                     duration_ms,
                 };
-                (module.to_string(), serde_json::to_vec(&l).expect("serialisable"))
+                (
+                    module.to_string(),
+                    serde_json::to_vec(&l).expect("serialisable"),
+                )
             }
             Kind::Metrics => {
                 let n = r.u32(1..=10);
@@ -232,7 +251,10 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
         .set("compression.type", "lz4")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "60000")
-        .create_with_context(Counting { delivered: delivered.clone(), failed: failed.clone() })
+        .create_with_context(Counting {
+            delivered: delivered.clone(),
+            failed: failed.clone(),
+        })
         .map_err(|e| EngineError::config(format!("bad producer settings: {e}")))?;
     let md = producer.client().fetch_metadata(Some(&args.topic), Duration::from_secs(10)).map_err(|e| {
         EngineError::unavailable(format!(
@@ -240,7 +262,10 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
             args.brokers
         ))
     })?;
-    let exists = md.topics().iter().any(|t| t.name() == args.topic && t.error().is_none() && !t.partitions().is_empty());
+    let exists = md
+        .topics()
+        .iter()
+        .any(|t| t.name() == args.topic && t.error().is_none() && !t.partitions().is_empty());
     if !exists {
         return Err(EngineError::config(format!(
             "topic `{}` does not exist on Kafka at {}; create it (scripts/stack up creates the course topics)",
@@ -268,7 +293,12 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
                     record = r;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(EngineError::runtime(format!("producing to `{}`: {e}", args.topic))),
+                Err((e, _)) => {
+                    return Err(EngineError::runtime(format!(
+                        "producing to `{}`: {e}",
+                        args.topic
+                    )));
+                }
             }
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
@@ -276,12 +306,18 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
             last_report = Instant::now();
         }
     }
-    producer
-        .flush(Duration::from_secs(60))
-        .map_err(|e| EngineError::unavailable(format!("flushing to Kafka at {}: {e}", args.brokers)))?;
-    let (ok, bad) = (delivered.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    producer.flush(Duration::from_secs(60)).map_err(|e| {
+        EngineError::unavailable(format!("flushing to Kafka at {}: {e}", args.brokers))
+    })?;
+    let (ok, bad) = (
+        delivered.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
     if bad > 0 {
-        return Err(EngineError::runtime(format!("{bad} of {} messages were not delivered to `{}`", args.count, args.topic)));
+        return Err(EngineError::runtime(format!(
+            "{bad} of {} messages were not delivered to `{}`",
+            args.count, args.topic
+        )));
     }
     Ok(ok)
 }
@@ -310,7 +346,10 @@ mod tests {
             assert_eq!(o["customer_id"].as_str().unwrap(), key);
             let items = o["items"].as_array().unwrap();
             assert!(!items.is_empty());
-            let sum: f64 = items.iter().map(|it| it["subtotal"].as_f64().unwrap()).sum();
+            let sum: f64 = items
+                .iter()
+                .map(|it| it["subtotal"].as_f64().unwrap())
+                .sum();
             assert!((sum - o["total"].as_f64().unwrap()).abs() < 0.011);
             assert!(o["timestamp"].as_str().unwrap().starts_with("2026-01-01T"));
         }

@@ -5,7 +5,8 @@
 use crate::checkpoint::{CheckpointStore, Manifest};
 use crate::graph::Graph;
 use engine_api::{
-    Collector, Committer, Epoch, EngineError, Message, Node, Operator, PendingCommit, Result, Sink, SourceContext,
+    Collector, Committer, EngineError, Epoch, Message, Node, Operator, PendingCommit, Result, Sink,
+    SourceContext,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +25,16 @@ struct Envelope {
 type Outputs = Vec<Vec<(mpsc::Sender<Envelope>, usize)>>;
 
 enum CoordMsg {
-    Barrier { epoch: Epoch, position: serde_json::Value },
-    Ack { node: String, epoch: Epoch, state: Option<Vec<u8>>, pending: Vec<PendingCommit> },
+    Barrier {
+        epoch: Epoch,
+        position: serde_json::Value,
+    },
+    Ack {
+        node: String,
+        epoch: Epoch,
+        state: Option<Vec<u8>>,
+        pending: Vec<PendingCommit>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,7 +57,8 @@ pub struct RunSummary {
 pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> Result<RunSummary> {
     let started = Instant::now();
     let pipeline = graph.pipeline.clone();
-    let checkpoints = CheckpointStore::open(&pipeline.checkpoint, &pipeline.storage, &pipeline.name)?;
+    let checkpoints =
+        CheckpointStore::open(&pipeline.checkpoint, &pipeline.storage, &pipeline.name)?;
     checkpoints.check().await?;
 
     let mut nodes = graph.nodes;
@@ -72,7 +82,8 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         for g in nodes.iter_mut() {
             if let (Node::Operator(op), Some(path)) = (&mut g.node, m.state.get(&g.spec.name)) {
                 let bytes = checkpoints.read(path).await?;
-                op.restore(&bytes).map_err(|e| e.context(format!("restoring node `{}`", g.spec.name)))?;
+                op.restore(&bytes)
+                    .map_err(|e| e.context(format!("restoring node `{}`", g.spec.name)))?;
             }
         }
         restored_position = Some(m.position.clone());
@@ -82,18 +93,24 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
     // Open connections before anything runs, so bad input fails fast and clearly.
     for g in nodes.iter_mut() {
         if let Node::Sink(s) = &mut g.node {
-            s.open().await.map_err(|e| e.context(format!("node `{}`", g.spec.name)))?;
+            s.open()
+                .await
+                .map_err(|e| e.context(format!("node `{}`", g.spec.name)))?;
         }
     }
     let mut source_node = None;
     for (i, g) in nodes.iter_mut().enumerate() {
         if let Node::Source(_) = g.node {
             let placeholder = Node::Sink(Box::new(Gone));
-            let Node::Source(mut src) = std::mem::replace(&mut g.node, placeholder) else { unreachable!() };
+            let Node::Source(mut src) = std::mem::replace(&mut g.node, placeholder) else {
+                unreachable!()
+            };
             let restored = restored_position.clone();
             let name = g.spec.name.clone();
             let src = tokio::task::spawn_blocking(move || {
-                src.open(restored.as_ref()).map(|_| src).map_err(|e| e.context(format!("node `{name}`")))
+                src.open(restored.as_ref())
+                    .map(|_| src)
+                    .map_err(|e| e.context(format!("node `{name}`")))
             })
             .await
             .map_err(|e| EngineError::runtime(format!("source open panicked: {e}")))??;
@@ -116,7 +133,10 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
             receivers.push(Some(rx));
         }
     }
-    let mut outputs: Vec<Outputs> = nodes.iter().map(|g| vec![Vec::new(); g.ports.len()]).collect();
+    let mut outputs: Vec<Outputs> = nodes
+        .iter()
+        .map(|g| vec![Vec::new(); g.ports.len()])
+        .collect();
     for (j, g) in nodes.iter().enumerate() {
         for (slot, (u, port)) in g.inputs.iter().enumerate() {
             let tx = senders[j].clone().expect("only the source has no mailbox");
@@ -200,17 +220,24 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         let (name, result) = match joined {
             Ok(r) => r,
             Err(e) if e.is_cancelled() => continue,
-            Err(e) => ("?".to_string(), Err(EngineError::runtime(format!("an actor panicked: {e}")))),
+            Err(e) => (
+                "?".to_string(),
+                Err(EngineError::runtime(format!("an actor panicked: {e}"))),
+            ),
         };
-        if let Err(e) = result {
-            if failure.is_none() {
-                let kind = node_names.iter().position(|n| *n == name).map(|_| "node").unwrap_or("actor");
-                tracing::error!(node = %name, error = %e, "node failed; stopping the pipeline");
-                failure = Some(e.context(format!("{kind} `{name}` failed")));
-                failed.cancel();
-                stop_source.cancel();
-                tasks.abort_all();
-            }
+        if let Err(e) = result
+            && failure.is_none()
+        {
+            let kind = node_names
+                .iter()
+                .position(|n| *n == name)
+                .map(|_| "node")
+                .unwrap_or("actor");
+            tracing::error!(node = %name, error = %e, "node failed; stopping the pipeline");
+            failure = Some(e.context(format!("{kind} `{name}` failed")));
+            failed.cancel();
+            stop_source.cancel();
+            tasks.abort_all();
         }
     }
     if let Some(e) = failure {
@@ -223,7 +250,10 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         .map_err(|e| e.context("checkpoint coordinator failed"))?;
     Ok(RunSummary {
         records: records.load(Ordering::Relaxed),
-        rows_per_sink: rows_per_sink.into_iter().map(|(k, v)| (k, v.load(Ordering::Relaxed))).collect(),
+        rows_per_sink: rows_per_sink
+            .into_iter()
+            .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
+            .collect(),
         epochs_committed,
         last_epoch,
         elapsed: started.elapsed(),
@@ -255,7 +285,10 @@ impl Sink for Gone {
     }
 }
 
-async fn finish_commits(committers: &HashMap<String, Arc<dyn Committer>>, pending: &[PendingCommit]) -> Result<()> {
+async fn finish_commits(
+    committers: &HashMap<String, Arc<dyn Committer>>,
+    pending: &[PendingCommit],
+) -> Result<()> {
     let mut by_node: BTreeMap<&str, Vec<PendingCommit>> = BTreeMap::new();
     for p in pending {
         by_node.entry(p.node.as_str()).or_default().push(p.clone());
@@ -266,7 +299,9 @@ async fn finish_commits(committers: &HashMap<String, Arc<dyn Committer>>, pendin
                 "the checkpoint has output of sink `{node}`, which is no longer in the pipeline; restore the node or use a new checkpoint location"
             ))
         })?;
-        c.commit(&items).await.map_err(|e| e.context(format!("committing output of `{node}`")))?;
+        c.commit(&items)
+            .await
+            .map_err(|e| e.context(format!("committing output of `{node}`")))?;
     }
     Ok(())
 }
@@ -288,10 +323,15 @@ impl SourceCtx {
     fn send_all(&self, msg: Message) -> Result<()> {
         for (tx, slot) in &self.outs {
             if self.failed.is_cancelled() {
-                return Err(EngineError::runtime("the pipeline is stopping after a failure"));
+                return Err(EngineError::runtime(
+                    "the pipeline is stopping after a failure",
+                ));
             }
-            tx.blocking_send(Envelope { slot: *slot, msg: msg.clone() })
-                .map_err(|_| EngineError::runtime("a downstream node stopped"))?;
+            tx.blocking_send(Envelope {
+                slot: *slot,
+                msg: msg.clone(),
+            })
+            .map_err(|_| EngineError::runtime("a downstream node stopped"))?;
         }
         Ok(())
     }
@@ -299,7 +339,8 @@ impl SourceCtx {
 
 impl SourceContext for SourceCtx {
     fn emit(&mut self, batch: arrow::array::RecordBatch) -> Result<()> {
-        self.records.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.records
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         self.send_all(Message::Batch(batch))
     }
 
@@ -340,7 +381,11 @@ struct Alignment {
 
 impl Alignment {
     fn new(n: usize) -> Self {
-        Alignment { barrier: vec![false; n], ended: vec![false; n], held: VecDeque::new() }
+        Alignment {
+            barrier: vec![false; n],
+            ended: vec![false; n],
+            held: VecDeque::new(),
+        }
     }
 
     /// The next message to handle: held ones whose input is no longer blocked first.
@@ -379,9 +424,12 @@ async fn forward(col: &mut Collector, outs: &Outputs) -> Result<()> {
     let batches: Vec<_> = col.drain().collect();
     for (port, batch) in batches {
         for (tx, slot) in &outs[port] {
-            tx.send(Envelope { slot: *slot, msg: Message::Batch(batch.clone()) })
-                .await
-                .map_err(|_| EngineError::runtime("a downstream node stopped"))?;
+            tx.send(Envelope {
+                slot: *slot,
+                msg: Message::Batch(batch.clone()),
+            })
+            .await
+            .map_err(|_| EngineError::runtime("a downstream node stopped"))?;
         }
     }
     Ok(())
@@ -390,9 +438,12 @@ async fn forward(col: &mut Collector, outs: &Outputs) -> Result<()> {
 async fn broadcast(outs: &Outputs, msg: Message) -> Result<()> {
     for port in outs {
         for (tx, slot) in port {
-            tx.send(Envelope { slot: *slot, msg: msg.clone() })
-                .await
-                .map_err(|_| EngineError::runtime("a downstream node stopped"))?;
+            tx.send(Envelope {
+                slot: *slot,
+                msg: msg.clone(),
+            })
+            .await
+            .map_err(|_| EngineError::runtime("a downstream node stopped"))?;
         }
     }
     Ok(())
@@ -422,7 +473,12 @@ async fn operator_actor(
                     forward(&mut col, &outs).await?;
                     let state = op.snapshot()?;
                     coord
-                        .send(CoordMsg::Ack { node: name.to_string(), epoch: b.epoch, state, pending: Vec::new() })
+                        .send(CoordMsg::Ack {
+                            node: name.to_string(),
+                            epoch: b.epoch,
+                            state,
+                            pending: Vec::new(),
+                        })
                         .map_err(|_| EngineError::runtime("the checkpoint coordinator stopped"))?;
                     broadcast(&outs, Message::Barrier(b)).await?;
                 }
@@ -469,7 +525,12 @@ async fn sink_actor(
                 if align.barrier_arrived(env.slot) {
                     let pending = sink.prepare_commit(b.epoch).await?;
                     coord
-                        .send(CoordMsg::Ack { node: name.to_string(), epoch: b.epoch, state: None, pending })
+                        .send(CoordMsg::Ack {
+                            node: name.to_string(),
+                            epoch: b.epoch,
+                            state: None,
+                            pending,
+                        })
                         .map_err(|_| EngineError::runtime("the checkpoint coordinator stopped"))?;
                 }
             }
@@ -510,8 +571,15 @@ async fn coordinate(
     let mut last_commit = Instant::now();
     while let Some(msg) = rx.recv().await {
         match msg {
-            CoordMsg::Barrier { epoch, position } => epochs.entry(epoch).or_default().position = Some(position),
-            CoordMsg::Ack { node, epoch, state, pending } => {
+            CoordMsg::Barrier { epoch, position } => {
+                epochs.entry(epoch).or_default().position = Some(position)
+            }
+            CoordMsg::Ack {
+                node,
+                epoch,
+                state,
+                pending,
+            } => {
                 let e = epochs.entry(epoch).or_default();
                 e.acks += 1;
                 if let Some(s) = state {
@@ -526,7 +594,9 @@ async fn coordinate(
             }
             let e = epochs.remove(&next).expect("present");
             let position = e.position.expect("checked");
-            let unchanged = e.pending.is_empty() && e.state.is_empty() && last_position.as_ref() == Some(&position);
+            let unchanged = e.pending.is_empty()
+                && e.state.is_empty()
+                && last_position.as_ref() == Some(&position);
             if !unchanged {
                 let t0 = Instant::now();
                 let mut state_paths = BTreeMap::new();
@@ -534,7 +604,13 @@ async fn coordinate(
                     state_paths.insert(node.clone(), store.write_state(next, &node, bytes).await?);
                 }
                 let files = e.pending.len();
-                let manifest = Manifest::new(store.pipeline(), next, position.clone(), state_paths, e.pending);
+                let manifest = Manifest::new(
+                    store.pipeline(),
+                    next,
+                    position.clone(),
+                    state_paths,
+                    e.pending,
+                );
                 store.commit(&manifest).await?;
                 finish_commits(&committers, &manifest.pending).await?;
                 tracing::info!(

@@ -14,7 +14,9 @@ pub mod storage;
 
 pub use error::{EngineError, Result};
 pub use message::{Barrier, Epoch, Message};
-pub use operator::{Collector, Committer, MAIN_PORT, Operator, PendingCommit, Sink, Source, SourceContext};
+pub use operator::{
+    Collector, Committer, MAIN_PORT, Operator, PendingCommit, Sink, Source, SourceContext,
+};
 pub use registry::{BuildContext, Node, OperatorConfig, Registry, SinkConfig, SourceConfig};
 pub use secret::Secret;
 pub use storage::StorageConfig;

@@ -78,7 +78,9 @@ impl Registry {
 
     /// Registers a sink type under `name`.
     pub fn register_sink<C: SinkConfig + 'static>(&mut self, name: &str) {
-        self.insert(name, "sink", |v, ctx| Ok(Node::Sink(parse::<C>(v)?.build(ctx)?)));
+        self.insert(name, "sink", |v, ctx| {
+            Ok(Node::Sink(parse::<C>(v)?.build(ctx)?))
+        });
     }
 
     fn insert(

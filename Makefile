@@ -1,0 +1,36 @@
+# The two commands that matter: `make demo` and `make test`. `make help` lists the rest.
+SHELL := bash
+ENGINE := target/release/engine
+
+.PHONY: help build demo test test-unit stack-up stack-down stack-status fmt lint clean-demo
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+build: ## Build target/release/engine
+	cargo build --release --locked -p engine
+
+demo: build stack-up ## Build, start the stack, produce demo data, run the three pipelines in batch, report
+	scripts/demo
+
+test: ## Lints, unit tests, then integration tests against the real local stack
+	scripts/test
+
+test-unit: ## Unit tests only (no services)
+	cargo test --release --workspace --locked --lib --bins --examples
+
+stack-up: ## Start Kafka and the S3 server (installs them on first use)
+	scripts/stack up
+
+stack-down: ## Stop what stack-up started
+	scripts/stack down
+
+stack-status: ## Show what runs where
+	scripts/stack status
+
+fmt: ## Format the code
+	cargo fmt --all
+
+lint: ## cargo fmt --check and clippy -D warnings
+	cargo fmt --all -- --check
+	cargo clippy --release --workspace --all-targets --locked -- -D warnings
