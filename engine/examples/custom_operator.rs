@@ -145,7 +145,10 @@ inputs = ["parse.quarantine"]
         let schema = node.out_schemas[0].clone();
         assert_eq!(schema.field(schema.fields().len() - 1).name(), "total_ttc");
 
-        assert_eq!(node.in_schema.as_ref().unwrap().fields().len() + 1, schema.fields().len());
+        assert_eq!(
+            node.in_schema.as_ref().unwrap().fields().len() + 1,
+            schema.fields().len()
+        );
 
         // The same operator, built through the registry on its own, over a literal batch.
         let ctx = BuildContext {
@@ -154,12 +157,21 @@ inputs = ["parse.quarantine"]
             storage: Default::default(),
             trigger: std::time::Duration::from_secs(1),
         };
-        let cfg: toml::Value = toml::from_str("column = \"total\"\nrate = 0.2\noutput = \"total_ttc\"").unwrap();
-        let Node::Operator(mut op) = registry().build("add_tax", cfg, &ctx).unwrap() else { panic!("not an operator") };
-        let input = Arc::new(Schema::new(vec![Field::new("total", DataType::Float64, true)]));
+        let cfg: toml::Value =
+            toml::from_str("column = \"total\"\nrate = 0.2\noutput = \"total_ttc\"").unwrap();
+        let Node::Operator(mut op) = registry().build("add_tax", cfg, &ctx).unwrap() else {
+            panic!("not an operator")
+        };
+        let input = Arc::new(Schema::new(vec![Field::new(
+            "total",
+            DataType::Float64,
+            true,
+        )]));
         op.init(&input).unwrap();
         let totals = [10.0, 99.99, 0.0];
-        let batch = RecordBatch::try_new(input, vec![Arc::new(Float64Array::from(totals.to_vec()))]).unwrap();
+        let batch =
+            RecordBatch::try_new(input, vec![Arc::new(Float64Array::from(totals.to_vec()))])
+                .unwrap();
         let mut out = Collector::new(1);
         op.process(batch, &mut out).unwrap();
         let got = out.port(0)[0]

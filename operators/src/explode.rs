@@ -1,7 +1,10 @@
 //! `explode`: one output row per element of a list column, like Spark's `explode`.
 //! Rows whose list is null or empty produce no output row.
 
-use arrow::array::{Array, ArrayRef, Int32Array, ListArray, RecordBatch, StructArray, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, Int32Array, ListArray, RecordBatch, StructArray, UInt32Array, make_array,
+};
+use arrow::buffer::NullBuffer;
 use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use engine_api::{BuildContext, Collector, EngineError, Operator, OperatorConfig, Result};
@@ -31,7 +34,13 @@ fn yes() -> bool {
 
 impl OperatorConfig for ExplodeConfig {
     fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(Explode { cfg: self, list_idx: 0, keep: Vec::new(), schema: Arc::new(Schema::empty()), flatten: false }))
+        Ok(Box::new(Explode {
+            cfg: self,
+            list_idx: 0,
+            keep: Vec::new(),
+            schema: Arc::new(Schema::empty()),
+            flatten: false,
+        }))
     }
 }
 
@@ -46,9 +55,12 @@ pub struct Explode {
 impl Operator for Explode {
     fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
         let col = &self.cfg.column;
-        self.list_idx = input
-            .index_of(col)
-            .map_err(|_| EngineError::config(format!("no column `{col}` to explode (columns: {})", crate::column_names(input))))?;
+        self.list_idx = input.index_of(col).map_err(|_| {
+            EngineError::config(format!(
+                "no column `{col}` to explode (columns: {})",
+                crate::column_names(input)
+            ))
+        })?;
         let DataType::List(item) = input.field(self.list_idx).data_type() else {
             return Err(EngineError::config(format!(
                 "column `{col}` is {}, explode needs a list",
@@ -56,8 +68,13 @@ impl Operator for Explode {
             )));
         };
         self.keep = match &self.cfg.columns {
-            Some(cols) => cols.iter().map(|c| crate::column_index(input, c)).collect::<Result<_>>()?,
-            None => (0..input.fields().len()).filter(|i| *i != self.list_idx).collect(),
+            Some(cols) => cols
+                .iter()
+                .map(|c| crate::column_index(input, c))
+                .collect::<Result<_>>()?,
+            None => (0..input.fields().len())
+                .filter(|i| *i != self.list_idx)
+                .collect(),
         };
         let mut fields: Vec<Field> = self.keep.iter().map(|i| input.field(*i).clone()).collect();
         if let Some(p) = &self.cfg.position {
@@ -66,7 +83,11 @@ impl Operator for Explode {
         match item.data_type() {
             DataType::Struct(children) if self.cfg.flatten => {
                 self.flatten = true;
-                fields.extend(children.iter().map(|f| f.as_ref().clone().with_nullable(true)));
+                fields.extend(
+                    children
+                        .iter()
+                        .map(|f| f.as_ref().clone().with_nullable(true)),
+                );
             }
             other => fields.push(Field::new(col, other.clone(), true)),
         }
@@ -106,19 +127,39 @@ impl Operator for Explode {
         }
         let parents = UInt32Array::from(parents);
         let children = UInt32Array::from(children);
-        let mut columns: Vec<ArrayRef> =
-            self.keep.iter().map(|i| take(batch.column(*i), &parents, None)).collect::<Result<_, _>>()?;
+        let mut columns: Vec<ArrayRef> = self
+            .keep
+            .iter()
+            .map(|i| take(batch.column(*i), &parents, None))
+            .collect::<Result<_, _>>()?;
         if self.cfg.position.is_some() {
             columns.push(Arc::new(Int32Array::from(positions)));
         }
         let values = take(list.values(), &children, None)?;
         if self.flatten {
-            let s = values.as_any().downcast_ref::<StructArray>().expect("checked in init");
-            columns.extend(s.columns().iter().cloned());
+            let s = values
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .expect("checked in init");
+            // A null element has no fields: its null must reach every flattened column, whatever
+            // values its children hold under it.
+            for child in s.columns() {
+                columns.push(with_parent_nulls(child, s.nulls())?);
+            }
         } else {
             columns.push(values);
         }
         out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
         Ok(())
     }
+}
+
+/// `child` with a null wherever `parent` (the struct holding it) is null.
+fn with_parent_nulls(child: &ArrayRef, parent: Option<&NullBuffer>) -> Result<ArrayRef> {
+    let Some(parent) = parent.filter(|n| n.null_count() > 0) else {
+        return Ok(child.clone());
+    };
+    let nulls = NullBuffer::union(Some(parent), child.nulls());
+    let data = child.to_data().into_builder().nulls(nulls).build()?;
+    Ok(make_array(data))
 }

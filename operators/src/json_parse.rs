@@ -6,8 +6,8 @@
 
 use crate::schema::schema_from_pairs;
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
-    UInt32Array,
+    Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch, StringArray, StringBuilder,
+    TimestampMillisecondArray, UInt32Array,
 };
 use arrow::compute::{filter_record_batch, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -70,7 +70,9 @@ fn default_value_column() -> String {
 
 impl OperatorConfig for JsonParseConfig {
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Operator>> {
-        let schema = Arc::new(schema_from_pairs(self.schema.iter().map(|(k, v)| (k.as_str(), v.as_str())))?);
+        let schema = Arc::new(schema_from_pairs(
+            self.schema.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?);
         for r in &self.required {
             if schema.index_of(r).is_err() {
                 return Err(EngineError::config(format!(
@@ -111,7 +113,11 @@ pub fn quarantine_fields() -> Vec<Field> {
         Field::new("raw_encoding", DataType::Utf8, false),
         Field::new("reason", DataType::Utf8, false),
         Field::new("detail", DataType::Utf8, true),
-        Field::new("ingested_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new(
+            "ingested_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
     ]
 }
 
@@ -142,7 +148,9 @@ impl Operator for JsonParse {
                 )));
             }
         }
-        self.keep = (0..input.fields().len()).filter(|i| *i != self.value_idx).collect();
+        self.keep = (0..input.fields().len())
+            .filter(|i| *i != self.value_idx)
+            .collect();
         let mut fields: Vec<Field> = self.keep.iter().map(|i| input.field(*i).clone()).collect();
         let mut q_fields = fields.clone();
         for f in self.parsed_schema.fields() {
@@ -164,7 +172,10 @@ impl Operator for JsonParse {
             .iter()
             .map(|r| offset + self.parsed_schema.index_of(r).expect("checked at build"))
             .collect();
-        Ok(vec![self.out_schema.clone(), self.quarantine_schema.clone()])
+        Ok(vec![
+            self.out_schema.clone(),
+            self.quarantine_schema.clone(),
+        ])
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
@@ -172,49 +183,64 @@ impl Operator for JsonParse {
         let values = binary_values(batch.column(self.value_idx));
         let mut bad: Vec<Bad> = Vec::new();
         let mut candidates: Vec<usize> = Vec::with_capacity(n);
-        let mut buf: Vec<u8> = Vec::with_capacity(values.iter().map(|v| v.map_or(0, |b| b.len() + 1)).sum());
+        let mut bodies: Vec<&[u8]> = Vec::with_capacity(n);
         for (row, v) in values.iter().enumerate() {
             match v {
-                None => bad.push(Bad { row, reason: reason::NULL_VALUE, detail: "the Kafka value is null (tombstone)".into() }),
+                None => bad.push(Bad {
+                    row,
+                    reason: reason::NULL_VALUE,
+                    detail: "the Kafka value is null (tombstone)".into(),
+                }),
                 Some(raw) => {
                     let body = strip_bom(raw).trim_ascii();
                     if body.is_empty() {
-                        bad.push(Bad { row, reason: reason::EMPTY_VALUE, detail: "the value is empty".into() });
+                        bad.push(Bad {
+                            row,
+                            reason: reason::EMPTY_VALUE,
+                            detail: "the value is empty".into(),
+                        });
                     } else if body[0] != b'{' || body[body.len() - 1] != b'}' {
                         let (reason, detail) = classify(raw, None);
-                        bad.push(Bad { row, reason, detail });
+                        bad.push(Bad {
+                            row,
+                            reason,
+                            detail,
+                        });
                     } else {
                         candidates.push(row);
-                        buf.extend_from_slice(body);
-                        buf.push(b'\n');
+                        bodies.push(body);
                     }
                 }
             }
         }
 
-        let (good, parsed) = match decode(&self.parsed_schema, &buf, candidates.len()) {
+        let (good, parsed) = match decode(&self.parsed_schema, &bodies) {
             Ok(p) => (candidates, p),
             Err(_) => {
                 // Re-check message by message; keep the good ones and decode them together again.
                 let mut good = Vec::with_capacity(candidates.len());
-                buf.clear();
-                for row in candidates {
-                    let raw = values[row].expect("candidates are not null");
-                    let body = strip_bom(raw).trim_ascii();
-                    match decode(&self.parsed_schema, body, 1) {
+                let mut good_bodies = Vec::with_capacity(candidates.len());
+                for (row, body) in candidates.into_iter().zip(bodies) {
+                    match decode(&self.parsed_schema, &[body]) {
                         Ok(_) => {
                             good.push(row);
-                            buf.extend_from_slice(body);
-                            buf.push(b'\n');
+                            good_bodies.push(body);
                         }
                         Err(e) => {
+                            let raw = values[row].expect("candidates are not null");
                             let (reason, detail) = classify(raw, Some(e));
-                            bad.push(Bad { row, reason, detail });
+                            bad.push(Bad {
+                                row,
+                                reason,
+                                detail,
+                            });
                         }
                     }
                 }
-                let parsed = decode(&self.parsed_schema, &buf, good.len()).map_err(|e| {
-                    EngineError::runtime(format!("messages that decode one by one failed together: {e}"))
+                let parsed = decode(&self.parsed_schema, &good_bodies).map_err(|e| {
+                    EngineError::runtime(format!(
+                        "messages that decode one by one failed together: {e}"
+                    ))
                 })?;
                 (good, parsed)
             }
@@ -237,12 +263,19 @@ impl Operator for JsonParse {
                 out_batch = filter_record_batch(&out_batch, &ok)?;
             }
         }
+        bad.sort_by_key(|b| b.row);
+        if let (OnError::Fail, Some(b)) = (self.cfg.on_error, bad.first()) {
+            // Nothing of the batch is emitted: the pipeline stops at the batch holding the bad record.
+            return Err(EngineError::runtime(format!(
+                "bad record at row {} of a batch: {} ({}); set on_error = \"quarantine\" to set such records aside",
+                b.row, b.reason, b.detail
+            )));
+        }
         out.emit(out_batch);
 
         if !bad.is_empty() {
             match self.cfg.on_error {
                 OnError::Quarantine => {
-                    bad.sort_by_key(|b| b.row);
                     out.emit_to(1, self.quarantine_batch(&batch, &values, &bad)?);
                 }
                 OnError::Drop => {
@@ -255,13 +288,7 @@ impl Operator for JsonParse {
                         "dropped bad records"
                     );
                 }
-                OnError::Fail => {
-                    let b = &bad[0];
-                    return Err(EngineError::runtime(format!(
-                        "bad record at row {} of a batch: {} ({}); set on_error = \"quarantine\" to set such records aside",
-                        b.row, b.reason, b.detail
-                    )));
-                }
+                OnError::Fail => unreachable!("returned above"),
             }
         }
         Ok(())
@@ -294,10 +321,19 @@ impl JsonParse {
                 Some(true)
             })
             .collect();
-        if missing.is_empty() { (ok, None) } else { (ok, Some(missing)) }
+        if missing.is_empty() {
+            (ok, None)
+        } else {
+            (ok, Some(missing))
+        }
     }
 
-    fn quarantine_batch(&self, batch: &RecordBatch, values: &[Option<&[u8]>], bad: &[Bad]) -> Result<RecordBatch> {
+    fn quarantine_batch(
+        &self,
+        batch: &RecordBatch,
+        values: &[Option<&[u8]>],
+        bad: &[Bad],
+    ) -> Result<RecordBatch> {
         let rows: Vec<usize> = bad.iter().map(|b| b.row).collect();
         let mut columns = self.keep_columns(batch, &rows)?;
         let mut raw = StringBuilder::new();
@@ -323,17 +359,30 @@ impl JsonParse {
         let now = chrono::Utc::now().timestamp_millis();
         columns.push(Arc::new(raw.finish()));
         columns.push(Arc::new(enc.finish()));
-        columns.push(Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.reason))));
-        columns.push(Arc::new(StringArray::from_iter_values(bad.iter().map(|b| b.detail.as_str()))));
+        columns.push(Arc::new(StringArray::from_iter_values(
+            bad.iter().map(|b| b.reason),
+        )));
+        columns.push(Arc::new(StringArray::from_iter_values(
+            bad.iter().map(|b| b.detail.as_str()),
+        )));
         columns.push(Arc::new(
-            TimestampMillisecondArray::from_iter_values(std::iter::repeat_n(now, bad.len())).with_timezone("UTC"),
+            TimestampMillisecondArray::from_iter_values(std::iter::repeat_n(now, bad.len()))
+                .with_timezone("UTC"),
         ));
-        Ok(RecordBatch::try_new(self.quarantine_schema.clone(), columns)?)
+        Ok(RecordBatch::try_new(
+            self.quarantine_schema.clone(),
+            columns,
+        )?)
     }
 }
 
 fn names(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn binary_values(col: &ArrayRef) -> Vec<Option<&[u8]>> {
@@ -350,29 +399,40 @@ fn strip_bom(raw: &[u8]) -> &[u8] {
     raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
 }
 
-/// Decodes newline-separated JSON objects; fails unless exactly `expect` rows come out.
-fn decode(schema: &SchemaRef, buf: &[u8], expect: usize) -> std::result::Result<RecordBatch, String> {
-    if expect == 0 {
+/// Decodes messages, each one JSON object, into one batch with one row per message, in order.
+///
+/// Each message is fed to arrow-json's streaming decoder on its own and must take it exactly one
+/// complete row further. Concatenating the messages first is not safe: the decoder would let an
+/// unterminated string in one message run on into the next one (it accepts raw newlines in
+/// strings), so two bad messages could decode as two plausible rows holding each other's data.
+fn decode(schema: &SchemaRef, bodies: &[&[u8]]) -> std::result::Result<RecordBatch, String> {
+    if bodies.is_empty() {
         return Ok(RecordBatch::new_empty(schema.clone()));
     }
     let mut decoder = ReaderBuilder::new(schema.clone())
-        .with_batch_size(expect + 1)
+        .with_batch_size(bodies.len() + 1)
+        .with_decoder_factory(Arc::new(strict::StrictDecoders))
         .build_decoder()
         .map_err(|e| e.to_string())?;
-    let mut rest = buf;
-    while !rest.is_empty() {
-        let n = decoder.decode(rest).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
+    for (i, body) in bodies.iter().enumerate() {
+        let used = decoder.decode(body).map_err(|e| e.to_string())?;
+        if decoder.has_partial_record() {
+            return Err("the JSON object is not complete".into());
         }
-        rest = &rest[n..];
+        if used != body.len() || decoder.len() != i + 1 {
+            return Err("the value holds more than one JSON value".into());
+        }
     }
     let batch = decoder
         .flush()
         .map_err(|e| e.to_string())?
         .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
-    if batch.num_rows() != expect || !rest.is_empty() {
-        return Err(format!("expected {expect} JSON objects, found {} or more", batch.num_rows()));
+    if batch.num_rows() != bodies.len() {
+        return Err(format!(
+            "expected {} rows, decoded {}",
+            bodies.len(),
+            batch.num_rows()
+        ));
     }
     Ok(batch)
 }
@@ -396,8 +456,14 @@ fn classify(raw: &[u8], arrow_error: Option<String>) -> (&'static str, String) {
             reason::WRONG_TYPE,
             arrow_error.unwrap_or_else(|| "the object does not match the schema".into()),
         ),
-        Ok(serde_json::Value::Null) => (reason::NOT_OBJECT, "the value is JSON null, expected an object".into()),
-        Ok(v) => (reason::NOT_OBJECT, format!("the value is a JSON {}, expected an object", kind(&v))),
+        Ok(serde_json::Value::Null) => (
+            reason::NOT_OBJECT,
+            "the value is JSON null, expected an object".into(),
+        ),
+        Ok(v) => (
+            reason::NOT_OBJECT,
+            format!("the value is a JSON {}, expected an object", kind(&v)),
+        ),
     }
 }
 
@@ -409,5 +475,187 @@ fn kind(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "string",
         serde_json::Value::Array(_) => "array",
         serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Decoders that keep arrow-json from changing values silently.
+///
+/// Left alone, arrow-json 60 parses a quoted number into a number column (`"123"` becomes 123,
+/// `"NaN"` becomes NaN), truncates a fraction into an integer column (1.7 becomes 1), turns a
+/// number beyond the range of a float into infinity (1e400), and cannot decode the schema's
+/// `timestamp` type at all (`Timestamp(ms, "UTC")` needs arrow's `chrono-tz` feature). These
+/// decoders wrap arrow-json's own: numbers must be JSON numbers, integers must be whole numbers in
+/// range, floats must be finite, and a UTC timestamp is decoded as a timestamp without a zone
+/// (which arrow-json reads as UTC) and then labelled `UTC`.
+mod strict {
+    use arrow::array::{Array, ArrayRef, AsArray, make_array};
+    use arrow::datatypes::{DataType, Field, FieldRef, Float16Type, Float32Type, Float64Type};
+    use arrow::error::ArrowError;
+    use arrow_json::{ArrayDecoder, DecoderContext, DecoderFactory, Tape, TapeElement};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    pub struct StrictDecoders;
+
+    impl DecoderFactory for StrictDecoders {
+        fn make_default_decoder(
+            &self,
+            ctx: &DecoderContext,
+            field: &FieldRef,
+            is_nullable: bool,
+        ) -> Result<Option<Box<dyn ArrayDecoder>>, ArrowError> {
+            let dt = field.data_type();
+            if dt.is_integer() || dt.is_floating() {
+                return Ok(Some(Box::new(StrictNumber {
+                    inner: ctx.make_builtin_decoder(field, is_nullable)?,
+                    integer: dt.is_integer(),
+                })));
+            }
+            if let DataType::Timestamp(unit, Some(tz)) = dt
+                && tz.eq_ignore_ascii_case("UTC")
+            {
+                let naive: FieldRef = Arc::new(Field::new(
+                    field.name(),
+                    DataType::Timestamp(*unit, None),
+                    field.is_nullable(),
+                ));
+                return Ok(Some(Box::new(Relabel {
+                    inner: ctx.make_builtin_decoder(&naive, is_nullable)?,
+                    data_type: dt.clone(),
+                })));
+            }
+            Ok(None)
+        }
+    }
+
+    /// 2^53: every integer below it in magnitude is exact as a double.
+    const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+    /// True when the JSON number `s` (as written, so without rounding) has no fractional part.
+    pub(super) fn is_whole(s: &str) -> bool {
+        let s = s.strip_prefix('-').unwrap_or(s);
+        let (mantissa, exp) = match s.find(['e', 'E']) {
+            Some(i) => (&s[..i], s[i + 1..].parse::<i64>()),
+            None => (s, Ok(0)),
+        };
+        let Ok(exp) = exp else { return false };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let zeros = |d: &str| d.bytes().all(|b| b == b'0');
+        if exp >= 0 {
+            // The point moves right: digits of `frac` past the exponent stay fractional.
+            let moved = usize::try_from(exp).unwrap_or(usize::MAX).min(frac.len());
+            zeros(&frac[moved..])
+        } else {
+            // The point moves left: all of `frac` and the last digits of `int` are fractional.
+            let moved = usize::try_from(exp.unsigned_abs()).unwrap_or(usize::MAX);
+            zeros(frac) && zeros(&int[int.len().saturating_sub(moved)..])
+        }
+    }
+
+    struct StrictNumber {
+        inner: Box<dyn ArrayDecoder>,
+        integer: bool,
+    }
+
+    impl ArrayDecoder for StrictNumber {
+        fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
+            for p in pos {
+                match tape.get(*p) {
+                    TapeElement::String(idx) => {
+                        return Err(ArrowError::JsonError(format!(
+                            "expected a number, got the string {:?}",
+                            tape.get_string(idx)
+                        )));
+                    }
+                    TapeElement::Number(idx) if self.integer => {
+                        let s = tape.get_string(idx);
+                        // arrow-json would read 1.7 as 1: accept a fraction or an exponent only
+                        // when the value is a whole number (2.0, 1e3) that a double holds exactly.
+                        if s.contains(['.', 'e', 'E'])
+                            && !(is_whole(s) && s.parse::<f64>().is_ok_and(|v| v.abs() < MAX_EXACT))
+                        {
+                            return Err(ArrowError::JsonError(format!(
+                                "expected an integer, got {s}"
+                            )));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let array = self.inner.decode(tape, pos)?;
+            let finite = match array.data_type() {
+                DataType::Float64 => array
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .all(|v| v.is_none_or(f64::is_finite)),
+                DataType::Float32 => array
+                    .as_primitive::<Float32Type>()
+                    .iter()
+                    .all(|v| v.is_none_or(f32::is_finite)),
+                DataType::Float16 => array
+                    .as_primitive::<Float16Type>()
+                    .iter()
+                    .all(|v| v.is_none_or(|v| v.is_finite())),
+                _ => true,
+            };
+            if !finite {
+                return Err(ArrowError::JsonError(format!(
+                    "a number is out of range for {}",
+                    array.data_type()
+                )));
+            }
+            Ok(array)
+        }
+    }
+
+    /// Decodes with `inner`, then gives the result `data_type` (the same values, another label).
+    struct Relabel {
+        inner: Box<dyn ArrayDecoder>,
+        data_type: DataType,
+    }
+
+    impl ArrayDecoder for Relabel {
+        fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
+            let data = self.inner.decode(tape, pos)?.into_data();
+            Ok(make_array(
+                data.into_builder()
+                    .data_type(self.data_type.clone())
+                    .build()?,
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strict::is_whole;
+
+    #[test]
+    fn whole_numbers_as_written() {
+        for s in [
+            "0", "-0", "12", "2.0", "-3.000", "1e3", "1E+3", "1.50e1", "1.5e1", "100e-2", "0.0e-5",
+            "0e400",
+        ] {
+            assert!(is_whole(s), "{s}");
+        }
+        for s in [
+            "1.7",
+            "-0.5",
+            "15e-1",
+            "1e-1",
+            "1.25e1",
+            "9007199254740991.4",
+            "",
+            "-",
+            ".5",
+            "1e",
+            "1e99999999999999999999",
+            "0x10",
+        ] {
+            assert!(!is_whole(s), "{s}");
+        }
     }
 }

@@ -16,11 +16,19 @@ pub fn register(registry: &mut Registry) {
 }
 
 pub(crate) fn column_names(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn column_index(schema: &Schema, name: &str) -> Result<usize> {
-    schema
-        .index_of(name)
-        .map_err(|_| EngineError::config(format!("no column `{name}` (columns: {})", column_names(schema))))
+    schema.index_of(name).map_err(|_| {
+        EngineError::config(format!(
+            "no column `{name}` (columns: {})",
+            column_names(schema)
+        ))
+    })
 }

@@ -21,7 +21,9 @@ pub fn parse_type(text: &str) -> Result<DataType> {
 
 /// Builds an Arrow schema from `(name, type expression)` pairs. Every field is nullable;
 /// required fields are checked by the parse operator, which quarantines rows missing them.
-pub fn schema_from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Schema> {
+pub fn schema_from_pairs<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Schema> {
     let mut fields = Vec::new();
     for (name, ty) in pairs {
         let dt = parse_type(ty).map_err(|e| e.context(format!("schema field `{name}`")))?;
@@ -156,10 +158,23 @@ mod tests {
             "list<struct<product_id: int, product_name: string, quantity: int, unit_price: double, subtotal: double>>",
         )
         .unwrap();
-        let DataType::List(item) = &t else { panic!("not a list: {t}") };
-        let DataType::Struct(fields) = item.data_type() else { panic!("not a struct") };
+        let DataType::List(item) = &t else {
+            panic!("not a list: {t}")
+        };
+        let DataType::Struct(fields) = item.data_type() else {
+            panic!("not a struct")
+        };
         let names: Vec<_> = fields.iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, ["product_id", "product_name", "quantity", "unit_price", "subtotal"]);
+        assert_eq!(
+            names,
+            [
+                "product_id",
+                "product_name",
+                "quantity",
+                "unit_price",
+                "subtotal"
+            ]
+        );
         assert_eq!(fields[0].data_type(), &DataType::Int32);
         assert_eq!(fields[3].data_type(), &DataType::Float64);
         assert_eq!(
@@ -172,7 +187,10 @@ mod tests {
     fn scalar_aliases() {
         assert_eq!(parse_type("bigint").unwrap(), DataType::Int64);
         assert_eq!(parse_type(" Double ").unwrap(), DataType::Float64);
-        assert_eq!(parse_type("array<string>").unwrap(), DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))));
+        assert_eq!(
+            parse_type("array<string>").unwrap(),
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+        );
     }
 
     #[test]

@@ -20,9 +20,14 @@ pub struct SelectConfig {
 impl OperatorConfig for SelectConfig {
     fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
         if self.columns.is_some() == self.drop.is_some() {
-            return Err(EngineError::config("select needs exactly one of `columns` and `drop`"));
+            return Err(EngineError::config(
+                "select needs exactly one of `columns` and `drop`",
+            ));
         }
-        Ok(Box::new(Select { cfg: self, indices: Vec::new() }))
+        Ok(Box::new(Select {
+            cfg: self,
+            indices: Vec::new(),
+        }))
     }
 }
 
@@ -34,15 +39,38 @@ pub struct Select {
 impl Operator for Select {
     fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
         self.indices = match (&self.cfg.columns, &self.cfg.drop) {
-            (Some(cols), _) => cols.iter().map(|c| crate::column_index(input, c)).collect::<Result<_>>()?,
+            (Some(cols), _) => cols
+                .iter()
+                .map(|c| crate::column_index(input, c))
+                .collect::<Result<_>>()?,
             (_, Some(drop)) => {
                 for d in drop {
                     crate::column_index(input, d)?;
                 }
-                (0..input.fields().len()).filter(|i| !drop.contains(input.field(*i).name())).collect()
+                (0..input.fields().len())
+                    .filter(|i| !drop.contains(input.field(*i).name()))
+                    .collect()
             }
             _ => unreachable!("checked in build"),
         };
+        if let Some(cols) = &self.cfg.columns
+            && let Some((i, c)) = cols
+                .iter()
+                .enumerate()
+                .find(|(i, c)| cols[..*i].contains(c))
+        {
+            return Err(EngineError::config(format!(
+                "`columns` names `{c}` twice (positions {} and {})",
+                cols.iter().position(|x| x == c).expect("found above") + 1,
+                i + 1
+            )));
+        }
+        if self.indices.is_empty() {
+            return Err(EngineError::config(format!(
+                "select keeps no column (input columns: {})",
+                crate::column_names(input)
+            )));
+        }
         Ok(vec![std::sync::Arc::new(input.project(&self.indices)?)])
     }
 

@@ -1,0 +1,514 @@
+//! `aggregate` (global, per group) and `window_aggregate` (per group and event-time window).
+//!
+//! Aggregates: `count`, `sum`, `avg`, `min`, `max`, each with an optional `filter` condition.
+//! Output modes follow Spark's rules:
+//! - `append` (windows only): a window is emitted once, when the watermark closes it, and its state
+//!   is dropped then;
+//! - `update`: at each trigger, the rows that changed since the last one;
+//! - `complete`: at each trigger with changes, the whole result.
+//!
+//! The watermark is the largest event time seen minus `watermark` (default 2 minutes), advanced at
+//! each trigger. Events older than the watermark are late: counted, logged, and left out of the
+//! windows (they still reach every other branch, such as bronze).
+
+use crate::expr::{self, Expr};
+use crate::time::event_times;
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow_row::{OwnedRow, RowConverter, SortField};
+use engine_api::{BuildContext, Collector, Epoch, EngineError, Operator, OperatorConfig, OutputMode, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One aggregate column: `{ name = "ca_total", fn = "sum", column = "subtotal" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggSpec {
+    /// The output column's name.
+    pub name: String,
+    #[serde(rename = "fn")]
+    pub func: AggFn,
+    /// The input column (not for `count`).
+    #[serde(default)]
+    pub column: Option<String>,
+    /// Only rows where this condition holds count, such as `level = 'ERROR'`.
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AggFn {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// `type = "aggregate"`: a running aggregate per group, over the whole stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    pub aggregates: Vec<AggSpec>,
+    /// `complete` (default) or `update`; `append` needs windows and a watermark.
+    #[serde(default = "complete")]
+    pub output_mode: OutputMode,
+}
+
+/// `type = "window_aggregate"`: per group and event-time window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowAggregateConfig {
+    /// The event-time column: ISO-8601 text or a timestamp.
+    pub time_column: String,
+    /// Window length, such as `"1m"`.
+    pub window: String,
+    /// Hopping windows: the slide, such as `"30s"`. Tumbling when absent.
+    #[serde(default)]
+    pub slide: Option<String>,
+    /// How late an event may be, behind the largest event time seen (default `"2m"`).
+    #[serde(default = "two_minutes")]
+    pub watermark: String,
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    pub aggregates: Vec<AggSpec>,
+    /// `append` (default), `update` or `complete`.
+    #[serde(default = "append")]
+    pub output_mode: OutputMode,
+}
+
+fn complete() -> OutputMode {
+    OutputMode::Complete
+}
+fn append() -> OutputMode {
+    OutputMode::Append
+}
+fn two_minutes() -> String {
+    "2m".into()
+}
+
+fn duration_ms(key: &str, s: &str) -> Result<i64> {
+    let d: Duration = humantime::parse_duration(s)
+        .map_err(|e| EngineError::config(format!("bad `{key}` \"{s}\": {e}; write it like \"1m\" or \"30s\"")))?;
+    Ok(d.as_millis() as i64)
+}
+
+impl OperatorConfig for AggregateConfig {
+    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+        if self.output_mode == OutputMode::Append {
+            return Err(EngineError::config(
+                "output_mode = \"append\" needs event-time windows and a watermark (a running aggregate is never final); use window_aggregate, or output_mode = \"update\" or \"complete\"",
+            ));
+        }
+        Ok(Box::new(Aggregator::new(ctx, None, self.group_by, self.aggregates, self.output_mode)?))
+    }
+}
+
+impl OperatorConfig for WindowAggregateConfig {
+    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+        let size = duration_ms("window", &self.window)?;
+        let slide = match &self.slide {
+            Some(s) => duration_ms("slide", s)?,
+            None => size,
+        };
+        if size <= 0 || slide <= 0 || slide > size || size % slide != 0 {
+            return Err(EngineError::config(
+                "`window` must be positive and a multiple of `slide`, and `slide` at most `window`",
+            ));
+        }
+        let windows = Windows { column: self.time_column, size, slide, delay: duration_ms("watermark", &self.watermark)? };
+        Ok(Box::new(Aggregator::new(ctx, Some(windows), self.group_by, self.aggregates, self.output_mode)?))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Windows {
+    column: String,
+    size: i64,
+    slide: i64,
+    delay: i64,
+}
+
+/// The running state of one aggregate in one group.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Acc {
+    count: i64,
+    sum: f64,
+    isum: i64,
+    min: f64,
+    max: f64,
+}
+
+impl Acc {
+    fn add(&mut self, v: f64, iv: i64) {
+        if self.count == 0 {
+            self.min = v;
+            self.max = v;
+        } else {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+        self.count += 1;
+        self.sum += v;
+        self.isum = self.isum.wrapping_add(iv);
+    }
+}
+
+struct Spec {
+    name: String,
+    func: AggFn,
+    column: Option<String>,
+    filter: Option<Expr>,
+    /// Integer input: sums, mins and maxes stay integers.
+    int: bool,
+}
+
+/// The state: per (window start, group key), one accumulator per aggregate.
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    groups: HashMap<(i64, Vec<u8>), Vec<Acc>>,
+    watermark: Option<i64>,
+    max_event_time: Option<i64>,
+    late_events: u64,
+    unparsed_time: u64,
+}
+
+pub struct Aggregator {
+    node: String,
+    windows: Option<Windows>,
+    group_by: Vec<String>,
+    specs: Vec<Spec>,
+    raw_specs: Vec<AggSpec>,
+    mode: OutputMode,
+    converter: Option<RowConverter>,
+    schema: SchemaRef,
+    state: State,
+    /// Keys changed since the last trigger (update and complete modes).
+    dirty: BTreeSet<(i64, Vec<u8>)>,
+    reported_late: u64,
+}
+
+impl Aggregator {
+    fn new(
+        ctx: &BuildContext,
+        windows: Option<Windows>,
+        group_by: Vec<String>,
+        aggregates: Vec<AggSpec>,
+        mode: OutputMode,
+    ) -> Result<Self> {
+        if aggregates.is_empty() {
+            return Err(EngineError::config("`aggregates` is empty"));
+        }
+        let mut specs = Vec::new();
+        for a in &aggregates {
+            if a.func != AggFn::Count && a.column.is_none() {
+                return Err(EngineError::config(format!("aggregate `{}` needs a `column`", a.name)));
+            }
+            let filter = a.filter.as_deref().map(expr::parse).transpose()?;
+            specs.push(Spec { name: a.name.clone(), func: a.func, column: a.column.clone(), filter, int: false });
+        }
+        Ok(Aggregator {
+            node: ctx.node.clone(),
+            windows,
+            group_by,
+            specs,
+            raw_specs: aggregates,
+            mode,
+            converter: None,
+            schema: Arc::new(Schema::empty()),
+            state: State::default(),
+            dirty: BTreeSet::new(),
+            reported_late: 0,
+        })
+    }
+
+    fn emit_keys(&mut self, keys: Vec<(i64, Vec<u8>)>, out: &mut Collector) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let conv = self.converter.as_ref().expect("init");
+        let parser = conv.parser();
+        let mut columns: Vec<ArrayRef> = if self.group_by.is_empty() {
+            Vec::new()
+        } else {
+            conv.convert_rows(keys.iter().map(|(_, k)| parser.parse(k)))?
+        };
+        if let Some(w) = &self.windows {
+            columns.push(Arc::new(
+                TimestampMillisecondArray::from_iter_values(keys.iter().map(|(s, _)| *s)).with_timezone("UTC"),
+            ));
+            columns.push(Arc::new(
+                TimestampMillisecondArray::from_iter_values(keys.iter().map(|(s, _)| s + w.size)).with_timezone("UTC"),
+            ));
+        }
+        for (i, spec) in self.specs.iter().enumerate() {
+            let accs = keys.iter().map(|k| self.state.groups[k][i]);
+            let col: ArrayRef = match (spec.func, spec.int) {
+                (AggFn::Count, _) => Arc::new(Int64Array::from_iter_values(accs.map(|a| a.count))),
+                (AggFn::Sum, true) => Arc::new(Int64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.isum)))),
+                (AggFn::Sum, false) => Arc::new(Float64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.sum)))),
+                (AggFn::Avg, _) => {
+                    Arc::new(Float64Array::from_iter(accs.map(|a| (a.count > 0).then(|| a.sum / a.count as f64))))
+                }
+                (AggFn::Min, true) => Arc::new(Int64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.min as i64)))),
+                (AggFn::Min, false) => Arc::new(Float64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.min)))),
+                (AggFn::Max, true) => Arc::new(Int64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.max as i64)))),
+                (AggFn::Max, false) => Arc::new(Float64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.max)))),
+            };
+            columns.push(col);
+        }
+        out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(())
+    }
+
+    /// Window starts containing `t`.
+    fn window_starts(w: &Windows, t: i64) -> impl Iterator<Item = i64> {
+        let last = t.div_euclid(w.slide) * w.slide;
+        let n = w.size / w.slide;
+        (0..n).map(move |k| last - k * w.slide).filter(move |s| s + w.size > t)
+    }
+}
+
+impl Operator for Aggregator {
+    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
+        let mut fields = Vec::new();
+        let mut sort_fields = Vec::new();
+        for g in &self.group_by {
+            let i = crate::column_index(input, g)?;
+            let f = input.field(i);
+            fields.push(f.clone().with_nullable(true));
+            sort_fields.push(SortField::new(f.data_type().clone()));
+        }
+        self.converter = Some(RowConverter::new(sort_fields)?);
+        if let Some(w) = &self.windows {
+            let i = crate::column_index(input, &w.column)?;
+            match input.field(i).data_type() {
+                DataType::Utf8 | DataType::Timestamp(_, _) => {}
+                other => {
+                    return Err(EngineError::config(format!(
+                        "time_column `{}` is {other}; it must be ISO-8601 text or a timestamp",
+                        w.column
+                    )));
+                }
+            }
+            let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+            fields.push(Field::new("window_start", ts.clone(), false));
+            fields.push(Field::new("window_end", ts, false));
+        }
+        for spec in &mut self.specs {
+            if let Some(c) = &spec.column {
+                let i = crate::column_index(input, c)?;
+                let dt = input.field(i).data_type();
+                if !dt.is_numeric() {
+                    return Err(EngineError::config(format!(
+                        "aggregate `{}`: column `{c}` is {dt}, it must be numeric",
+                        spec.name
+                    )));
+                }
+                spec.int = dt.is_integer();
+            }
+            if let Some(f) = &spec.filter {
+                f.check(input)?;
+            }
+            let dt = match (spec.func, spec.int) {
+                (AggFn::Count, _) => DataType::Int64,
+                (AggFn::Avg, _) => DataType::Float64,
+                (_, true) => DataType::Int64,
+                (_, false) => DataType::Float64,
+            };
+            fields.push(Field::new(&spec.name, dt, spec.func != AggFn::Count));
+        }
+        let mut names = BTreeSet::new();
+        for f in &fields {
+            if !names.insert(f.name().clone()) {
+                return Err(EngineError::config(format!("two output columns are named `{}`", f.name())));
+            }
+        }
+        self.schema = Arc::new(Schema::new(fields));
+        Ok(vec![self.schema.clone()])
+    }
+
+    fn output_mode(&self, _input: OutputMode) -> Result<OutputMode> {
+        Ok(self.mode)
+    }
+
+    fn process(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
+        let n = batch.num_rows();
+        let conv = self.converter.as_ref().expect("init");
+        let keys: Vec<Vec<u8>> = if self.group_by.is_empty() {
+            vec![Vec::new(); n]
+        } else {
+            let cols: Vec<ArrayRef> =
+                self.group_by.iter().map(|g| batch.column_by_name(g).expect("checked").clone()).collect();
+            let rows = conv.convert_columns(&cols)?;
+            (0..n).map(|i| rows.row(i).as_ref().to_vec()).collect()
+        };
+        let times = match &self.windows {
+            Some(w) => Some(event_times(batch.column_by_name(&w.column).expect("checked"))?),
+            None => None,
+        };
+        // Per aggregate: values as f64 and i64, and the filter mask.
+        let mut values: Vec<(Option<Float64Array>, Option<Int64Array>, Option<BooleanArray>)> = Vec::new();
+        for spec in &self.specs {
+            let (f, i) = match &spec.column {
+                Some(c) => {
+                    let col = batch.column_by_name(c).expect("checked");
+                    let f = cast(col, &DataType::Float64)?.as_primitive::<Float64Type>().clone();
+                    let i = spec.int.then(|| cast(col, &DataType::Int64)).transpose()?;
+                    (Some(f), i.map(|a| a.as_primitive::<Int64Type>().clone()))
+                }
+                None => (None, None),
+            };
+            let mask = spec.filter.as_ref().map(|e| e.bools(&batch)).transpose()?;
+            values.push((f, i, mask));
+        }
+        let track = self.mode != OutputMode::Append;
+        for row in 0..n {
+            let starts: Vec<i64> = match (&self.windows, &times) {
+                (Some(w), Some(t)) => {
+                    if t.is_null(row) {
+                        self.state.unparsed_time += 1;
+                        continue;
+                    }
+                    let t = t.value(row);
+                    if self.state.watermark.is_some_and(|wm| t < wm) {
+                        self.state.late_events += 1;
+                        continue;
+                    }
+                    self.state.max_event_time = Some(self.state.max_event_time.map_or(t, |m| m.max(t)));
+                    Self::window_starts(w, t).collect()
+                }
+                _ => vec![0],
+            };
+            for start in starts {
+                let key = (start, keys[row].clone());
+                let accs = self.state.groups.entry(key.clone()).or_insert_with(|| vec![Acc::default(); self.specs.len()]);
+                for (i, (f, iv, mask)) in values.iter().enumerate() {
+                    if mask.as_ref().is_some_and(|m| m.is_null(row) || !m.value(row)) {
+                        continue;
+                    }
+                    match f {
+                        None => accs[i].add(0.0, 0),
+                        Some(f) if f.is_null(row) => {}
+                        Some(f) => accs[i].add(f.value(row), iv.as_ref().map_or(0, |a| a.value(row))),
+                    }
+                }
+                if track {
+                    self.dirty.insert(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, _epoch: Epoch, out: &mut Collector) -> Result<()> {
+        // Advance the watermark at the trigger, as Spark does between micro-batches.
+        if let (Some(w), Some(max)) = (&self.windows, self.state.max_event_time) {
+            let wm = max - w.delay;
+            self.state.watermark = Some(self.state.watermark.map_or(wm, |old| old.max(wm)));
+        }
+        if self.state.late_events > self.reported_late {
+            tracing::warn!(
+                node = %self.node,
+                late_events = self.state.late_events - self.reported_late,
+                total_late_events = self.state.late_events,
+                watermark = %self.state.watermark.map(crate::time::fmt_ms).unwrap_or_default(),
+                "events older than the watermark were left out of the windows"
+            );
+            self.reported_late = self.state.late_events;
+        }
+        let closed = |s: &i64, w: &Windows, wm: Option<i64>| wm.is_some_and(|wm| s + w.size <= wm);
+        match self.mode {
+            OutputMode::Append => {
+                let w = self.windows.clone().expect("append needs windows");
+                let wm = self.state.watermark;
+                let mut keys: Vec<_> = self.state.groups.keys().filter(|(s, _)| closed(s, &w, wm)).cloned().collect();
+                keys.sort();
+                self.emit_keys(keys.clone(), out)?;
+                for k in keys {
+                    self.state.groups.remove(&k);
+                }
+            }
+            OutputMode::Update => {
+                let keys: Vec<_> = std::mem::take(&mut self.dirty).into_iter().collect();
+                self.emit_keys(keys, out)?;
+                if let Some(w) = self.windows.clone() {
+                    let wm = self.state.watermark;
+                    self.state.groups.retain(|(s, _), _| !closed(s, &w, wm));
+                }
+            }
+            OutputMode::Complete => {
+                if !self.dirty.is_empty() {
+                    self.dirty.clear();
+                    let mut keys: Vec<_> = self.state.groups.keys().cloned().collect();
+                    keys.sort();
+                    self.emit_keys(keys, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<Option<Vec<u8>>> {
+        let groups: Vec<_> = self.state.groups.iter().map(|((s, k), v)| (*s, k.clone(), v.clone())).collect();
+        let snap = Snapshot {
+            groups,
+            watermark: self.state.watermark,
+            max_event_time: self.state.max_event_time,
+            late_events: self.state.late_events,
+            unparsed_time: self.state.unparsed_time,
+            specs: self.raw_specs.iter().map(|s| s.name.clone()).collect(),
+        };
+        Ok(Some(serde_json::to_vec(&snap).map_err(|e| EngineError::runtime(format!("snapshot: {e}")))?))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let snap: Snapshot =
+            serde_json::from_slice(state).map_err(|e| EngineError::runtime(format!("corrupt state: {e}")))?;
+        let names: Vec<_> = self.raw_specs.iter().map(|s| s.name.clone()).collect();
+        if snap.specs != names {
+            return Err(EngineError::config(format!(
+                "node `{}`: the checkpointed state has aggregates {:?}, the pipeline now has {:?}; use a new checkpoint location after changing aggregates",
+                self.node, snap.specs, names
+            )));
+        }
+        self.state = State {
+            groups: snap.groups.into_iter().map(|(s, k, v)| ((s, k), v)).collect(),
+            watermark: snap.watermark,
+            max_event_time: snap.max_event_time,
+            late_events: snap.late_events,
+            unparsed_time: snap.unparsed_time,
+        };
+        self.reported_late = self.state.late_events;
+        Ok(())
+    }
+
+    fn state_size(&self) -> usize {
+        self.state.groups.len()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    groups: Vec<(i64, Vec<u8>, Vec<Acc>)>,
+    watermark: Option<i64>,
+    max_event_time: Option<i64>,
+    late_events: u64,
+    unparsed_time: u64,
+    specs: Vec<String>,
+}
+
+impl Aggregator {
+    /// Events left out of the windows for being older than the watermark.
+    pub fn late_events(&self) -> u64 {
+        self.state.late_events
+    }
+}

@@ -1,0 +1,78 @@
+//! `compute`: adds (or replaces) columns computed from expressions, such as
+//! `load_score = "(avg_cpu + avg_memory) / 2"`. See [`crate::expr`] for the language.
+
+use crate::expr::{self, Expr};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use engine_api::{BuildContext, Collector, EngineError, Operator, OperatorConfig, Result};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// `type = "compute"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeConfig {
+    /// Output column name to expression, in order.
+    pub columns: IndexMap<String, String>,
+}
+
+impl OperatorConfig for ComputeConfig {
+    fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+        if self.columns.is_empty() {
+            return Err(EngineError::config("`columns` is empty"));
+        }
+        let exprs = self
+            .columns
+            .iter()
+            .map(|(name, e)| Ok((name.clone(), expr::parse(e).map_err(|err| err.context(format!("column `{name}`")))?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Box::new(Compute { exprs, schema: Arc::new(Schema::empty()), slots: Vec::new() }))
+    }
+}
+
+pub struct Compute {
+    exprs: Vec<(String, Expr)>,
+    schema: SchemaRef,
+    /// Per expression: the output column it replaces, or None to append.
+    slots: Vec<Option<usize>>,
+}
+
+impl Operator for Compute {
+    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        self.slots.clear();
+        // Each expression sees the input columns; the type of its result is found on an empty batch.
+        let empty = RecordBatch::new_empty(input.clone());
+        for (name, e) in &self.exprs {
+            e.check(input).map_err(|err| err.context(format!("column `{name}`")))?;
+            let dt = e.eval(&empty)?.array(0)?.data_type().clone();
+            let f = Field::new(name, dt, true);
+            match fields.iter().position(|x| x.name() == name) {
+                Some(i) => {
+                    fields[i] = f;
+                    self.slots.push(Some(i));
+                }
+                None => {
+                    fields.push(f);
+                    self.slots.push(None);
+                }
+            }
+        }
+        self.schema = Arc::new(Schema::new(fields));
+        Ok(vec![self.schema.clone()])
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        let mut columns = batch.columns().to_vec();
+        for ((_, e), slot) in self.exprs.iter().zip(&self.slots) {
+            let v = e.eval(&batch)?.array(batch.num_rows())?;
+            match slot {
+                Some(i) => columns[*i] = v,
+                None => columns.push(v),
+            }
+        }
+        out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(())
+    }
+}

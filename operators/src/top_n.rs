@@ -1,0 +1,90 @@
+//! `top_n`: the first `n` rows of a complete-mode table by a column, such as the most loaded
+//! servers. It reads the whole table its input emits at each trigger and emits the ranking.
+
+use arrow::array::{Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use engine_api::{BuildContext, Collector, Epoch, EngineError, Operator, OperatorConfig, OutputMode, Result};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// `type = "top_n"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopNConfig {
+    /// The column to rank by.
+    pub order_by: String,
+    /// How many rows to keep.
+    pub n: usize,
+    /// Largest first (default true).
+    #[serde(default = "yes")]
+    pub descending: bool,
+    /// Name of a 1-based rank column to add (default `rank`).
+    #[serde(default = "rank")]
+    pub rank_column: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn rank() -> String {
+    "rank".into()
+}
+
+impl OperatorConfig for TopNConfig {
+    fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+        if self.n == 0 {
+            return Err(EngineError::config("`n` must be at least 1"));
+        }
+        Ok(Box::new(TopN { cfg: self, input: Arc::new(Schema::empty()), schema: Arc::new(Schema::empty()), held: Vec::new() }))
+    }
+}
+
+pub struct TopN {
+    cfg: TopNConfig,
+    input: SchemaRef,
+    schema: SchemaRef,
+    held: Vec<RecordBatch>,
+}
+
+impl Operator for TopN {
+    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
+        crate::column_index(input, &self.cfg.order_by)?;
+        let mut fields = vec![Field::new(&self.cfg.rank_column, DataType::Int64, false)];
+        fields.extend(input.fields().iter().map(|f| f.as_ref().clone()));
+        self.input = input.clone();
+        self.schema = Arc::new(Schema::new(fields));
+        Ok(vec![self.schema.clone()])
+    }
+
+    fn output_mode(&self, input: OutputMode) -> Result<OutputMode> {
+        if input != OutputMode::Complete {
+            return Err(EngineError::config(format!(
+                "top_n ranks a whole table, so its input must be in complete mode, not {input}; set output_mode = \"complete\" on the aggregate"
+            )));
+        }
+        Ok(OutputMode::Complete)
+    }
+
+    fn process(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
+        self.held.push(batch);
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, _epoch: Epoch, out: &mut Collector) -> Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let all = concat_batches(&self.input, &std::mem::take(&mut self.held))?;
+        let key = all.column_by_name(&self.cfg.order_by).expect("checked");
+        let opts = SortOptions { descending: self.cfg.descending, nulls_first: false };
+        let idx = sort_to_indices(key, Some(opts), Some(self.cfg.n.min(all.num_rows())))?;
+        let idx = UInt32Array::from_iter_values(idx.values().iter().copied());
+        let mut columns = vec![Arc::new(Int64Array::from_iter_values(1..=idx.len() as i64)) as _];
+        for c in all.columns() {
+            columns.push(take(c, &idx, None)?);
+        }
+        out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! Helpers shared by the operator tests: a Kafka-shaped input batch, a build context, and a
+//! comparison of decoded Arrow values against the JSON they came from.
+#![allow(dead_code)]
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+    TimestampMillisecondType,
+};
+use engine_api::{BuildContext, Collector, Operator, StorageConfig};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn ctx() -> BuildContext {
+    BuildContext {
+        pipeline: "test".into(),
+        node: "node".into(),
+        storage: StorageConfig::default(),
+        trigger: Duration::from_secs(10),
+    }
+}
+
+/// The Kafka source's schema (a copy of `connectors::kafka::kafka_schema`).
+pub fn kafka_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new(
+            "kafka_timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("key", DataType::Utf8, true),
+        Field::new("value", DataType::Binary, true),
+    ]))
+}
+
+/// One Kafka record. Coordinates are derived from the offset so each test can recompute them.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub offset: i64,
+    pub value: Option<Vec<u8>>,
+}
+
+impl Msg {
+    pub fn partition(&self) -> i32 {
+        (self.offset % 3) as i32
+    }
+    pub fn timestamp(&self) -> Option<i64> {
+        (self.offset % 5 != 4).then_some(1_700_000_000_000 + self.offset * 1000)
+    }
+    pub fn key(&self) -> Option<String> {
+        (self.offset % 4 != 3).then(|| format!("key-{}", self.offset))
+    }
+}
+
+pub const TOPIC: &str = "commandes-json";
+
+/// Messages at offsets 100, 101, ... holding `values`.
+pub fn msgs(values: Vec<Option<Vec<u8>>>) -> Vec<Msg> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Msg {
+            offset: 100 + i as i64,
+            value,
+        })
+        .collect()
+}
+
+pub fn kafka_batch(msgs: &[Msg]) -> RecordBatch {
+    RecordBatch::try_new(
+        kafka_schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(msgs.iter().map(|_| TOPIC))) as ArrayRef,
+            Arc::new(Int32Array::from_iter_values(
+                msgs.iter().map(Msg::partition),
+            )),
+            Arc::new(Int64Array::from_iter_values(msgs.iter().map(|m| m.offset))),
+            Arc::new(
+                TimestampMillisecondArray::from_iter(msgs.iter().map(Msg::timestamp))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter(msgs.iter().map(Msg::key))),
+            Arc::new(BinaryArray::from_iter(
+                msgs.iter().map(|m| m.value.as_deref()),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+/// Runs one batch through an initialised operator; returns the collector.
+pub fn run(op: &mut Box<dyn Operator>, batch: RecordBatch) -> Collector {
+    let mut out = Collector::new(2);
+    op.process(batch, &mut out).unwrap();
+    out
+}
+
+/// Everything collected on `port`, as one batch of `schema`.
+pub fn port(out: &Collector, port: usize, schema: &SchemaRef) -> RecordBatch {
+    concat_batches(schema, out.port(port)).unwrap()
+}
+
+pub fn col<'a>(batch: &'a RecordBatch, name: &str) -> &'a ArrayRef {
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column `{name}` in {:?}", batch.schema()))
+}
+
+pub fn strings(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    col(batch, name)
+        .as_string::<i32>()
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect()
+}
+
+pub fn i64s(batch: &RecordBatch, name: &str) -> Vec<i64> {
+    col(batch, name)
+        .as_primitive::<Int64Type>()
+        .iter()
+        .map(|v| v.expect("not null"))
+        .collect()
+}
+
+pub fn i32s(batch: &RecordBatch, name: &str) -> Vec<Option<i32>> {
+    col(batch, name)
+        .as_primitive::<Int32Type>()
+        .iter()
+        .collect()
+}
+
+pub fn offsets(batch: &RecordBatch) -> Vec<i64> {
+    i64s(batch, "offset")
+}
+
+/// Asserts that the Kafka coordinates of every output row are those of the message at its offset.
+pub fn assert_coordinates(batch: &RecordBatch, sent: &[Msg]) {
+    let partitions = i32s(batch, "partition");
+    let keys = strings(batch, "key");
+    let topics = strings(batch, "topic");
+    let ts: Vec<Option<i64>> = col(batch, "kafka_timestamp")
+        .as_primitive::<TimestampMillisecondType>()
+        .iter()
+        .collect();
+    for (row, offset) in offsets(batch).into_iter().enumerate() {
+        let m = sent
+            .iter()
+            .find(|m| m.offset == offset)
+            .unwrap_or_else(|| panic!("offset {offset} was not sent"));
+        assert_eq!(topics[row].as_deref(), Some(TOPIC));
+        assert_eq!(
+            partitions[row],
+            Some(m.partition()),
+            "partition of {offset}"
+        );
+        assert_eq!(ts[row], m.timestamp(), "kafka_timestamp of {offset}");
+        assert_eq!(keys[row], m.key(), "key of {offset}");
+    }
+}
+
+/// Asserts that `array[row]` holds exactly the JSON value `json` (missing or null: a null).
+pub fn assert_json_eq(array: &dyn Array, row: usize, json: &Value, path: &str) {
+    if json.is_null() {
+        assert!(array.is_null(row), "{path}: expected null, got a value");
+        return;
+    }
+    assert!(array.is_valid(row), "{path}: expected {json}, got null");
+    match array.data_type() {
+        DataType::Int32 => assert_eq!(
+            i64::from(array.as_primitive::<Int32Type>().value(row)),
+            json.as_i64()
+                .unwrap_or_else(|| panic!("{path}: {json} is not an integer")),
+            "{path}"
+        ),
+        DataType::Int64 => assert_eq!(
+            array.as_primitive::<Int64Type>().value(row),
+            json.as_i64().unwrap(),
+            "{path}"
+        ),
+        DataType::Float64 => assert_eq!(
+            array.as_primitive::<Float64Type>().value(row),
+            json.as_f64().unwrap(),
+            "{path}"
+        ),
+        DataType::Utf8 => assert_eq!(
+            array.as_string::<i32>().value(row),
+            json.as_str().unwrap(),
+            "{path}"
+        ),
+        DataType::List(_) => {
+            let items = json.as_array().unwrap();
+            let list = array.as_list::<i32>().value(row);
+            assert_eq!(list.len(), items.len(), "{path}: list length");
+            for (i, item) in items.iter().enumerate() {
+                assert_json_eq(list.as_ref(), i, item, &format!("{path}[{i}]"));
+            }
+        }
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            for (f, child) in fields.iter().zip(s.columns()) {
+                let v = json.get(f.name()).unwrap_or(&Value::Null);
+                assert_json_eq(child.as_ref(), row, v, &format!("{path}.{}", f.name()));
+            }
+        }
+        other => panic!("{path}: no comparison for {other}"),
+    }
+}
+
+/// Asserts that row `row` of `batch` holds the fields of the JSON object `json`, for every field
+/// of `fields` (the parse schema).
+pub fn assert_row_is(batch: &RecordBatch, row: usize, json: &Value, fields: &[&str]) {
+    for name in fields {
+        let v = json.get(*name).unwrap_or(&Value::Null);
+        assert_json_eq(
+            col(batch, name).as_ref(),
+            row,
+            v,
+            &format!("row {row} `{name}`"),
+        );
+    }
+}
