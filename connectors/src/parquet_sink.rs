@@ -13,7 +13,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use engine_api::{
-    BuildContext, Committer, EngineError, Epoch, PendingCommit, Result, Sink, SinkConfig,
+    BuildContext, Committer, EngineError, Epoch, OutputMode, PendingCommit, Result, Sink,
+    SinkConfig,
 };
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
@@ -39,6 +40,15 @@ pub struct ParquetSinkConfig {
     /// Rows per Parquet row group at most.
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
+    /// `append` (default): new files each epoch, for append-mode input. `complete`: the table is
+    /// one object, `<path>/data.parquet`, replaced whole at each epoch that changes it, for a
+    /// small complete-mode result such as an aggregate.
+    #[serde(default = "append")]
+    pub mode: OutputMode,
+}
+
+fn append() -> OutputMode {
+    OutputMode::Append
 }
 
 fn default_compression() -> String {
@@ -68,6 +78,11 @@ impl SinkConfig for ParquetSinkConfig {
                 )));
             }
         };
+        if self.mode == OutputMode::Update {
+            return Err(EngineError::config(
+                "a parquet table cannot take update mode; use mode = \"append\" or \"complete\", or a console sink",
+            ));
+        }
         if self.target_file_mb == 0 || self.row_group_rows == 0 {
             return Err(EngineError::config(
                 "`target_file_mb` and `row_group_rows` must be above 0",
@@ -86,6 +101,7 @@ impl SinkConfig for ParquetSinkConfig {
             location,
             props,
             target_bytes: self.target_file_mb * 1024 * 1024,
+            mode: self.mode,
             schema: None,
             file: None,
             staged: Vec::new(),
@@ -99,6 +115,7 @@ pub struct ParquetSink {
     committer: Arc<ParquetCommitter>,
     props: WriterProperties,
     target_bytes: usize,
+    mode: OutputMode,
     schema: Option<SchemaRef>,
     file: Option<OpenFile>,
     staged: Vec<Staged>,
@@ -134,6 +151,12 @@ enum Staged {
         to: String,
         rows: usize,
     },
+    /// Complete mode: copy the staged object over the table's single object.
+    Replace {
+        from: String,
+        to: String,
+        rows: usize,
+    },
 }
 
 impl ParquetSink {
@@ -150,7 +173,7 @@ impl ParquetSink {
         );
         let path = self.location.child(&name);
         let upload = match self.s3() {
-            Some(s3) => {
+            Some(s3) if self.mode == OutputMode::Append => {
                 let id = s3
                     .create_multipart(&path)
                     .await
@@ -160,7 +183,7 @@ impl ParquetSink {
                     parts: Vec::new(),
                 }
             }
-            None => Upload::Local,
+            _ => Upload::Local,
         };
         let writer = ArrowWriter::try_new(Vec::new(), schema, Some(self.props.clone()))
             .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
@@ -211,28 +234,47 @@ impl ParquetSink {
             rows,
             upload,
         } = file;
-        let staged = match upload {
-            Upload::Multipart { id, parts } => Staged::Multipart {
-                path: path.to_string(),
-                upload_id: id,
-                parts: parts.into_iter().map(|p| p.content_id).collect(),
-                rows,
-            },
-            Upload::Local => {
-                let name = path.filename().unwrap_or("part.parquet").to_string();
-                let staging = self.location.child(&format!("_staging/{name}"));
+        let staged = match (self.mode, upload) {
+            (OutputMode::Complete, _) => {
+                let staging = self.location.child(&format!(
+                    "_staging/{}",
+                    path.filename().unwrap_or("data.parquet")
+                ));
                 let data = Bytes::from(std::mem::take(writer.inner_mut()));
                 self.location
                     .store
                     .put(&staging, PutPayload::from(data))
                     .await
                     .map_err(|e| self.location.explain(e))?;
-                Staged::Rename {
+                Staged::Replace {
                     from: staging.to_string(),
-                    to: path.to_string(),
+                    to: self.location.child("data.parquet").to_string(),
                     rows,
                 }
             }
+            (_, upload) => match upload {
+                Upload::Multipart { id, parts } => Staged::Multipart {
+                    path: path.to_string(),
+                    upload_id: id,
+                    parts: parts.into_iter().map(|p| p.content_id).collect(),
+                    rows,
+                },
+                Upload::Local => {
+                    let name = path.filename().unwrap_or("part.parquet").to_string();
+                    let staging = self.location.child(&format!("_staging/{name}"));
+                    let data = Bytes::from(std::mem::take(writer.inner_mut()));
+                    self.location
+                        .store
+                        .put(&staging, PutPayload::from(data))
+                        .await
+                        .map_err(|e| self.location.explain(e))?;
+                    Staged::Rename {
+                        from: staging.to_string(),
+                        to: path.to_string(),
+                        rows,
+                    }
+                }
+            },
         };
         self.staged.push(staged);
         Ok(())
@@ -278,7 +320,7 @@ impl Sink for ParquetSink {
         }
         let size = file.writer.bytes_written() + file.writer.in_progress_size();
         self.upload_parts(false).await?;
-        if size >= self.target_bytes {
+        if size >= self.target_bytes && self.mode == OutputMode::Append {
             self.close_file().await?;
         }
         Ok(())
@@ -301,7 +343,17 @@ impl Sink for ParquetSink {
     }
 
     fn describe(&self) -> String {
-        format!("parquet files at {}", self.location.url)
+        match self.mode {
+            OutputMode::Complete => format!(
+                "parquet table {}/data.parquet, replaced whole each epoch",
+                self.location.url
+            ),
+            _ => format!("parquet files at {}", self.location.url),
+        }
+    }
+
+    fn accepts(&self) -> Vec<OutputMode> {
+        vec![self.mode]
     }
 }
 
@@ -342,6 +394,19 @@ impl Committer for ParquetCommitter {
                             .location
                             .explain(e)
                             .context(format!("completing {path}")));
+                    }
+                }
+                Staged::Replace { from, to, .. } => {
+                    let (from, to) = (Path::from(from), Path::from(to));
+                    match self.location.store.copy(&from, &to).await {
+                        Ok(()) => {
+                            let _ = self.location.store.delete(&from).await;
+                        }
+                        // Replaced before a restart: the staged object is gone.
+                        Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => {
+                            return Err(self.location.explain(e).context(format!("replacing {to}")));
+                        }
                     }
                 }
                 Staged::Rename { from, to, .. } => {

@@ -89,11 +89,15 @@ enum Command {
         #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
     },
-    /// Read the tables back from the object store and print row counts and the top products.
+    /// Read the tables back from the object store: row counts, quarantine per reason, top products,
+    /// busiest customers, log statistics and the most loaded servers.
     Report {
         /// Where the bronze tables are.
         #[arg(long, env = "BRONZE_URL", default_value = "s3://bronze")]
         bronze: String,
+        /// Where the gold tables are.
+        #[arg(long, env = "GOLD_URL", default_value = "s3://gold")]
+        gold: String,
         #[arg(long, env = "S3_ENDPOINT", default_value = "http://127.0.0.1:9000")]
         s3_endpoint: String,
         #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
@@ -258,6 +262,7 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
         }
         Command::Report {
             bronze,
+            gold,
             s3_endpoint,
             region,
             access_key_id,
@@ -272,6 +277,7 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             };
             runtime()?.block_on(crate::report::report(
                 bronze.trim_end_matches('/'),
+                gold.trim_end_matches('/'),
                 &storage,
             ))
         }

@@ -3,7 +3,7 @@
 
 use crate::config::{NodeSpec, Pipeline};
 use arrow::datatypes::SchemaRef;
-use engine_api::{BuildContext, EngineError, MAIN_PORT, Node, Registry, Result};
+use engine_api::{BuildContext, EngineError, MAIN_PORT, Node, OutputMode, Registry, Result};
 use std::fmt::Write as _;
 
 pub struct GraphNode {
@@ -17,6 +17,8 @@ pub struct GraphNode {
     pub out_schemas: Vec<SchemaRef>,
     /// Schema of the input (operators and sinks).
     pub in_schema: Option<SchemaRef>,
+    /// The output mode of its output (the input's mode for a sink).
+    pub mode: OutputMode,
 }
 
 pub struct Graph {
@@ -171,6 +173,37 @@ impl Graph {
                 }
             };
             let ports = ports_of(&node);
+            let in_mode = match inputs.first() {
+                None => OutputMode::Append,
+                Some((u, _)) => {
+                    let m = nodes[*u].mode;
+                    if inputs.iter().any(|(u2, _)| nodes[*u2].mode != m) {
+                        return Err(EngineError::config(format!(
+                            "{at}: its inputs have different output modes; read from nodes of one mode"
+                        )));
+                    }
+                    m
+                }
+            };
+            let mode = match &node {
+                Node::Operator(op) => op.output_mode(in_mode).map_err(|e| e.context(&at))?,
+                Node::Sink(sink) => {
+                    let ok = sink.accepts();
+                    if !ok.contains(&in_mode) {
+                        let from = &nodes[inputs[0].0].spec.name;
+                        let accepted = ok
+                            .iter()
+                            .map(|m| m.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" or ");
+                        return Err(EngineError::config(format!(
+                            "{at}: cannot write {in_mode}-mode output of `{from}`; this sink takes {accepted} mode (Spark's rules: a file table takes append mode, a whole-table object complete mode, the console all three); change output_mode on `{from}`, set mode = \"complete\" on a parquet sink for a small complete table, or use a console sink"
+                        )));
+                    }
+                    in_mode
+                }
+                Node::Source(_) => OutputMode::Append,
+            };
             let out_schemas = match &mut node {
                 Node::Source(s) => vec![s.schema()],
                 Node::Operator(op) => {
@@ -199,6 +232,7 @@ impl Graph {
                 ports,
                 out_schemas,
                 in_schema,
+                mode,
             });
         }
 

@@ -18,7 +18,7 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
-use arrow_row::{OwnedRow, RowConverter, SortField};
+use arrow_row::{RowConverter, SortField};
 use engine_api::{BuildContext, Collector, Epoch, EngineError, Operator, OperatorConfig, OutputMode, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -61,6 +61,10 @@ pub struct AggregateConfig {
     /// `complete` (default) or `update`; `append` needs windows and a watermark.
     #[serde(default = "complete")]
     pub output_mode: OutputMode,
+    /// Emit at most this often (at the first trigger after it elapses), like a slower trigger
+    /// for this node alone. Default: every trigger.
+    #[serde(default)]
+    pub emit_every: Option<String>,
 }
 
 /// `type = "window_aggregate"`: per group and event-time window.
@@ -83,6 +87,9 @@ pub struct WindowAggregateConfig {
     /// `append` (default), `update` or `complete`.
     #[serde(default = "append")]
     pub output_mode: OutputMode,
+    /// Emit at most this often (see `aggregate`).
+    #[serde(default)]
+    pub emit_every: Option<String>,
 }
 
 fn complete() -> OutputMode {
@@ -108,7 +115,9 @@ impl OperatorConfig for AggregateConfig {
                 "output_mode = \"append\" needs event-time windows and a watermark (a running aggregate is never final); use window_aggregate, or output_mode = \"update\" or \"complete\"",
             ));
         }
-        Ok(Box::new(Aggregator::new(ctx, None, self.group_by, self.aggregates, self.output_mode)?))
+        let mut a = Aggregator::new(ctx, None, self.group_by, self.aggregates, self.output_mode)?;
+        a.emit_every = self.emit_every.as_deref().map(|e| duration_ms("emit_every", e)).transpose()?;
+        Ok(Box::new(a))
     }
 }
 
@@ -125,7 +134,9 @@ impl OperatorConfig for WindowAggregateConfig {
             ));
         }
         let windows = Windows { column: self.time_column, size, slide, delay: duration_ms("watermark", &self.watermark)? };
-        Ok(Box::new(Aggregator::new(ctx, Some(windows), self.group_by, self.aggregates, self.output_mode)?))
+        let mut a = Aggregator::new(ctx, Some(windows), self.group_by, self.aggregates, self.output_mode)?;
+        a.emit_every = self.emit_every.as_deref().map(|e| duration_ms("emit_every", e)).transpose()?;
+        Ok(Box::new(a))
     }
 }
 
@@ -194,6 +205,8 @@ pub struct Aggregator {
     /// Keys changed since the last trigger (update and complete modes).
     dirty: BTreeSet<(i64, Vec<u8>)>,
     reported_late: u64,
+    emit_every: Option<i64>,
+    last_emit: Option<std::time::Instant>,
 }
 
 impl Aggregator {
@@ -227,6 +240,8 @@ impl Aggregator {
             state: State::default(),
             dirty: BTreeSet::new(),
             reported_late: 0,
+            emit_every: None,
+            last_emit: None,
         })
     }
 
@@ -371,7 +386,7 @@ impl Operator for Aggregator {
             values.push((f, i, mask));
         }
         let track = self.mode != OutputMode::Append;
-        for row in 0..n {
+        for (row, key) in keys.iter().enumerate() {
             let starts: Vec<i64> = match (&self.windows, &times) {
                 (Some(w), Some(t)) => {
                     if t.is_null(row) {
@@ -389,7 +404,7 @@ impl Operator for Aggregator {
                 _ => vec![0],
             };
             for start in starts {
-                let key = (start, keys[row].clone());
+                let key = (start, key.clone());
                 let accs = self.state.groups.entry(key.clone()).or_insert_with(|| vec![Acc::default(); self.specs.len()]);
                 for (i, (f, iv, mask)) in values.iter().enumerate() {
                     if mask.as_ref().is_some_and(|m| m.is_null(row) || !m.value(row)) {
@@ -425,6 +440,12 @@ impl Operator for Aggregator {
             );
             self.reported_late = self.state.late_events;
         }
+        if let (Some(every), Some(last)) = (self.emit_every, self.last_emit)
+            && (last.elapsed().as_millis() as i64) < every
+        {
+            return Ok(());
+        }
+        self.last_emit = Some(std::time::Instant::now());
         let closed = |s: &i64, w: &Windows, wm: Option<i64>| wm.is_some_and(|wm| s + w.size <= wm);
         match self.mode {
             OutputMode::Append => {

@@ -310,7 +310,12 @@ impl Expr {
                 match col.data_type() {
                     DataType::Utf8 | DataType::Boolean => Value::Array(col),
                     DataType::Timestamp(_, _) => Value::Array(cast(&col, &DataType::Int64).and_then(|a| cast(&a, &DataType::Float64))?),
-                    _ => Value::Array(cast(&col, &DataType::Float64)?),
+                    // Adding 0.0 turns -0.0 into 0.0: arrow compares floats by total order, where
+                    // -0.0 < 0.0, but a rule such as `total >= 0` must accept -0.0.
+                    _ => {
+                        let zero = Scalar::new(Float64Array::from(vec![0.0]));
+                        Value::Array(numeric::add(&cast(&col, &DataType::Float64)?, &zero)?)
+                    }
                 }
             }
             Expr::Number(n) => Value::Scalar(Arc::new(Float64Array::from(vec![*n]))),
@@ -442,6 +447,17 @@ mod tests {
         assert_eq!(passes(&not_in, true), vec![true, false, true, true]);
         let ts = parse("ts is timestamp").unwrap().bools(&b).unwrap();
         assert_eq!(passes(&ts, true), vec![true, false, true, true]);
+    }
+
+    #[test]
+    fn negative_zero_is_not_below_zero() {
+        let b = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("t", DataType::Float64, true)])),
+            vec![Arc::new(Float64Array::from(vec![-0.0, 0.0, -0.5]))],
+        )
+        .unwrap();
+        let ge = parse("t >= 0").unwrap().bools(&b).unwrap();
+        assert_eq!(passes(&ge, true), vec![true, true, false]);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub mod reason {
     pub const WRONG_TYPE: &str = "wrong_type";
     /// A required field is missing or null.
     pub const MISSING_FIELD: &str = "missing_field";
+    /// A rule declared in `rules` does not hold (such as `total >= 0`).
+    pub const RULE_BROKEN: &str = "rule_broken";
 }
 
 /// What to do with a record that cannot be parsed.
@@ -60,6 +62,12 @@ pub struct JsonParseConfig {
     /// Top-level fields that must be present and not null.
     #[serde(default)]
     pub required: Vec<String>,
+    /// Conditions every record must meet, such as `"total >= 0"`, `"level in ('INFO', 'ERROR')"`,
+    /// `"cpu_percent between 0 and 100"`, `"timestamp is timestamp"`, or on the elements of a
+    /// list of structs, `"items.quantity > 0"` (every element must meet it). A null value does
+    /// not break a rule; use `required` for presence.
+    #[serde(default)]
+    pub rules: Vec<String>,
     #[serde(default)]
     pub on_error: OnError,
 }
@@ -80,7 +88,13 @@ impl OperatorConfig for JsonParseConfig {
                 )));
             }
         }
+        let rules = self
+            .rules
+            .iter()
+            .map(|r| Ok((r.clone(), crate::expr::parse(r).map_err(|e| e.context("`rules`"))?)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Box::new(JsonParse {
+            rules,
             node: ctx.node.clone(),
             cfg: self,
             parsed_schema: schema,
@@ -95,6 +109,7 @@ impl OperatorConfig for JsonParseConfig {
 }
 
 pub struct JsonParse {
+    rules: Vec<(String, crate::expr::Expr)>,
     node: String,
     cfg: JsonParseConfig,
     parsed_schema: SchemaRef,
@@ -164,6 +179,9 @@ impl Operator for JsonParse {
         }
         q_fields.extend(quarantine_fields());
         self.out_schema = Arc::new(Schema::new(fields));
+        for (text, rule) in &self.rules {
+            crate::rules::check(rule, &self.out_schema).map_err(|e| e.context(format!("rule `{text}`")))?;
+        }
         self.quarantine_schema = Arc::new(Schema::new(q_fields));
         let offset = self.keep.len();
         self.required_idx = self
@@ -250,6 +268,7 @@ impl Operator for JsonParse {
         let mut columns = kept;
         columns.extend(parsed.columns().iter().cloned());
         let mut out_batch = RecordBatch::try_new(self.out_schema.clone(), columns)?;
+        let mut good = good;
         if !self.required_idx.is_empty() {
             let (ok, missing) = self.check_required(&out_batch);
             if let Some(missing) = missing {
@@ -261,6 +280,22 @@ impl Operator for JsonParse {
                     });
                 }
                 out_batch = filter_record_batch(&out_batch, &ok)?;
+                good = good.iter().zip(ok.values().iter()).filter(|(_, k)| *k).map(|(g, _)| *g).collect();
+            }
+        }
+        if !self.rules.is_empty() && out_batch.num_rows() > 0 {
+            let mut ok = vec![true; out_batch.num_rows()];
+            for (text, rule) in &self.rules {
+                let holds = crate::rules::holds(rule, &out_batch)?;
+                for (i, h) in holds.iter().enumerate() {
+                    if ok[i] && !h {
+                        ok[i] = false;
+                        bad.push(Bad { row: good[i], reason: reason::RULE_BROKEN, detail: format!("rule `{text}` is broken") });
+                    }
+                }
+            }
+            if ok.iter().any(|k| !k) {
+                out_batch = filter_record_batch(&out_batch, &BooleanArray::from(ok))?;
             }
         }
         bad.sort_by_key(|b| b.row);

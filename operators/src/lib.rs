@@ -1,9 +1,15 @@
 //! Built-in operators. Each registers through [`engine_api::Registry`] exactly as user code does.
 
+pub mod aggregate;
+pub mod compute;
 pub mod explode;
+pub mod expr;
 pub mod json_parse;
+pub mod rules;
 pub mod schema;
 pub mod select;
+pub mod time;
+pub mod top_n;
 
 use arrow::datatypes::Schema;
 use engine_api::{EngineError, Registry, Result};
@@ -13,6 +19,10 @@ pub fn register(registry: &mut Registry) {
     registry.register_operator::<json_parse::JsonParseConfig>("json_parse");
     registry.register_operator::<explode::ExplodeConfig>("explode");
     registry.register_operator::<select::SelectConfig>("select");
+    registry.register_operator::<compute::ComputeConfig>("compute");
+    registry.register_operator::<aggregate::AggregateConfig>("aggregate");
+    registry.register_operator::<aggregate::WindowAggregateConfig>("window_aggregate");
+    registry.register_operator::<top_n::TopNConfig>("top_n");
 }
 
 pub(crate) fn column_names(schema: &Schema) -> String {

@@ -50,6 +50,7 @@ fn config(
         value_column: "value".into(),
         schema,
         required: required.iter().map(|s| s.to_string()).collect(),
+        rules: Vec::new(),
         on_error,
     }
 }

@@ -6,6 +6,7 @@
 //! against what the broker acknowledged: every message exactly once, by (partition, offset),
 //! with its values.
 
+mod gold;
 mod support;
 
 use serde_json::{Value, json};
@@ -62,6 +63,20 @@ async fn check_orders_tables(paths: &EnginePaths, topic: &str, sent: &BTreeMap<(
         assert!(
             by_coord.insert(k, r).is_none(),
             "duplicate row for {k:?} in commandes"
+        );
+    }
+    if by_coord.len() != sent.len() {
+        let q = rows(&read_table(&paths.table(&format!("_quarantine/{topic}"))).await);
+        let first: Vec<_> = q
+            .iter()
+            .take(3)
+            .map(|r| (&r["reason"], &r["detail"], &r["raw_value"]))
+            .collect();
+        panic!(
+            "commandes has {} rows for {} messages; {} quarantined, such as {first:?}",
+            by_coord.len(),
+            sent.len(),
+            q.len()
         );
     }
     assert_eq!(
@@ -276,6 +291,9 @@ async fn malformed_records_go_to_quarantine_with_their_reason_and_nothing_is_los
             br#"{"customer_id": "c", "timestamp": "2026-03-01T10:00:00Z"}"#.to_vec(),
         ),
         ("empty_value", b"".to_vec()),
+        ("rule_broken", br#"{"order_id": 7, "customer_id": "c", "timestamp": "2026-03-01T10:00:00Z", "items": [], "total": -1.0}"#.to_vec()),
+        ("rule_broken", br#"{"order_id": 8, "customer_id": "c", "timestamp": "2026-03-01T10:00:00Z", "items": [{"product_id": 1, "quantity": 0, "subtotal": 0.0}], "total": 0.0}"#.to_vec()),
+        ("rule_broken", br#"{"order_id": 9, "customer_id": "c", "timestamp": "the day before yesterday", "items": [], "total": 1.0}"#.to_vec()),
     ];
     for (reason, v) in &bad {
         msgs.push((Some(format!("bad-{reason}")), v.clone()));
@@ -477,4 +495,34 @@ async fn streaming_picks_up_new_messages_and_stops_cleanly_on_sigterm() {
         &env_for("ORDERS_TOPIC", &topic, &paths),
     ));
     check_orders_tables(&paths, &topic, &sent).await;
+}
+
+#[test]
+fn validate_rejects_an_output_mode_the_sink_cannot_take() {
+    let dir = std::env::temp_dir().join(unique("validate"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(pipeline("orders.toml"))
+        .unwrap()
+        .replace("output_mode = \"append\"", "output_mode = \"update\"");
+    let file = dir.join("orders-update.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = engine(&["validate", file.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("node `customer_orders_1min` (parquet): cannot write update-mode output of `customer_windows`"), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
+
+    // The shipped pipelines all validate.
+    for p in [
+        "orders.toml",
+        "orders_console.toml",
+        "logs.toml",
+        "metrics.toml",
+    ] {
+        assert_success(&engine(&["validate", &pipeline(p)], &[]));
+    }
 }

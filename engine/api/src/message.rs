@@ -20,3 +20,25 @@ pub enum Message {
 pub struct Barrier {
     pub epoch: Epoch,
 }
+
+/// How a node's output relates to its result table, as in Spark Structured Streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// Rows are final once emitted: plain records, or windows closed by the watermark.
+    Append,
+    /// At each trigger, the result rows that changed.
+    Update,
+    /// At each trigger, the whole result table.
+    Complete,
+}
+
+impl std::fmt::Display for OutputMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputMode::Append => "append",
+            OutputMode::Update => "update",
+            OutputMode::Complete => "complete",
+        })
+    }
+}

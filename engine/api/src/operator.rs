@@ -1,4 +1,4 @@
-use crate::{Epoch, Result};
+use crate::{Epoch, OutputMode, Result};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,13 @@ pub trait Operator: Send + 'static {
     /// output port, in the order of [`Operator::output_ports`]. Check column names and types here,
     /// so `engine validate` reports mistakes before anything runs.
     fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>>;
+
+    /// The output mode of this operator given its input's. Stateless operators pass it on (the
+    /// default); aggregates set their own; an operator that needs a given input mode says so here
+    /// with a config error, so `engine validate` rejects the pipeline.
+    fn output_mode(&self, input: OutputMode) -> Result<OutputMode> {
+        Ok(input)
+    }
 
     /// Processes one micro-batch, pushing results to `out`.
     fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()>;
@@ -163,6 +170,11 @@ pub trait Sink: Send + 'static {
     fn committer(&self) -> std::sync::Arc<dyn Committer>;
     /// One line for `engine graph`, such as the table path.
     fn describe(&self) -> String;
+    /// The output modes this sink can write. A file table in append mode takes only append-mode
+    /// input (Spark's rule); the console takes all.
+    fn accepts(&self) -> Vec<OutputMode> {
+        vec![OutputMode::Append, OutputMode::Update, OutputMode::Complete]
+    }
 }
 
 /// Makes staged output visible. Called after the epoch's manifest is written, and again on

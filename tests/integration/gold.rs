@@ -1,0 +1,425 @@
+//! Gold tables: each is compared with a result computed here, in plain Rust, from exactly the
+//! messages the test produced.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const MINUTE: i64 = 60_000;
+const WATERMARK: i64 = 2 * MINUTE;
+
+fn ms(ts: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+fn approx(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Orders whose event times start at `start_ms` and advance `step_ms` apiece.
+fn timed_orders(
+    n: usize,
+    seed: u64,
+    first_id: i64,
+    start_ms: i64,
+    step_ms: i64,
+) -> Vec<(Option<String>, Vec<u8>)> {
+    let mut r = fastrand::Rng::with_seed(seed);
+    let products = [
+        (1, "alpha", 2.5),
+        (2, "beta", 10.0),
+        (3, "gamma", 99.99),
+        (4, "delta", 0.5),
+    ];
+    (0..n)
+        .map(|i| {
+            let customer = format!("cust-{}", r.u8(0..8));
+            let items: Vec<Value> = (0..r.usize(1..4))
+                .map(|_| {
+                    let (pid, name, price) = products[r.usize(0..products.len())];
+                    let qty = r.i32(1..5);
+                    json!({"product_id": pid, "product_name": name, "quantity": qty, "unit_price": price,
+                           "subtotal": price * qty as f64})
+                })
+                .collect();
+            let total: f64 = items.iter().map(|it| it["subtotal"].as_f64().unwrap()).sum();
+            let v = json!({"order_id": first_id + i as i64, "customer_id": customer,
+                "timestamp": iso(start_ms + i as i64 * step_ms), "items": items, "total": total, "status": "paid"});
+            (Some(customer), serde_json::to_vec(&v).unwrap())
+        })
+        .collect()
+}
+
+type Sales = BTreeMap<i64, (String, i64, i64, f64)>;
+
+fn expected_product_sales(sent: &BTreeMap<(i32, i64), Sent>) -> Sales {
+    let mut out: Sales = BTreeMap::new();
+    for s in sent.values() {
+        let v: Value = serde_json::from_slice(&s.value).unwrap();
+        for it in v["items"].as_array().unwrap() {
+            let e = out.entry(it["product_id"].as_i64().unwrap()).or_insert((
+                it["product_name"].as_str().unwrap().to_string(),
+                0,
+                0,
+                0.0,
+            ));
+            e.1 += 1;
+            e.2 += it["quantity"].as_i64().unwrap();
+            e.3 += it["subtotal"].as_f64().unwrap();
+        }
+    }
+    out
+}
+
+async fn check_product_sales(gold: &str, sent: &BTreeMap<(i32, i64), Sent>) {
+    let expected = expected_product_sales(sent);
+    let table = rows(&read_table(&format!("{gold}/product_sales")).await);
+    assert_eq!(
+        table.len(),
+        expected.len(),
+        "one row per product: {table:?}"
+    );
+    for r in &table {
+        let (name, n, q, ca) = &expected[&r["product_id"].as_i64().unwrap()];
+        assert_eq!(r["product_name"], json!(name));
+        assert_eq!(r["nb_ventes"], json!(n));
+        assert_eq!(r["quantite_totale"], json!(q));
+        assert!(
+            approx(r["ca_total"].as_f64().unwrap(), *ca),
+            "ca_total {} vs {ca}",
+            r["ca_total"]
+        );
+    }
+}
+
+/// Windows closed by the watermark (latest event time minus 2 minutes), per customer.
+fn expected_customer_windows(
+    sent: &BTreeMap<(i32, i64), Sent>,
+) -> BTreeMap<(String, i64), (i64, f64)> {
+    let orders: Vec<Value> = sent
+        .values()
+        .map(|s| serde_json::from_slice(&s.value).unwrap())
+        .collect();
+    let max = orders
+        .iter()
+        .map(|o| ms(o["timestamp"].as_str().unwrap()))
+        .max()
+        .unwrap();
+    let watermark = max - WATERMARK;
+    let mut out: BTreeMap<(String, i64), (i64, f64)> = BTreeMap::new();
+    for o in &orders {
+        let t = ms(o["timestamp"].as_str().unwrap());
+        let start = t.div_euclid(MINUTE) * MINUTE;
+        if start + MINUTE <= watermark {
+            let e = out
+                .entry((o["customer_id"].as_str().unwrap().to_string(), start))
+                .or_default();
+            e.0 += 1;
+            e.1 += o["total"].as_f64().unwrap();
+        }
+    }
+    out
+}
+
+async fn check_customer_windows(gold: &str, expected: &BTreeMap<(String, i64), (i64, f64)>) {
+    let table = rows(&read_table(&format!("{gold}/customer_orders_1min")).await);
+    let mut seen = BTreeSet::new();
+    for r in &table {
+        let key = (
+            r["customer_id"].as_str().unwrap().to_string(),
+            r["window_start"].as_i64().unwrap(),
+        );
+        assert!(seen.insert(key.clone()), "window {key:?} emitted twice");
+        assert_eq!(r["window_end"].as_i64().unwrap(), key.1 + MINUTE);
+        let Some((n, total)) = expected.get(&key) else {
+            panic!("unexpected window {key:?}: {r:?}")
+        };
+        assert_eq!(r["nb_commandes"], json!(n), "{key:?}");
+        assert!(
+            approx(r["total_commandes"].as_f64().unwrap(), *total),
+            "{key:?}"
+        );
+    }
+    assert_eq!(seen.len(), expected.len(), "every closed window, once");
+}
+
+fn gold_env<'a>(topic: &'a str, paths: &'a EnginePaths, gold: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("ORDERS_TOPIC", topic),
+        ("BRONZE_URL", &paths.bronze),
+        ("CHECKPOINT_URL", &paths.checkpoints),
+        ("GOLD_URL", gold),
+        // One epoch per batch run, so the watermark moves once, at its end.
+        ("TRIGGER", "1h"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_gold_tables_equal_an_independent_computation_and_late_events_skip_the_windows() {
+    let topic = unique("it-gold");
+    create_topic(&topic, 3).await;
+    let paths = EnginePaths::new("gold");
+    let gold = format!("s3://gold/it/{}", unique("gold"));
+    let env = gold_env(&topic, &paths, &gold);
+    let t0 = ms("2026-04-01T08:00:00Z");
+
+    // 12 minutes of orders, one every 2 s.
+    let mut sent = produce(&topic, timed_orders(360, 5, 1, t0, 2_000)).await;
+    assert_success(&engine(&["run", &pipeline("orders.toml"), "--batch"], &env));
+    check_product_sales(&gold, &sent).await;
+    let first_windows = expected_customer_windows(&sent);
+    assert!(first_windows.len() > 20);
+    check_customer_windows(&gold, &first_windows).await;
+
+    // A late order (its window closed long ago) and 5 more minutes of orders.
+    let late = produce(&topic, timed_orders(1, 99, 50_000, t0 + 30_000, 0)).await;
+    let more = produce(&topic, timed_orders(150, 6, 1_000, t0 + 12 * MINUTE, 2_000)).await;
+    let out = engine(&["run", &pipeline("orders.toml"), "--batch"], &env);
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("late_events=1"),
+        "the late event is counted and logged: {stderr}"
+    );
+
+    // The late order reaches bronze...
+    let bronze: BTreeSet<_> = rows(&read_table(&paths.table("commandes")).await)
+        .iter()
+        .map(|r| {
+            (
+                r["partition"].as_i64().unwrap() as i32,
+                r["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    for k in late.keys().chain(more.keys()).chain(sent.keys()) {
+        assert!(bronze.contains(k), "{k:?} missing from bronze");
+    }
+    // ...and product sales (a running total has no watermark), but not the windows.
+    let mut all = sent.clone();
+    all.extend(late.clone());
+    all.extend(more.clone());
+    check_product_sales(&gold, &all).await;
+    sent.extend(more);
+    check_customer_windows(&gold, &expected_customer_windows(&sent)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gold_tables_after_a_streaming_run_fed_in_bursts() {
+    let topic = unique("it-gold-stream");
+    create_topic(&topic, 3).await;
+    let paths = EnginePaths::new("gold-stream");
+    let gold = format!("s3://gold/it/{}", unique("gold-stream"));
+    let mut env = gold_env(&topic, &paths, &gold);
+    env.retain(|(k, _)| *k != "TRIGGER");
+    env.push(("TRIGGER", "1s"));
+    let t0 = ms("2026-04-02T08:00:00Z");
+
+    let mut child = std::process::Command::new(engine_bin())
+        .args(["run", &pipeline("orders.toml")])
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start engine");
+    let mut sent = BTreeMap::new();
+    // Bursts 10 minutes of event time apart, so no event is ever late.
+    for burst in 0..3i64 {
+        sent.extend(
+            produce(
+                &topic,
+                timed_orders(
+                    120,
+                    40 + burst as u64,
+                    burst * 1000,
+                    t0 + burst * 10 * MINUTE,
+                    2_000,
+                ),
+            )
+            .await,
+        );
+        let want = sent.len();
+        let url = paths.table("commandes");
+        eventually(
+            &format!("burst {burst} in bronze"),
+            Duration::from_secs(60),
+            || {
+                let url = url.clone();
+                async move { (rows(&read_table(&url).await).len() == want).then_some(()) }
+            },
+        )
+        .await;
+        // Product sales follow the stream at each trigger.
+        let expected = expected_product_sales(&sent);
+        let url = format!("{gold}/product_sales");
+        eventually(
+            &format!("product sales after burst {burst}"),
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                let expected = expected.clone();
+                async move {
+                    let t = rows(&read_table(&url).await);
+                    let n: i64 = t.iter().map(|r| r["nb_ventes"].as_i64().unwrap()).sum();
+                    (n == expected.values().map(|e| e.1).sum::<i64>()).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), status)
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+
+    check_product_sales(&gold, &sent).await;
+    check_customer_windows(&gold, &expected_customer_windows(&sent)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_and_metrics_gold_tables_equal_an_independent_computation() {
+    let mut r = fastrand::Rng::with_seed(21);
+    let gold = format!("s3://gold/it/{}", unique("gold-lm"));
+
+    // Logs: per level, and count and average duration per module.
+    let topic = unique("it-gold-logs");
+    create_topic(&topic, 3).await;
+    let paths = EnginePaths::new("gold-logs");
+    let msgs: Vec<_> = (0..400)
+        .map(|i| {
+            let v = json!({"timestamp": iso(ms("2026-04-03T09:00:00Z") + i * 1000),
+                "level": (["INFO", "WARN", "ERROR", "DEBUG"][r.usize(0..4)]), "module": (["auth", "payment", "search"][r.usize(0..3)]),
+                "message": "m", "request_id": format!("r{i}"), "user_id": "u", "duration_ms": r.i32(0..1000)});
+            (None, serde_json::to_vec(&v).unwrap())
+        })
+        .collect();
+    let sent = produce(&topic, msgs).await;
+    let env = [
+        ("LOGS_TOPIC", topic.as_str()),
+        ("BRONZE_URL", &paths.bronze),
+        ("CHECKPOINT_URL", &paths.checkpoints),
+        ("GOLD_URL", &gold),
+        ("TRIGGER", "1h"),
+    ];
+    assert_success(&engine(&["run", &pipeline("logs.toml"), "--batch"], &env));
+    let mut levels: BTreeMap<String, i64> = BTreeMap::new();
+    let mut modules: BTreeMap<String, (i64, f64)> = BTreeMap::new();
+    for s in sent.values() {
+        let v: Value = serde_json::from_slice(&s.value).unwrap();
+        *levels
+            .entry(v["level"].as_str().unwrap().into())
+            .or_default() += 1;
+        let m = modules
+            .entry(v["module"].as_str().unwrap().into())
+            .or_default();
+        m.0 += 1;
+        m.1 += v["duration_ms"].as_f64().unwrap();
+    }
+    let table = rows(&read_table(&format!("{gold}/log_levels")).await);
+    let got: BTreeMap<String, i64> = table
+        .iter()
+        .map(|r| {
+            (
+                r["level"].as_str().unwrap().to_string(),
+                r["nb_logs"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, levels);
+    let table = rows(&read_table(&format!("{gold}/log_modules")).await);
+    assert_eq!(table.len(), modules.len());
+    for row in &table {
+        let (n, sum) = modules[row["module"].as_str().unwrap()];
+        assert_eq!(row["nb_logs"], json!(n));
+        assert!(approx(
+            row["duree_moyenne_ms"].as_f64().unwrap(),
+            sum / n as f64
+        ));
+    }
+
+    // Metrics: averages and maxima per server, and the five most loaded.
+    let topic = unique("it-gold-metrics");
+    create_topic(&topic, 3).await;
+    let paths = EnginePaths::new("gold-metrics");
+    let msgs: Vec<_> = (0..300)
+        .map(|i| {
+            let n = r.u8(0..8);
+            let v = json!({"timestamp": iso(ms("2026-04-03T09:00:00Z") + i * 1000), "server_id": format!("srv-{n}"),
+                "cpu_percent": (r.f64() * 50.0 + n as f64 * 6.0), "memory_percent": (r.f64() * 60.0 + n as f64 * 4.0), "disk_percent": 50.0});
+            (None, serde_json::to_vec(&v).unwrap())
+        })
+        .collect();
+    let sent = produce(&topic, msgs).await;
+    let env = [
+        ("METRICS_TOPIC", topic.as_str()),
+        ("BRONZE_URL", &paths.bronze),
+        ("CHECKPOINT_URL", &paths.checkpoints),
+        ("GOLD_URL", &gold),
+        ("TRIGGER", "1h"),
+    ];
+    assert_success(&engine(
+        &["run", &pipeline("metrics.toml"), "--batch"],
+        &env,
+    ));
+    let mut servers: BTreeMap<String, (f64, f64, f64, f64, f64)> = BTreeMap::new();
+    for s in sent.values() {
+        let v: Value = serde_json::from_slice(&s.value).unwrap();
+        let e = servers
+            .entry(v["server_id"].as_str().unwrap().into())
+            .or_insert((0.0, 0.0, f64::MIN, 0.0, f64::MIN));
+        let (c, m) = (
+            v["cpu_percent"].as_f64().unwrap(),
+            v["memory_percent"].as_f64().unwrap(),
+        );
+        e.0 += 1.0;
+        e.1 += c;
+        e.2 = e.2.max(c);
+        e.3 += m;
+        e.4 = e.4.max(m);
+    }
+    let mut loads: Vec<(f64, String)> = servers
+        .iter()
+        .map(|(k, e)| ((e.1 / e.0 + e.3 / e.0) / 2.0, k.clone()))
+        .collect();
+    loads.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let stats = rows(&read_table(&format!("{gold}/server_stats")).await);
+    assert_eq!(stats.len(), servers.len());
+    for row in &stats {
+        let e = servers[row["server_id"].as_str().unwrap()];
+        assert!(approx(row["avg_cpu"].as_f64().unwrap(), e.1 / e.0));
+        assert!(approx(row["max_cpu"].as_f64().unwrap(), e.2));
+        assert!(approx(row["avg_memory"].as_f64().unwrap(), e.3 / e.0));
+        assert!(approx(row["max_memory"].as_f64().unwrap(), e.4));
+    }
+    let mut ranking = rows(&read_table(&format!("{gold}/most_loaded_servers")).await);
+    ranking.sort_by_key(|r| r["rank"].as_i64().unwrap());
+    assert_eq!(ranking.len(), 5);
+    for (i, row) in ranking.iter().enumerate() {
+        assert_eq!(row["rank"], json!(i as i64 + 1));
+        assert_eq!(row["server_id"], json!(loads[i].1), "rank {}", i + 1);
+        assert!(approx(row["load_score"].as_f64().unwrap(), loads[i].0));
+    }
+}
