@@ -88,6 +88,10 @@ enum Command {
         /// Kafka brokers.
         #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
+        /// Replace every N-th message with a malformed one (truncated JSON, an array, a wrong
+        /// type, a missing field, a broken rule, an empty value), to see the quarantine at work.
+        #[arg(long, default_value_t = 0)]
+        bad_every: u64,
     },
     /// Read the tables back from the object store: row counts, quarantine per reason, top products,
     /// busiest customers, log statistics and the most loaded servers.
@@ -225,6 +229,7 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             kind,
             start_time,
             brokers,
+            bad_every,
         } => {
             let kind = kind.or_else(|| Kind::for_topic(&topic)).ok_or_else(|| {
                 EngineError::config(format!("cannot tell the kind of messages for topic `{topic}`; pass --kind orders|logs|metrics"))
@@ -252,6 +257,7 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
                 rate,
                 seed,
                 start_ms,
+                bad_every,
             })?;
             let secs = t0.elapsed().as_secs_f64();
             println!(

@@ -319,10 +319,11 @@ impl Graph {
             };
             let _ = writeln!(
                 s,
-                "\n  {} [{} {}]{arrow}{extra}",
+                "\n  {} [{} {}, {} mode]{arrow}{extra}",
                 g.spec.name,
                 g.node.kind(),
-                g.spec.type_name
+                g.spec.type_name,
+                g.mode
             );
             for (port, schema) in g.ports.iter().zip(&g.out_schemas) {
                 let cols: Vec<String> = schema

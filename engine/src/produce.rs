@@ -230,6 +230,16 @@ impl ProducerContext for Counting {
     }
 }
 
+/// Malformed messages for `--bad-every`, one of each kind the parser quarantines.
+pub const BAD_MESSAGES: [&str; 6] = [
+    r#"{"order_id": 1, "customer_id": "C0001", "timestamp": "2026-01-01T00:00:00Z", "items": [{"#,
+    r#"[1, 2, 3]"#,
+    r#"{"order_id": "not a number", "customer_id": "C0001", "timestamp": "2026-01-01T00:00:00Z"}"#,
+    r#"{"customer_id": "C0001", "timestamp": "2026-01-01T00:00:00Z", "total": 10.0}"#,
+    r#"{"order_id": 2, "customer_id": "C0001", "timestamp": "2026-01-01T00:00:00Z", "items": [], "total": -5.0}"#,
+    "",
+];
+
 pub struct ProduceArgs {
     pub brokers: String,
     pub topic: String,
@@ -238,6 +248,8 @@ pub struct ProduceArgs {
     pub rate: Option<f64>,
     pub seed: u64,
     pub start_ms: i64,
+    /// Replace every n-th message with a malformed one (0: never).
+    pub bad_every: u64,
 }
 
 /// Produces `count` messages, paced at `rate` per second if given. Returns the number delivered.
@@ -284,7 +296,12 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
                 std::thread::sleep(due - now);
             }
         }
-        let (key, value) = generator.message(i);
+        let (key, mut value) = generator.message(i);
+        if args.bad_every > 0 && i % args.bad_every == args.bad_every - 1 {
+            value = BAD_MESSAGES[(i / args.bad_every) as usize % BAD_MESSAGES.len()]
+                .as_bytes()
+                .to_vec();
+        }
         let mut record = BaseRecord::to(&args.topic).key(&key).payload(&value);
         loop {
             match producer.send(record) {

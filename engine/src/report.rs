@@ -1,10 +1,10 @@
 //! `engine report`: reads the tables back from the object store and prints what they hold.
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{
     SortOptions, concat_batches, filter_record_batch, sort_to_indices, take_record_batch,
 };
-use arrow::datatypes::TimestampMillisecondType;
+use arrow::datatypes::{Float64Type, TimestampMillisecondType};
 use arrow::util::display::FormatOptions;
 use arrow::util::pretty::pretty_format_batches_with_options;
 use connectors::store::Location;
@@ -14,6 +14,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Every committed row of the Parquet table at `url` (files under `_`-prefixed folders are
 /// staging and are skipped, as Spark and pyarrow skip them).
@@ -88,7 +89,19 @@ fn top(
         .iter()
         .filter_map(|c| sorted.schema().index_of(c).ok())
         .collect();
-    Ok(Some(sorted.project(&idx)?))
+    let picked = sorted.project(&idx)?;
+    // Doubles to 2 decimals, for reading.
+    let cols = picked
+        .columns()
+        .iter()
+        .map(|c| match c.as_primitive_opt::<Float64Type>() {
+            Some(f) => {
+                Arc::new(f.unary::<_, Float64Type>(|v| (v * 100.0).round() / 100.0)) as ArrayRef
+            }
+            None => c.clone(),
+        })
+        .collect();
+    Ok(Some(RecordBatch::try_new(picked.schema(), cols)?))
 }
 
 fn print_table(title: &str, batch: Option<RecordBatch>) -> Result<()> {
