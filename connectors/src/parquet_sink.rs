@@ -178,6 +178,17 @@ impl ParquetSink {
                     .create_multipart(&path)
                     .await
                     .map_err(|e| self.location.explain(e))?;
+                // Record the upload before sending parts, so a crash cannot leave an upload that
+                // recovery does not know about (`ParquetCommitter::recover` aborts it).
+                let intent = serde_json::json!({ "path": path.to_string(), "upload_id": id });
+                self.location
+                    .store
+                    .put(
+                        &intent_path(&self.location, &path),
+                        PutPayload::from(intent.to_string()),
+                    )
+                    .await
+                    .map_err(|e| self.location.explain(e))?;
                 Upload::Multipart {
                     id,
                     parts: Vec::new(),
@@ -281,6 +292,14 @@ impl ParquetSink {
     }
 }
 
+/// Where the intent record of a multipart upload for `path` lives (hidden from readers).
+fn intent_path(location: &Location, path: &Path) -> Path {
+    location.child(&format!(
+        "_staging/uploads/{}.json",
+        path.filename().unwrap_or("part")
+    ))
+}
+
 /// Milliseconds since the Unix epoch, zero-padded so file names sort by time.
 fn chrono_like_now() -> String {
     let ms = std::time::SystemTime::now()
@@ -363,6 +382,62 @@ pub struct ParquetCommitter {
 
 #[async_trait::async_trait]
 impl Committer for ParquetCommitter {
+    async fn recover(&self, committed: &[PendingCommit]) -> Result<usize> {
+        // What the last committed manifest references must stay; everything else under
+        // `_staging/` was staged by an epoch that never committed.
+        let mut keep = std::collections::HashSet::new();
+        for p in committed {
+            if let Ok(st) = serde_json::from_value::<Staged>(p.data.clone()) {
+                match st {
+                    Staged::Multipart { upload_id, .. } => keep.insert(upload_id),
+                    Staged::Rename { from, .. } | Staged::Replace { from, .. } => keep.insert(from),
+                };
+            }
+        }
+        let staging = self.location.child("_staging");
+        let objects: Vec<_> =
+            futures::TryStreamExt::try_collect(self.location.store.list(Some(&staging)))
+                .await
+                .map_err(|e| self.location.explain(e))?;
+        let mut cleaned = 0;
+        for o in objects {
+            let name = o.location.to_string();
+            if name.contains("/_staging/uploads/") {
+                let bytes = self
+                    .location
+                    .store
+                    .get(&o.location)
+                    .await
+                    .map_err(|e| self.location.explain(e))?;
+                let intent: serde_json::Value = serde_json::from_slice(
+                    &bytes.bytes().await.map_err(|e| self.location.explain(e))?,
+                )
+                .unwrap_or_default();
+                let (Some(path), Some(id)) =
+                    (intent["path"].as_str(), intent["upload_id"].as_str())
+                else {
+                    continue;
+                };
+                if keep.contains(id) {
+                    continue;
+                }
+                if let Some(s3) = &self.location.s3 {
+                    // An upload completed before a crash is already gone: nothing to abort.
+                    let _ = s3.abort_multipart(&Path::from(path), &id.to_string()).await;
+                }
+            } else if keep.contains(&name) {
+                continue;
+            }
+            self.location
+                .store
+                .delete(&o.location)
+                .await
+                .map_err(|e| self.location.explain(e))?;
+            cleaned += 1;
+        }
+        Ok(cleaned)
+    }
+
     async fn commit(&self, pending: &[PendingCommit]) -> Result<()> {
         for p in pending {
             let staged: Staged = serde_json::from_value(p.data.clone()).map_err(|e| {
@@ -395,6 +470,11 @@ impl Committer for ParquetCommitter {
                             .explain(e)
                             .context(format!("completing {path}")));
                     }
+                    let _ = self
+                        .location
+                        .store
+                        .delete(&intent_path(&self.location, &path))
+                        .await;
                 }
                 Staged::Replace { from, to, .. } => {
                     let (from, to) = (Path::from(from), Path::from(to));
@@ -405,7 +485,10 @@ impl Committer for ParquetCommitter {
                         // Replaced before a restart: the staged object is gone.
                         Err(object_store::Error::NotFound { .. }) => {}
                         Err(e) => {
-                            return Err(self.location.explain(e).context(format!("replacing {to}")));
+                            return Err(self
+                                .location
+                                .explain(e)
+                                .context(format!("replacing {to}")));
                         }
                     }
                 }

@@ -129,6 +129,61 @@ impl CheckpointStore {
         Ok(path.to_string())
     }
 
+    /// Takes the pipeline's lock, `<checkpoint>/_lock.json`, so that a second engine on the same
+    /// pipeline and checkpoint is refused before it touches anything. A lock is taken over when
+    /// its owner is a dead process on this host, or when its heartbeat is older than
+    /// `LOCK_STALE`. The coordinator renews the heartbeat at each commit and every few seconds.
+    pub async fn lock(&self) -> Result<Lock> {
+        let path = self.location.child("_lock.json");
+        let me = LockBody::mine();
+        let body = || PutPayload::from(serde_json::to_vec(&me).expect("serialisable"));
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.location.store.put_opts(&path, body(), create).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => {
+                let held: Option<LockBody> = match self.location.store.get(&path).await {
+                    Ok(r) => serde_json::from_slice(
+                        &r.bytes().await.map_err(|e| self.location.explain(e))?,
+                    )
+                    .ok(),
+                    Err(_) => None,
+                };
+                if let Some(h) = held {
+                    let age = now_ms() - h.heartbeat_ms;
+                    let dead_here = h.host == me.host
+                        && !std::path::Path::new(&format!("/proc/{}", h.pid)).exists();
+                    if !dead_here && age < LOCK_STALE.as_millis() as i64 && h.owner != me.owner {
+                        return Err(EngineError::config(format!(
+                            "pipeline `{}` is already running with the checkpoint at {} (pid {} on {}, heartbeat {} s ago); stop it first, or give this run its own checkpoint location; a crashed engine's lock expires {} s after its last heartbeat",
+                            self.pipeline,
+                            self.location.url,
+                            h.pid,
+                            h.host,
+                            age / 1000,
+                            LOCK_STALE.as_secs()
+                        )));
+                    }
+                    tracing::info!(previous_pid = h.pid, previous_host = %h.host, "taking over the lock of an engine that is gone");
+                }
+                self.location
+                    .store
+                    .put(&path, body())
+                    .await
+                    .map_err(|e| self.location.explain(e))?;
+            }
+            Err(e) => return Err(self.location.explain(e)),
+        }
+        Ok(Lock {
+            location: self.location.clone(),
+            path,
+            body: me,
+        })
+    }
+
     /// Writes the manifest if no manifest exists for its epoch. This is the commit point.
     pub async fn commit(&self, m: &Manifest) -> Result<()> {
         let path = self.location.child(&manifest_name(m.epoch));
@@ -151,5 +206,60 @@ impl CheckpointStore {
             ))),
             Err(e) => Err(self.location.explain(e)),
         }
+    }
+}
+
+/// How long after its last heartbeat a lock held by another host is considered abandoned.
+pub const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LockBody {
+    owner: String,
+    host: String,
+    pid: u32,
+    heartbeat_ms: i64,
+}
+
+impl LockBody {
+    fn mine() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        LockBody {
+            owner: uuid::Uuid::new_v4().to_string(),
+            host,
+            pid: std::process::id(),
+            heartbeat_ms: now_ms(),
+        }
+    }
+}
+
+/// The pipeline's lock, held while it runs.
+pub struct Lock {
+    location: Location,
+    path: Path,
+    body: LockBody,
+}
+
+impl Lock {
+    /// Renews the heartbeat.
+    pub async fn heartbeat(&mut self) -> Result<()> {
+        self.body.heartbeat_ms = now_ms();
+        let payload = PutPayload::from(serde_json::to_vec(&self.body).expect("serialisable"));
+        self.location
+            .store
+            .put(&self.path, payload)
+            .await
+            .map_err(|e| self.location.explain(e))?;
+        Ok(())
+    }
+
+    /// Gives the lock up (a clean stop).
+    pub async fn release(self) {
+        let _ = self.location.store.delete(&self.path).await;
     }
 }

@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod failpoint;
 pub mod graph;
 pub mod produce;
 pub mod report;

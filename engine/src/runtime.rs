@@ -60,6 +60,7 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
     let checkpoints =
         CheckpointStore::open(&pipeline.checkpoint, &pipeline.storage, &pipeline.name)?;
     checkpoints.check().await?;
+    let lock = checkpoints.lock().await?;
 
     let mut nodes = graph.nodes;
     let node_names: Vec<String> = nodes.iter().map(|g| g.spec.name.clone()).collect();
@@ -72,8 +73,13 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         }
     }
 
-    // Restore: finish the last manifest's commits, restore state, and find where to resume.
+    // Restore: finish the last manifest's commits, clean up what uncommitted epochs staged,
+    // restore state, and find where to resume.
     let latest = checkpoints.latest().await?;
+    let committed_pending = latest
+        .as_ref()
+        .map(|m| m.pending.clone())
+        .unwrap_or_default();
     let mut restored_position = None;
     let mut next_epoch: Epoch = 1;
     if let Some(m) = &latest {
@@ -88,6 +94,21 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         }
         restored_position = Some(m.position.clone());
         next_epoch = m.epoch + 1;
+    }
+
+    for (node, c) in &committers {
+        let mine: Vec<_> = committed_pending
+            .iter()
+            .filter(|p| &p.node == node)
+            .cloned()
+            .collect();
+        let cleaned = c
+            .recover(&mine)
+            .await
+            .map_err(|e| e.context(format!("cleaning up staged output of `{node}`")))?;
+        if cleaned > 0 {
+            tracing::info!(node = %node, objects = cleaned, "removed output staged by epochs that never committed");
+        }
     }
 
     // Open connections before anything runs, so bad input fails fast and clearly.
@@ -204,15 +225,18 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
     }
     drop(coord_tx);
 
-    let coordinator = tokio::spawn(coordinate(
-        checkpoints,
-        coord_rx,
-        expected_acks,
-        next_epoch,
-        committers,
-        committed,
-        latest.map(|m| m.position),
-    ));
+    let coordinator = tokio::spawn(
+        Coordinator {
+            lock,
+            store: checkpoints,
+            expected_acks,
+            first_epoch: next_epoch,
+            committers,
+            committed,
+            last_position: latest.map(|m| m.position),
+        }
+        .run(coord_rx),
+    );
 
     // Supervise: the first failure stops everything.
     let mut failure: Option<EngineError> = None;
@@ -302,6 +326,7 @@ async fn finish_commits(
         c.commit(&items)
             .await
             .map_err(|e| e.context(format!("committing output of `{node}`")))?;
+        crate::failpoint::hit("mid_commit");
     }
     Ok(())
 }
@@ -553,83 +578,115 @@ struct EpochProgress {
     pending: Vec<PendingCommit>,
 }
 
-/// Collects each epoch's barrier position and acknowledgements, then commits it: state, then
-/// the manifest (put-if-absent: the commit point), then the sinks' staged output.
-async fn coordinate(
+/// The checkpoint coordinator.
+struct Coordinator {
+    lock: crate::checkpoint::Lock,
     store: CheckpointStore,
-    mut rx: mpsc::UnboundedReceiver<CoordMsg>,
+    /// Acknowledgements an epoch needs: one per operator and sink.
     expected_acks: usize,
     first_epoch: Epoch,
     committers: HashMap<String, Arc<dyn Committer>>,
+    /// The newest committed source position, for the source to report lag.
     committed: Arc<Mutex<Option<serde_json::Value>>>,
-    mut last_position: Option<serde_json::Value>,
-) -> Result<(u64, Option<Epoch>)> {
-    let mut epochs: BTreeMap<Epoch, EpochProgress> = BTreeMap::new();
-    let mut next = first_epoch;
-    let mut count = 0;
-    let mut last = None;
-    let mut last_commit = Instant::now();
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            CoordMsg::Barrier { epoch, position } => {
-                epochs.entry(epoch).or_default().position = Some(position)
-            }
-            CoordMsg::Ack {
-                node,
-                epoch,
-                state,
-                pending,
-            } => {
-                let e = epochs.entry(epoch).or_default();
-                e.acks += 1;
-                if let Some(s) = state {
-                    e.state.insert(node, s);
+    last_position: Option<serde_json::Value>,
+}
+
+impl Coordinator {
+    /// Collects each epoch's barrier position and acknowledgements, then commits it: state,
+    /// then the manifest (put-if-absent: the commit point), then the sinks' staged output.
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<CoordMsg>) -> Result<(u64, Option<Epoch>)> {
+        let Coordinator {
+            mut lock,
+            store,
+            expected_acks,
+            first_epoch,
+            committers,
+            committed,
+            mut last_position,
+        } = self;
+        let mut epochs: BTreeMap<Epoch, EpochProgress> = BTreeMap::new();
+        let mut next = first_epoch;
+        let mut count = 0;
+        let mut last = None;
+        let mut last_commit = Instant::now();
+        let mut beat = tokio::time::interval(Duration::from_secs(5));
+        beat.tick().await;
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = beat.tick() => {
+                    lock.heartbeat().await?;
+                    continue;
                 }
-                e.pending.extend(pending);
+            };
+            match msg {
+                CoordMsg::Barrier { epoch, position } => {
+                    epochs.entry(epoch).or_default().position = Some(position)
+                }
+                CoordMsg::Ack {
+                    node,
+                    epoch,
+                    state,
+                    pending,
+                } => {
+                    let e = epochs.entry(epoch).or_default();
+                    e.acks += 1;
+                    if let Some(s) = state {
+                        e.state.insert(node, s);
+                    }
+                    e.pending.extend(pending);
+                }
+            }
+            while let Some(e) = epochs.get(&next) {
+                if e.acks < expected_acks || e.position.is_none() {
+                    break;
+                }
+                let e = epochs.remove(&next).expect("present");
+                let position = e.position.expect("checked");
+                let unchanged = e.pending.is_empty()
+                    && e.state.is_empty()
+                    && last_position.as_ref() == Some(&position);
+                if !unchanged {
+                    let t0 = Instant::now();
+                    let mut state_paths = BTreeMap::new();
+                    for (node, bytes) in e.state {
+                        state_paths
+                            .insert(node.clone(), store.write_state(next, &node, bytes).await?);
+                    }
+                    let files = e.pending.len();
+                    let manifest = Manifest::new(
+                        store.pipeline(),
+                        next,
+                        position.clone(),
+                        state_paths,
+                        e.pending,
+                    );
+                    crate::failpoint::hit("before_manifest");
+                    store.commit(&manifest).await?;
+                    crate::failpoint::hit("after_manifest");
+                    finish_commits(&committers, &manifest.pending).await?;
+                    tracing::info!(
+                        epoch = next,
+                        files,
+                        commit_ms = t0.elapsed().as_millis() as u64,
+                        since_last_ms = last_commit.elapsed().as_millis() as u64,
+                        "epoch committed"
+                    );
+                    last_commit = Instant::now();
+                    count += 1;
+                    last = Some(next);
+                    if let Ok(mut c) = committed.lock() {
+                        *c = Some(position.clone());
+                    }
+                    last_position = Some(position);
+                }
+                next += 1;
             }
         }
-        while let Some(e) = epochs.get(&next) {
-            if e.acks < expected_acks || e.position.is_none() {
-                break;
-            }
-            let e = epochs.remove(&next).expect("present");
-            let position = e.position.expect("checked");
-            let unchanged = e.pending.is_empty()
-                && e.state.is_empty()
-                && last_position.as_ref() == Some(&position);
-            if !unchanged {
-                let t0 = Instant::now();
-                let mut state_paths = BTreeMap::new();
-                for (node, bytes) in e.state {
-                    state_paths.insert(node.clone(), store.write_state(next, &node, bytes).await?);
-                }
-                let files = e.pending.len();
-                let manifest = Manifest::new(
-                    store.pipeline(),
-                    next,
-                    position.clone(),
-                    state_paths,
-                    e.pending,
-                );
-                store.commit(&manifest).await?;
-                finish_commits(&committers, &manifest.pending).await?;
-                tracing::info!(
-                    epoch = next,
-                    files,
-                    commit_ms = t0.elapsed().as_millis() as u64,
-                    since_last_ms = last_commit.elapsed().as_millis() as u64,
-                    "epoch committed"
-                );
-                last_commit = Instant::now();
-                count += 1;
-                last = Some(next);
-                if let Ok(mut c) = committed.lock() {
-                    *c = Some(position.clone());
-                }
-                last_position = Some(position);
-            }
-            next += 1;
-        }
+        lock.release().await;
+        Ok((count, last))
     }
-    Ok((count, last))
 }

@@ -182,4 +182,11 @@ pub trait Sink: Send + 'static {
 #[async_trait::async_trait]
 pub trait Committer: Send + Sync + 'static {
     async fn commit(&self, pending: &[PendingCommit]) -> Result<()>;
+
+    /// On start, after the last manifest's commits are finished: removes what epochs that never
+    /// committed left staged (for S3, aborts their multipart uploads). `committed` is the last
+    /// manifest's pending work for this sink, which must be kept. Returns how many were removed.
+    async fn recover(&self, _committed: &[PendingCommit]) -> Result<usize> {
+        Ok(0)
+    }
 }
