@@ -14,12 +14,15 @@
 use crate::expr::{self, Expr};
 use crate::time::event_times;
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch,
+    TimestampMillisecondArray,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow_row::{RowConverter, SortField};
-use engine_api::{BuildContext, Collector, Epoch, EngineError, Operator, OperatorConfig, OutputMode, Result};
+use engine_api::{
+    BuildContext, Collector, EngineError, Epoch, Operator, OperatorConfig, OutputMode, Result,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -103,8 +106,11 @@ fn two_minutes() -> String {
 }
 
 fn duration_ms(key: &str, s: &str) -> Result<i64> {
-    let d: Duration = humantime::parse_duration(s)
-        .map_err(|e| EngineError::config(format!("bad `{key}` \"{s}\": {e}; write it like \"1m\" or \"30s\"")))?;
+    let d: Duration = humantime::parse_duration(s).map_err(|e| {
+        EngineError::config(format!(
+            "bad `{key}` \"{s}\": {e}; write it like \"1m\" or \"30s\""
+        ))
+    })?;
     Ok(d.as_millis() as i64)
 }
 
@@ -116,7 +122,11 @@ impl OperatorConfig for AggregateConfig {
             ));
         }
         let mut a = Aggregator::new(ctx, None, self.group_by, self.aggregates, self.output_mode)?;
-        a.emit_every = self.emit_every.as_deref().map(|e| duration_ms("emit_every", e)).transpose()?;
+        a.emit_every = self
+            .emit_every
+            .as_deref()
+            .map(|e| duration_ms("emit_every", e))
+            .transpose()?;
         Ok(Box::new(a))
     }
 }
@@ -133,9 +143,24 @@ impl OperatorConfig for WindowAggregateConfig {
                 "`window` must be positive and a multiple of `slide`, and `slide` at most `window`",
             ));
         }
-        let windows = Windows { column: self.time_column, size, slide, delay: duration_ms("watermark", &self.watermark)? };
-        let mut a = Aggregator::new(ctx, Some(windows), self.group_by, self.aggregates, self.output_mode)?;
-        a.emit_every = self.emit_every.as_deref().map(|e| duration_ms("emit_every", e)).transpose()?;
+        let windows = Windows {
+            column: self.time_column,
+            size,
+            slide,
+            delay: duration_ms("watermark", &self.watermark)?,
+        };
+        let mut a = Aggregator::new(
+            ctx,
+            Some(windows),
+            self.group_by,
+            self.aggregates,
+            self.output_mode,
+        )?;
+        a.emit_every = self
+            .emit_every
+            .as_deref()
+            .map(|e| duration_ms("emit_every", e))
+            .transpose()?;
         Ok(Box::new(a))
     }
 }
@@ -156,6 +181,11 @@ struct Acc {
     isum: i64,
     min: f64,
     max: f64,
+    /// Integer input: min and max as integers (a double holds them exactly only below 2^53).
+    #[serde(default)]
+    imin: i64,
+    #[serde(default)]
+    imax: i64,
 }
 
 impl Acc {
@@ -163,9 +193,13 @@ impl Acc {
         if self.count == 0 {
             self.min = v;
             self.max = v;
+            self.imin = iv;
+            self.imax = iv;
         } else {
             self.min = self.min.min(v);
             self.max = self.max.max(v);
+            self.imin = self.imin.min(iv);
+            self.imax = self.imax.max(iv);
         }
         self.count += 1;
         self.sum += v;
@@ -223,10 +257,19 @@ impl Aggregator {
         let mut specs = Vec::new();
         for a in &aggregates {
             if a.func != AggFn::Count && a.column.is_none() {
-                return Err(EngineError::config(format!("aggregate `{}` needs a `column`", a.name)));
+                return Err(EngineError::config(format!(
+                    "aggregate `{}` needs a `column`",
+                    a.name
+                )));
             }
             let filter = a.filter.as_deref().map(expr::parse).transpose()?;
-            specs.push(Spec { name: a.name.clone(), func: a.func, column: a.column.clone(), filter, int: false });
+            specs.push(Spec {
+                name: a.name.clone(),
+                func: a.func,
+                column: a.column.clone(),
+                filter,
+                int: false,
+            });
         }
         Ok(Aggregator {
             node: ctx.node.clone(),
@@ -258,25 +301,39 @@ impl Aggregator {
         };
         if let Some(w) = &self.windows {
             columns.push(Arc::new(
-                TimestampMillisecondArray::from_iter_values(keys.iter().map(|(s, _)| *s)).with_timezone("UTC"),
+                TimestampMillisecondArray::from_iter_values(keys.iter().map(|(s, _)| *s))
+                    .with_timezone("UTC"),
             ));
             columns.push(Arc::new(
-                TimestampMillisecondArray::from_iter_values(keys.iter().map(|(s, _)| s + w.size)).with_timezone("UTC"),
+                TimestampMillisecondArray::from_iter_values(keys.iter().map(|(s, _)| s + w.size))
+                    .with_timezone("UTC"),
             ));
         }
         for (i, spec) in self.specs.iter().enumerate() {
             let accs = keys.iter().map(|k| self.state.groups[k][i]);
             let col: ArrayRef = match (spec.func, spec.int) {
                 (AggFn::Count, _) => Arc::new(Int64Array::from_iter_values(accs.map(|a| a.count))),
-                (AggFn::Sum, true) => Arc::new(Int64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.isum)))),
-                (AggFn::Sum, false) => Arc::new(Float64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.sum)))),
-                (AggFn::Avg, _) => {
-                    Arc::new(Float64Array::from_iter(accs.map(|a| (a.count > 0).then(|| a.sum / a.count as f64))))
-                }
-                (AggFn::Min, true) => Arc::new(Int64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.min as i64)))),
-                (AggFn::Min, false) => Arc::new(Float64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.min)))),
-                (AggFn::Max, true) => Arc::new(Int64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.max as i64)))),
-                (AggFn::Max, false) => Arc::new(Float64Array::from_iter(accs.map(|a| (a.count > 0).then_some(a.max)))),
+                (AggFn::Sum, true) => Arc::new(Int64Array::from_iter(
+                    accs.map(|a| (a.count > 0).then_some(a.isum)),
+                )),
+                (AggFn::Sum, false) => Arc::new(Float64Array::from_iter(
+                    accs.map(|a| (a.count > 0).then_some(a.sum)),
+                )),
+                (AggFn::Avg, _) => Arc::new(Float64Array::from_iter(
+                    accs.map(|a| (a.count > 0).then(|| a.sum / a.count as f64)),
+                )),
+                (AggFn::Min, true) => Arc::new(Int64Array::from_iter(
+                    accs.map(|a| (a.count > 0).then_some(a.imin)),
+                )),
+                (AggFn::Min, false) => Arc::new(Float64Array::from_iter(
+                    accs.map(|a| (a.count > 0).then_some(a.min)),
+                )),
+                (AggFn::Max, true) => Arc::new(Int64Array::from_iter(
+                    accs.map(|a| (a.count > 0).then_some(a.imax)),
+                )),
+                (AggFn::Max, false) => Arc::new(Float64Array::from_iter(
+                    accs.map(|a| (a.count > 0).then_some(a.max)),
+                )),
             };
             columns.push(col);
         }
@@ -288,7 +345,9 @@ impl Aggregator {
     fn window_starts(w: &Windows, t: i64) -> impl Iterator<Item = i64> {
         let last = t.div_euclid(w.slide) * w.slide;
         let n = w.size / w.slide;
-        (0..n).map(move |k| last - k * w.slide).filter(move |s| s + w.size > t)
+        (0..n)
+            .map(move |k| last - k * w.slide)
+            .filter(move |s| s + w.size > t)
     }
 }
 
@@ -331,7 +390,8 @@ impl Operator for Aggregator {
                 spec.int = dt.is_integer();
             }
             if let Some(f) = &spec.filter {
-                f.check(input)?;
+                f.check_condition(input)
+                    .map_err(|e| e.context(format!("aggregate `{}`: filter", spec.name)))?;
             }
             let dt = match (spec.func, spec.int) {
                 (AggFn::Count, _) => DataType::Int64,
@@ -344,7 +404,10 @@ impl Operator for Aggregator {
         let mut names = BTreeSet::new();
         for f in &fields {
             if !names.insert(f.name().clone()) {
-                return Err(EngineError::config(format!("two output columns are named `{}`", f.name())));
+                return Err(EngineError::config(format!(
+                    "two output columns are named `{}`",
+                    f.name()
+                )));
             }
         }
         self.schema = Arc::new(Schema::new(fields));
@@ -361,22 +424,33 @@ impl Operator for Aggregator {
         let keys: Vec<Vec<u8>> = if self.group_by.is_empty() {
             vec![Vec::new(); n]
         } else {
-            let cols: Vec<ArrayRef> =
-                self.group_by.iter().map(|g| batch.column_by_name(g).expect("checked").clone()).collect();
+            let cols: Vec<ArrayRef> = self
+                .group_by
+                .iter()
+                .map(|g| batch.column_by_name(g).expect("checked").clone())
+                .collect();
             let rows = conv.convert_columns(&cols)?;
             (0..n).map(|i| rows.row(i).as_ref().to_vec()).collect()
         };
         let times = match &self.windows {
-            Some(w) => Some(event_times(batch.column_by_name(&w.column).expect("checked"))?),
+            Some(w) => Some(event_times(
+                batch.column_by_name(&w.column).expect("checked"),
+            )?),
             None => None,
         };
         // Per aggregate: values as f64 and i64, and the filter mask.
-        let mut values: Vec<(Option<Float64Array>, Option<Int64Array>, Option<BooleanArray>)> = Vec::new();
+        let mut values: Vec<(
+            Option<Float64Array>,
+            Option<Int64Array>,
+            Option<BooleanArray>,
+        )> = Vec::new();
         for spec in &self.specs {
             let (f, i) = match &spec.column {
                 Some(c) => {
                     let col = batch.column_by_name(c).expect("checked");
-                    let f = cast(col, &DataType::Float64)?.as_primitive::<Float64Type>().clone();
+                    let f = cast(col, &DataType::Float64)?
+                        .as_primitive::<Float64Type>()
+                        .clone();
                     let i = spec.int.then(|| cast(col, &DataType::Int64)).transpose()?;
                     (Some(f), i.map(|a| a.as_primitive::<Int64Type>().clone()))
                 }
@@ -398,22 +472,32 @@ impl Operator for Aggregator {
                         self.state.late_events += 1;
                         continue;
                     }
-                    self.state.max_event_time = Some(self.state.max_event_time.map_or(t, |m| m.max(t)));
+                    self.state.max_event_time =
+                        Some(self.state.max_event_time.map_or(t, |m| m.max(t)));
                     Self::window_starts(w, t).collect()
                 }
                 _ => vec![0],
             };
             for start in starts {
                 let key = (start, key.clone());
-                let accs = self.state.groups.entry(key.clone()).or_insert_with(|| vec![Acc::default(); self.specs.len()]);
+                let accs = self
+                    .state
+                    .groups
+                    .entry(key.clone())
+                    .or_insert_with(|| vec![Acc::default(); self.specs.len()]);
                 for (i, (f, iv, mask)) in values.iter().enumerate() {
-                    if mask.as_ref().is_some_and(|m| m.is_null(row) || !m.value(row)) {
+                    if mask
+                        .as_ref()
+                        .is_some_and(|m| m.is_null(row) || !m.value(row))
+                    {
                         continue;
                     }
                     match f {
                         None => accs[i].add(0.0, 0),
                         Some(f) if f.is_null(row) => {}
-                        Some(f) => accs[i].add(f.value(row), iv.as_ref().map_or(0, |a| a.value(row))),
+                        Some(f) => {
+                            accs[i].add(f.value(row), iv.as_ref().map_or(0, |a| a.value(row)))
+                        }
                     }
                 }
                 if track {
@@ -451,7 +535,13 @@ impl Operator for Aggregator {
             OutputMode::Append => {
                 let w = self.windows.clone().expect("append needs windows");
                 let wm = self.state.watermark;
-                let mut keys: Vec<_> = self.state.groups.keys().filter(|(s, _)| closed(s, &w, wm)).cloned().collect();
+                let mut keys: Vec<_> = self
+                    .state
+                    .groups
+                    .keys()
+                    .filter(|(s, _)| closed(s, &w, wm))
+                    .cloned()
+                    .collect();
                 keys.sort();
                 self.emit_keys(keys.clone(), out)?;
                 for k in keys {
@@ -479,7 +569,12 @@ impl Operator for Aggregator {
     }
 
     fn snapshot(&mut self) -> Result<Option<Vec<u8>>> {
-        let groups: Vec<_> = self.state.groups.iter().map(|((s, k), v)| (*s, k.clone(), v.clone())).collect();
+        let groups: Vec<_> = self
+            .state
+            .groups
+            .iter()
+            .map(|((s, k), v)| (*s, k.clone(), v.clone()))
+            .collect();
         let snap = Snapshot {
             groups,
             watermark: self.state.watermark,
@@ -487,13 +582,16 @@ impl Operator for Aggregator {
             late_events: self.state.late_events,
             unparsed_time: self.state.unparsed_time,
             specs: self.raw_specs.iter().map(|s| s.name.clone()).collect(),
+            dirty: self.dirty.iter().cloned().collect(),
         };
-        Ok(Some(serde_json::to_vec(&snap).map_err(|e| EngineError::runtime(format!("snapshot: {e}")))?))
+        Ok(Some(serde_json::to_vec(&snap).map_err(|e| {
+            EngineError::runtime(format!("snapshot: {e}"))
+        })?))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        let snap: Snapshot =
-            serde_json::from_slice(state).map_err(|e| EngineError::runtime(format!("corrupt state: {e}")))?;
+        let snap: Snapshot = serde_json::from_slice(state)
+            .map_err(|e| EngineError::runtime(format!("corrupt state: {e}")))?;
         let names: Vec<_> = self.raw_specs.iter().map(|s| s.name.clone()).collect();
         if snap.specs != names {
             return Err(EngineError::config(format!(
@@ -502,13 +600,19 @@ impl Operator for Aggregator {
             )));
         }
         self.state = State {
-            groups: snap.groups.into_iter().map(|(s, k, v)| ((s, k), v)).collect(),
+            groups: snap
+                .groups
+                .into_iter()
+                .map(|(s, k, v)| ((s, k), v))
+                .collect(),
             watermark: snap.watermark,
             max_event_time: snap.max_event_time,
             late_events: snap.late_events,
             unparsed_time: snap.unparsed_time,
         };
         self.reported_late = self.state.late_events;
+        // Changes a trigger held back (`emit_every`) are still to be emitted.
+        self.dirty = snap.dirty.into_iter().collect();
         Ok(())
     }
 
@@ -525,6 +629,10 @@ struct Snapshot {
     late_events: u64,
     unparsed_time: u64,
     specs: Vec<String>,
+    /// Keys changed since the last emission (update and complete modes): not empty when
+    /// `emit_every` held a trigger back.
+    #[serde(default)]
+    dirty: Vec<(i64, Vec<u8>)>,
 }
 
 impl Aggregator {

@@ -25,9 +25,18 @@ impl OperatorConfig for ComputeConfig {
         let exprs = self
             .columns
             .iter()
-            .map(|(name, e)| Ok((name.clone(), expr::parse(e).map_err(|err| err.context(format!("column `{name}`")))?)))
+            .map(|(name, e)| {
+                Ok((
+                    name.clone(),
+                    expr::parse(e).map_err(|err| err.context(format!("column `{name}`")))?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(Compute { exprs, schema: Arc::new(Schema::empty()), slots: Vec::new() }))
+        Ok(Box::new(Compute {
+            exprs,
+            schema: Arc::new(Schema::empty()),
+            slots: Vec::new(),
+        }))
     }
 }
 
@@ -43,10 +52,10 @@ impl Operator for Compute {
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         self.slots.clear();
         // Each expression sees the input columns; the type of its result is found on an empty batch.
-        let empty = RecordBatch::new_empty(input.clone());
         for (name, e) in &self.exprs {
-            e.check(input).map_err(|err| err.context(format!("column `{name}`")))?;
-            let dt = e.eval(&empty)?.array(0)?.data_type().clone();
+            let dt = e
+                .check_types(input)
+                .map_err(|err| err.context(format!("column `{name}`")))?;
             let f = Field::new(name, dt, true);
             match fields.iter().position(|x| x.name() == name) {
                 Some(i) => {

@@ -15,7 +15,9 @@
 //! Numbers are computed as doubles. A rule whose inputs are null is not broken (use `required`
 //! for presence).
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, Scalar, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, Scalar, StringArray,
+};
 use arrow::compute::kernels::{boolean, cmp, numeric};
 use arrow::compute::{cast, is_null};
 use arrow::datatypes::{DataType, Schema};
@@ -64,13 +66,19 @@ fn tokenize(s: &str) -> Result<Vec<Tok>> {
         let ch = c[i];
         if ch.is_whitespace() {
             i += 1;
-        } else if ch.is_ascii_digit() || (ch == '.' && c.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        } else if ch.is_ascii_digit()
+            || (ch == '.' && c.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let start = i;
-            while i < c.len() && (c[i].is_ascii_digit() || c[i] == '.' || c[i] == 'e' || c[i] == 'E') {
+            while i < c.len()
+                && (c[i].is_ascii_digit() || c[i] == '.' || c[i] == 'e' || c[i] == 'E')
+            {
                 i += 1;
             }
             let text: String = c[start..i].iter().collect();
-            out.push(Tok::Num(text.parse().map_err(|_| EngineError::config(format!("bad number `{text}` in `{s}`")))?));
+            out.push(Tok::Num(text.parse().map_err(|_| {
+                EngineError::config(format!("bad number `{text}` in `{s}`"))
+            })?));
         } else if ch.is_alphabetic() || ch == '_' {
             let start = i;
             while i < c.len() && (c[i].is_alphanumeric() || c[i] == '_' || c[i] == '.') {
@@ -136,7 +144,11 @@ impl P<'_> {
         EngineError::config(format!("bad expression `{}`: {what}", self.src))
     }
     fn expect_sym(&mut self, s: &str) -> Result<()> {
-        if self.eat_sym(s) { Ok(()) } else { Err(self.err(&format!("expected `{s}`"))) }
+        if self.eat_sym(s) {
+            Ok(())
+        } else {
+            Err(self.err(&format!("expected `{s}`")))
+        }
     }
 
     fn or(&mut self) -> Result<Expr> {
@@ -161,7 +173,16 @@ impl P<'_> {
     }
     fn cmp(&mut self) -> Result<Expr> {
         let left = self.sum()?;
-        let ops = [("=", CmpOp::Eq), ("==", CmpOp::Eq), ("!=", CmpOp::Ne), ("<>", CmpOp::Ne), ("<", CmpOp::Lt), ("<=", CmpOp::Le), (">", CmpOp::Gt), (">=", CmpOp::Ge)];
+        let ops = [
+            ("=", CmpOp::Eq),
+            ("==", CmpOp::Eq),
+            ("!=", CmpOp::Ne),
+            ("<>", CmpOp::Ne),
+            ("<", CmpOp::Lt),
+            ("<=", CmpOp::Le),
+            (">", CmpOp::Gt),
+            (">=", CmpOp::Ge),
+        ];
         for (s, op) in ops {
             if self.eat_sym(s) {
                 return Ok(Expr::Cmp(Box::new(left), op, Box::new(self.sum()?)));
@@ -178,7 +199,8 @@ impl P<'_> {
                 Box::new(Expr::Cmp(Box::new(left), CmpOp::Le, Box::new(hi))),
             ));
         }
-        let negate = self.peek_kw("not") && matches!(self.toks.get(self.pos + 1), Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("in"));
+        let negate = self.peek_kw("not")
+            && matches!(self.toks.get(self.pos + 1), Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("in"));
         if negate {
             self.pos += 1;
         }
@@ -208,7 +230,13 @@ impl P<'_> {
     fn sum(&mut self) -> Result<Expr> {
         let mut e = self.product()?;
         loop {
-            let op = if self.eat_sym("+") { '+' } else if self.eat_sym("-") { '-' } else { break };
+            let op = if self.eat_sym("+") {
+                '+'
+            } else if self.eat_sym("-") {
+                '-'
+            } else {
+                break;
+            };
             e = Expr::Arith(Box::new(e), op, Box::new(self.product()?));
         }
         Ok(e)
@@ -216,7 +244,13 @@ impl P<'_> {
     fn product(&mut self) -> Result<Expr> {
         let mut e = self.unary()?;
         loop {
-            let op = if self.eat_sym("*") { '*' } else if self.eat_sym("/") { '/' } else { break };
+            let op = if self.eat_sym("*") {
+                '*'
+            } else if self.eat_sym("/") {
+                '/'
+            } else {
+                break;
+            };
             e = Expr::Arith(Box::new(e), op, Box::new(self.unary()?));
         }
         Ok(e)
@@ -239,7 +273,10 @@ impl P<'_> {
                 self.pos += 1;
                 Ok(Expr::Str(s))
             }
-            Some(Tok::Ident(w)) if !["and", "or", "not", "in", "is", "between"].contains(&w.to_ascii_lowercase().as_str()) => {
+            Some(Tok::Ident(w))
+                if !["and", "or", "not", "in", "is", "between"]
+                    .contains(&w.to_ascii_lowercase().as_str()) =>
+            {
                 self.pos += 1;
                 Ok(Expr::Column(w))
             }
@@ -250,7 +287,11 @@ impl P<'_> {
 
 /// Parses an expression.
 pub fn parse(src: &str) -> Result<Expr> {
-    let mut p = P { toks: tokenize(src)?, pos: 0, src };
+    let mut p = P {
+        toks: tokenize(src)?,
+        pos: 0,
+        src,
+    };
     let e = p.or()?;
     if p.pos != p.toks.len() {
         return Err(p.err("unexpected text at the end"));
@@ -299,6 +340,29 @@ impl Expr {
         Ok(())
     }
 
+    /// Checks that every column exists in `schema` and that the types fit together, by
+    /// evaluating over no rows (so `engine validate` finds `level > 1` on a string column);
+    /// returns the type of the result.
+    pub fn check_types(&self, schema: &Schema) -> Result<DataType> {
+        self.check(schema)?;
+        let empty = RecordBatch::new_empty(Arc::new(schema.clone()));
+        let v = self
+            .eval(&empty)
+            .and_then(|v| v.array(0))
+            .map_err(|e| EngineError::config(format!("the types do not fit: {e}")))?;
+        Ok(v.data_type().clone())
+    }
+
+    /// [`Expr::check_types`] for a condition (a rule, a filter): the result must be true or false.
+    pub fn check_condition(&self, schema: &Schema) -> Result<()> {
+        match self.check_types(schema)? {
+            DataType::Boolean => Ok(()),
+            other => Err(EngineError::config(format!(
+                "not a condition: it gives {other}, not true or false"
+            ))),
+        }
+    }
+
     /// Evaluates over a batch.
     pub fn eval(&self, batch: &RecordBatch) -> Result<Value> {
         Ok(match self {
@@ -309,7 +373,9 @@ impl Expr {
                     .clone();
                 match col.data_type() {
                     DataType::Utf8 | DataType::Boolean => Value::Array(col),
-                    DataType::Timestamp(_, _) => Value::Array(cast(&col, &DataType::Int64).and_then(|a| cast(&a, &DataType::Float64))?),
+                    DataType::Timestamp(_, _) => Value::Array(
+                        cast(&col, &DataType::Int64).and_then(|a| cast(&a, &DataType::Float64))?,
+                    ),
                     // Adding 0.0 turns -0.0 into 0.0: arrow compares floats by total order, where
                     // -0.0 < 0.0, but a rule such as `total >= 0` must accept -0.0.
                     _ => {
@@ -346,13 +412,20 @@ impl Expr {
                 };
                 Value::Array(Arc::new(r))
             }
-            Expr::And(a, b) => Value::Array(Arc::new(boolean::and_kleene(&a.bools(batch)?, &b.bools(batch)?)?)),
-            Expr::Or(a, b) => Value::Array(Arc::new(boolean::or_kleene(&a.bools(batch)?, &b.bools(batch)?)?)),
+            Expr::And(a, b) => Value::Array(Arc::new(boolean::and_kleene(
+                &a.bools(batch)?,
+                &b.bools(batch)?,
+            )?)),
+            Expr::Or(a, b) => Value::Array(Arc::new(boolean::or_kleene(
+                &a.bools(batch)?,
+                &b.bools(batch)?,
+            )?)),
             Expr::Not(a) => Value::Array(Arc::new(boolean::not(&a.bools(batch)?)?)),
             Expr::In(a, items) => {
                 let mut acc: Option<BooleanArray> = None;
                 for item in items {
-                    let eq = Expr::Cmp(a.clone(), CmpOp::Eq, Box::new(item.clone())).bools(batch)?;
+                    let eq =
+                        Expr::Cmp(a.clone(), CmpOp::Eq, Box::new(item.clone())).bools(batch)?;
                     acc = Some(match acc {
                         None => eq,
                         Some(prev) => boolean::or_kleene(&prev, &eq)?,
@@ -360,14 +433,18 @@ impl Expr {
                 }
                 Value::Array(Arc::new(acc.expect("in has one item at least")))
             }
-            Expr::IsNull(a) => Value::Array(Arc::new(is_null(&a.eval(batch)?.array(batch.num_rows())?)?)),
+            Expr::IsNull(a) => {
+                Value::Array(Arc::new(is_null(&a.eval(batch)?.array(batch.num_rows())?)?))
+            }
             Expr::IsTimestamp(a) => {
                 let v = a.eval(batch)?.array(batch.num_rows())?;
                 let s = v
                     .as_string_opt::<i32>()
                     .ok_or_else(|| EngineError::config("`is timestamp` needs a string column"))?;
                 Value::Array(Arc::new(
-                    s.iter().map(|v| v.map(|t| crate::time::parse_timestamp_ms(t).is_some())).collect::<BooleanArray>(),
+                    s.iter()
+                        .map(|v| v.map(|t| crate::time::parse_timestamp_ms(t).is_some()))
+                        .collect::<BooleanArray>(),
                 ))
             }
         })
@@ -409,7 +486,15 @@ impl Value {
 
 /// Rows where `cond` holds; null counts as "not broken" when `null_passes`.
 pub fn passes(cond: &BooleanArray, null_passes: bool) -> Vec<bool> {
-    (0..cond.len()).map(|i| if cond.is_null(i) { null_passes } else { cond.value(i) }).collect()
+    (0..cond.len())
+        .map(|i| {
+            if cond.is_null(i) {
+                null_passes
+            } else {
+                cond.value(i)
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -427,8 +512,18 @@ mod tests {
             ])),
             vec![
                 Arc::new(Int32Array::from(vec![Some(1), Some(0), None, Some(5)])),
-                Arc::new(StringArray::from(vec![Some("INFO"), Some("ERROR"), Some("TRACE"), None])),
-                Arc::new(StringArray::from(vec![Some("2026-01-01T00:00:00Z"), Some("yesterday"), None, Some("2026-01-01T00:00:00.5+01:00")])),
+                Arc::new(StringArray::from(vec![
+                    Some("INFO"),
+                    Some("ERROR"),
+                    Some("TRACE"),
+                    None,
+                ])),
+                Arc::new(StringArray::from(vec![
+                    Some("2026-01-01T00:00:00Z"),
+                    Some("yesterday"),
+                    None,
+                    Some("2026-01-01T00:00:00.5+01:00"),
+                ])),
             ],
         )
         .unwrap()
@@ -441,7 +536,10 @@ mod tests {
         assert_eq!(passes(&gt, true), vec![true, false, true, true]);
         let between = parse("q between 1 and 4").unwrap().bools(&b).unwrap();
         assert_eq!(passes(&between, true), vec![true, false, true, false]);
-        let set = parse("level in ('DEBUG', 'INFO', 'WARN', 'ERROR')").unwrap().bools(&b).unwrap();
+        let set = parse("level in ('DEBUG', 'INFO', 'WARN', 'ERROR')")
+            .unwrap()
+            .bools(&b)
+            .unwrap();
         assert_eq!(passes(&set, true), vec![true, true, false, true]);
         let not_in = parse("level not in ('ERROR')").unwrap().bools(&b).unwrap();
         assert_eq!(passes(&not_in, true), vec![true, false, true, true]);
@@ -463,7 +561,12 @@ mod tests {
     #[test]
     fn arithmetic_is_in_doubles() {
         let b = batch();
-        let v = parse("(q + 1) * 2 / 4 - -1").unwrap().eval(&b).unwrap().array(4).unwrap();
+        let v = parse("(q + 1) * 2 / 4 - -1")
+            .unwrap()
+            .eval(&b)
+            .unwrap()
+            .array(4)
+            .unwrap();
         let v = v.as_primitive::<arrow::datatypes::Float64Type>();
         assert_eq!(v.value(0), 2.0);
         assert_eq!(v.value(1), 1.5);
@@ -474,10 +577,19 @@ mod tests {
     #[test]
     fn parse_errors_and_columns() {
         assert!(parse("q >").is_err());
-        assert!(parse("q > 'x").unwrap_err().to_string().contains("unclosed string"));
+        assert!(
+            parse("q > 'x")
+                .unwrap_err()
+                .to_string()
+                .contains("unclosed string")
+        );
         assert!(parse("level in 'a'").is_err());
         assert_eq!(parse("a + b > c").unwrap().columns(), vec!["a", "b", "c"]);
-        let e = parse("nope > 1").unwrap().check(&batch().schema()).unwrap_err().to_string();
+        let e = parse("nope > 1")
+            .unwrap()
+            .check(&batch().schema())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`nope`"), "{e}");
     }
 }

@@ -91,7 +91,12 @@ impl OperatorConfig for JsonParseConfig {
         let rules = self
             .rules
             .iter()
-            .map(|r| Ok((r.clone(), crate::expr::parse(r).map_err(|e| e.context("`rules`"))?)))
+            .map(|r| {
+                Ok((
+                    r.clone(),
+                    crate::expr::parse(r).map_err(|e| e.context("`rules`"))?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Box::new(JsonParse {
             rules,
@@ -180,7 +185,8 @@ impl Operator for JsonParse {
         q_fields.extend(quarantine_fields());
         self.out_schema = Arc::new(Schema::new(fields));
         for (text, rule) in &self.rules {
-            crate::rules::check(rule, &self.out_schema).map_err(|e| e.context(format!("rule `{text}`")))?;
+            crate::rules::check(rule, &self.out_schema)
+                .map_err(|e| e.context(format!("rule `{text}`")))?;
         }
         self.quarantine_schema = Arc::new(Schema::new(q_fields));
         let offset = self.keep.len();
@@ -280,7 +286,12 @@ impl Operator for JsonParse {
                     });
                 }
                 out_batch = filter_record_batch(&out_batch, &ok)?;
-                good = good.iter().zip(ok.values().iter()).filter(|(_, k)| *k).map(|(g, _)| *g).collect();
+                good = good
+                    .iter()
+                    .zip(ok.values().iter())
+                    .filter(|(_, k)| *k)
+                    .map(|(g, _)| *g)
+                    .collect();
             }
         }
         if !self.rules.is_empty() && out_batch.num_rows() > 0 {
@@ -290,7 +301,11 @@ impl Operator for JsonParse {
                 for (i, h) in holds.iter().enumerate() {
                     if ok[i] && !h {
                         ok[i] = false;
-                        bad.push(Bad { row: good[i], reason: reason::RULE_BROKEN, detail: format!("rule `{text}` is broken") });
+                        bad.push(Bad {
+                            row: good[i],
+                            reason: reason::RULE_BROKEN,
+                            detail: format!("rule `{text}` is broken"),
+                        });
                     }
                 }
             }

@@ -14,19 +14,27 @@ fn list_prefix(rule: &Expr) -> Result<Option<String>> {
         if let Some((p, _)) = c.split_once('.') {
             match &prefix {
                 Some(q) if q != p => {
-                    return Err(EngineError::config("a rule may look inside one list column only"));
+                    return Err(EngineError::config(
+                        "a rule may look inside one list column only",
+                    ));
                 }
                 _ => prefix = Some(p.to_string()),
             }
         } else if prefix.is_some() {
-            return Err(EngineError::config("a rule on list elements may not mix in top-level columns"));
+            return Err(EngineError::config(
+                "a rule on list elements may not mix in top-level columns",
+            ));
         }
     }
     Ok(prefix)
 }
 
 fn strip(rule: &Expr, prefix: &str) -> Expr {
-    map_columns(rule, &|c: &str| c.strip_prefix(&format!("{prefix}.")).unwrap_or(c).to_string())
+    map_columns(rule, &|c: &str| {
+        c.strip_prefix(&format!("{prefix}."))
+            .unwrap_or(c)
+            .to_string()
+    })
 }
 
 fn map_columns(e: &Expr, f: &dyn Fn(&str) -> String) -> Expr {
@@ -47,18 +55,26 @@ fn map_columns(e: &Expr, f: &dyn Fn(&str) -> String) -> Expr {
     }
 }
 
-/// Checks a rule's columns against the parsed schema.
+/// Checks a rule's columns and types against the parsed schema.
 pub fn check(rule: &Expr, schema: &Schema) -> Result<()> {
     match list_prefix(rule)? {
-        None => rule.check(schema),
+        None => rule.check_condition(schema),
         Some(p) => {
-            let f = schema.field_with_name(&p).map_err(|_| EngineError::config(format!("no column `{p}`")))?;
+            let f = schema
+                .field_with_name(&p)
+                .map_err(|_| EngineError::config(format!("no column `{p}`")))?;
             match f.data_type() {
                 DataType::List(item) => match item.data_type() {
-                    DataType::Struct(fields) => strip(rule, &p).check(&Schema::new(fields.clone())),
-                    _ => Err(EngineError::config(format!("`{p}` is a list, but not of structs"))),
+                    DataType::Struct(fields) => {
+                        strip(rule, &p).check_condition(&Schema::new(fields.clone()))
+                    }
+                    _ => Err(EngineError::config(format!(
+                        "`{p}` is a list, but not of structs"
+                    ))),
                 },
-                other => Err(EngineError::config(format!("`{p}` is {other}, not a list of structs"))),
+                other => Err(EngineError::config(format!(
+                    "`{p}` is {other}, not a list of structs"
+                ))),
             }
         }
     }

@@ -4,7 +4,9 @@
 use arrow::array::{Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use engine_api::{BuildContext, Collector, Epoch, EngineError, Operator, OperatorConfig, OutputMode, Result};
+use engine_api::{
+    BuildContext, Collector, EngineError, Epoch, Operator, OperatorConfig, OutputMode, Result,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -36,7 +38,12 @@ impl OperatorConfig for TopNConfig {
         if self.n == 0 {
             return Err(EngineError::config("`n` must be at least 1"));
         }
-        Ok(Box::new(TopN { cfg: self, input: Arc::new(Schema::empty()), schema: Arc::new(Schema::empty()), held: Vec::new() }))
+        Ok(Box::new(TopN {
+            cfg: self,
+            input: Arc::new(Schema::empty()),
+            schema: Arc::new(Schema::empty()),
+            held: Vec::new(),
+        }))
     }
 }
 
@@ -77,7 +84,10 @@ impl Operator for TopN {
         }
         let all = concat_batches(&self.input, &std::mem::take(&mut self.held))?;
         let key = all.column_by_name(&self.cfg.order_by).expect("checked");
-        let opts = SortOptions { descending: self.cfg.descending, nulls_first: false };
+        let opts = SortOptions {
+            descending: self.cfg.descending,
+            nulls_first: false,
+        };
         let idx = sort_to_indices(key, Some(opts), Some(self.cfg.n.min(all.num_rows())))?;
         let idx = UInt32Array::from_iter_values(idx.values().iter().copied());
         let mut columns = vec![Arc::new(Int64Array::from_iter_values(1..=idx.len() as i64)) as _];
