@@ -136,6 +136,8 @@ pub struct KafkaPosition {
 }
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a streaming source looks for new partitions and a recreated topic.
+const METADATA_REFRESH: Duration = Duration::from_secs(5);
 
 impl KafkaSource {
     fn client_config(&self) -> ClientConfig {
@@ -146,11 +148,11 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set(
+                // Start offsets are always explicit (checkpoint, or the watermarks for
+                // starting_offsets); an offset out of range later means the topic was recreated
+                // or truncated under us, which must stop the pipeline, not silently skip data.
                 "auto.offset.reset",
-                match self.cfg.starting_offsets {
-                    StartingOffsets::Earliest => "earliest",
-                    StartingOffsets::Latest => "latest",
-                },
+                "error",
             )
             .set("fetch.wait.max.ms", "100")
             .set("queued.min.messages", "100000")
@@ -166,6 +168,66 @@ impl KafkaSource {
             "cannot reach Kafka at {} ({e}); check KAFKA_BROKERS and that the broker is running (scripts/stack up)",
             self.cfg.brokers
         ))
+    }
+
+    /// Streaming: assigns partitions added since the last look, from their start, and stops
+    /// the pipeline if the topic was deleted or recreated under it.
+    fn refresh(&mut self, consumer: &BaseConsumer) -> Result<()> {
+        let topic = self.cfg.topic.clone();
+        let md = match consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
+            Ok(md) => md,
+            // The broker may be restarting: keep going, librdkafka reconnects by itself.
+            Err(e) => {
+                tracing::debug!(error = %e, "metadata refresh failed; retrying later");
+                return Ok(());
+            }
+        };
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(());
+        };
+        if matches!(
+            t.error().map(RDKafkaErrorCode::from),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic)
+        ) {
+            return Err(EngineError::runtime(format!(
+                "topic `{topic}` was deleted from Kafka at {} while the pipeline was reading it",
+                self.cfg.brokers
+            )));
+        }
+        let mut added = TopicPartitionList::new();
+        for p in t.partitions() {
+            let id = p.id();
+            match self.next.get(&id) {
+                Some(next) => {
+                    if let Ok((_, high)) =
+                        consumer.fetch_watermarks(&topic, id, Duration::from_secs(5))
+                        && high < *next
+                    {
+                        return Err(EngineError::runtime(format!(
+                            "partition {id} of topic `{topic}` now ends at offset {high}, below the {next} already read: the topic was deleted and recreated (or truncated); use a new checkpoint location to read it from scratch"
+                        )));
+                    }
+                }
+                None => {
+                    let Ok((low, _)) =
+                        consumer.fetch_watermarks(&topic, id, Duration::from_secs(5))
+                    else {
+                        continue;
+                    };
+                    added
+                        .add_partition_offset(&topic, id, Offset::Offset(low))
+                        .map_err(|e| EngineError::runtime(format!("kafka: {e}")))?;
+                    self.next.insert(id, low);
+                }
+            }
+        }
+        if added.count() > 0 {
+            consumer.incremental_assign(&added).map_err(|e| {
+                EngineError::runtime(format!("assigning new partitions of `{topic}`: {e}"))
+            })?;
+            tracing::info!(topic = %topic, partitions = added.count(), "new partitions found; reading them from their start");
+        }
+        Ok(())
     }
 
     fn position(&self) -> serde_json::Value {
@@ -299,6 +361,11 @@ impl Source for KafkaSource {
                     StartingOffsets::Latest => high,
                 },
             };
+            if start > high {
+                return Err(EngineError::config(format!(
+                    "the checkpoint has read partition {id} of topic `{topic}` up to offset {start}, but the partition now ends at {high}: the topic was deleted and recreated (or truncated); to read it from scratch, use a new checkpoint location"
+                )));
+            }
             if start < low {
                 tracing::warn!(topic = %topic, partition = id, checkpoint = start, earliest = low,
                     "offsets in the checkpoint were deleted by retention; reading from the earliest still there");
@@ -331,9 +398,14 @@ impl Source for KafkaSource {
         let topic = self.cfg.topic.clone();
         let poll_timeout = self.cfg.linger.min(Duration::from_millis(100));
         let mut last_warn: Option<Instant> = None;
+        let mut last_refresh = Instant::now();
         loop {
             if ctx.stopping() || self.done() {
                 break;
+            }
+            if self.end.is_none() && last_refresh.elapsed() >= METADATA_REFRESH {
+                self.refresh(&consumer)?;
+                last_refresh = Instant::now();
             }
             if let Some(pos) = ctx.take_committed() {
                 report_lag(&consumer, &pos);
@@ -370,6 +442,13 @@ impl Source for KafkaSource {
                         let next = self.next.get(&p).copied().unwrap_or(0);
                         end.insert(p, next.min(end.get(&p).copied().unwrap_or(next)));
                     }
+                }
+                Some(Err(e))
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) =>
+                {
+                    return Err(EngineError::runtime(format!(
+                        "an offset of topic `{topic}` is out of range ({e}): the topic was deleted and recreated or truncated while reading; use a new checkpoint location to read it from scratch"
+                    )));
                 }
                 Some(Err(e)) => match e.rdkafka_error_code() {
                     Some(RDKafkaErrorCode::UnknownTopicOrPartition)

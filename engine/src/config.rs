@@ -84,7 +84,7 @@ impl Pipeline {
         // Second pass: expand ${VAR} in every string value, then read the typed config.
         let mut value: toml::Value =
             toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
-        expand_env(&mut value, "")?;
+        expand_env(&mut value, "").map_err(|e| e.context(&file))?;
         let parsed = PipelineFile::deserialize(value).map_err(|e| {
             EngineError::config(format!(
                 "{file}: after expanding environment variables: {}",

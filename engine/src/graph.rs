@@ -382,5 +382,7 @@ fn offending_key(msg: &str) -> Option<&str> {
             return rest.split('`').next();
         }
     }
-    None
+    // "`aggregates[0].fn`: ..." names the top-level key first.
+    let path = msg.strip_prefix('`')?.split('`').next()?;
+    path.split(['.', '[']).next()
 }

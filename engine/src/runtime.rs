@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// What an actor says when it cannot reach the coordinator (a consequence, not a cause).
+const COORDINATOR_STOPPED: &str = "the checkpoint coordinator stopped";
+
 /// A message and the input slot it arrives on.
 struct Envelope {
     slot: usize,
@@ -265,7 +268,16 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         }
     }
     if let Some(e) = failure {
-        coordinator.abort();
+        // An actor that failed only because the coordinator stopped is not the cause: report
+        // the coordinator's own error instead.
+        if e.to_string().contains(COORDINATOR_STOPPED) {
+            if let Ok(Ok(Err(ce))) = tokio::time::timeout(Duration::from_secs(5), coordinator).await
+            {
+                return Err(ce.context("checkpoint coordinator failed"));
+            }
+        } else {
+            coordinator.abort();
+        }
         return Err(e);
     }
     let (epochs_committed, last_epoch) = coordinator
@@ -379,7 +391,7 @@ impl SourceContext for SourceCtx {
         self.last_barrier = Instant::now();
         self.coord
             .send(CoordMsg::Barrier { epoch, position })
-            .map_err(|_| EngineError::runtime("the checkpoint coordinator stopped"))?;
+            .map_err(|_| EngineError::runtime(COORDINATOR_STOPPED))?;
         self.send_all(Message::Barrier(engine_api::Barrier { epoch }))?;
         Ok(epoch)
     }
@@ -504,7 +516,7 @@ async fn operator_actor(
                             state,
                             pending: Vec::new(),
                         })
-                        .map_err(|_| EngineError::runtime("the checkpoint coordinator stopped"))?;
+                        .map_err(|_| EngineError::runtime(COORDINATOR_STOPPED))?;
                     broadcast(&outs, Message::Barrier(b)).await?;
                 }
             }
@@ -556,7 +568,7 @@ async fn sink_actor(
                             state: None,
                             pending,
                         })
-                        .map_err(|_| EngineError::runtime("the checkpoint coordinator stopped"))?;
+                        .map_err(|_| EngineError::runtime(COORDINATOR_STOPPED))?;
                 }
             }
             Message::Watermark(_) => {}

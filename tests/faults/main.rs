@@ -11,6 +11,8 @@
 #[path = "../integration/support.rs"]
 mod support;
 
+mod scenarios;
+
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
@@ -27,7 +29,7 @@ fn iso(ms: i64) -> String {
 }
 
 /// A burst of orders within 20 s of event time, starting at `start_ms`.
-fn burst(n: usize, seed: u64, first_id: i64, start_ms: i64) -> Vec<(Option<String>, Vec<u8>)> {
+pub fn burst(n: usize, seed: u64, first_id: i64, start_ms: i64) -> Vec<(Option<String>, Vec<u8>)> {
     let mut r = fastrand::Rng::with_seed(seed);
     (0..n)
         .map(|i| {
@@ -49,7 +51,7 @@ fn burst(n: usize, seed: u64, first_id: i64, start_ms: i64) -> Vec<(Option<Strin
 }
 
 /// Incomplete multipart uploads under `prefix` in `bucket`, as S3's ListMultipartUploads says.
-fn incomplete_uploads(bucket: &str, prefix: &str) -> usize {
+pub fn incomplete_uploads(bucket: &str, prefix: &str) -> usize {
     let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "minioadmin".into());
     let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "minioadmin".into());
     let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
@@ -77,7 +79,10 @@ fn incomplete_uploads(bucket: &str, prefix: &str) -> usize {
     body.matches("<Upload>").count()
 }
 
-fn coords(rows: &[BTreeMap<String, Value>]) -> Vec<(i32, i64)> {
+/// Fault tests stop and start the shared stack, so they run one at a time.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub fn coords(rows: &[BTreeMap<String, Value>]) -> Vec<(i32, i64)> {
     rows.iter()
         .map(|r| {
             (
@@ -90,6 +95,7 @@ fn coords(rows: &[BTreeMap<String, Value>]) -> Vec<(i32, i64)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing() {
+    let _serial = SERIAL.lock().await;
     let kills: usize = std::env::var("FAULT_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -291,6 +297,7 @@ async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_engine_on_the_same_checkpoint_cannot_commit_the_same_epoch() {
+    let _serial = SERIAL.lock().await;
     let topic = unique("fault-fence");
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("fault-fence");
@@ -366,7 +373,7 @@ async fn a_second_engine_on_the_same_checkpoint_cannot_commit_the_same_epoch() {
 }
 
 /// Every object under a prefix (including hidden folders).
-async fn list_all(url: &str) -> Vec<String> {
+pub async fn list_all(url: &str) -> Vec<String> {
     use futures::TryStreamExt;
     use object_store::ObjectStore;
     let rest = url.strip_prefix("s3://").unwrap();

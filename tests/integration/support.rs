@@ -307,3 +307,84 @@ where
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Produces messages to one partition and returns what the broker acknowledged.
+pub async fn produce_to(
+    topic: &str,
+    partition: i32,
+    values: Vec<Vec<u8>>,
+) -> BTreeMap<(i32, i64), Sent> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    let mut out = BTreeMap::new();
+    for value in values {
+        let rec: FutureRecord<'_, (), Vec<u8>> =
+            FutureRecord::to(topic).partition(partition).payload(&value);
+        let d = producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+        out.insert(
+            (d.partition, d.offset),
+            Sent {
+                partition: d.partition,
+                offset: d.offset,
+                key: None,
+                value,
+            },
+        );
+    }
+    out
+}
+
+/// The repository's root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Stops one service of the local stack (`kafka`, `weed-s3`, `weed-master`) by its pid file.
+pub fn stop_service(name: &str) {
+    let dir = std::env::var("STACK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".stack"));
+    let dir = if dir.is_absolute() {
+        dir
+    } else {
+        repo_root().join(dir)
+    };
+    let pid = std::fs::read_to_string(dir.join("run").join(format!("{name}.pid")))
+        .expect("pid file of the stack");
+    let pid = pid.trim().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} (pid {pid}) did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts whatever of the local stack is not running, and waits until it is healthy.
+pub fn start_stack() {
+    let out = Command::new(repo_root().join("scripts/stack"))
+        .arg("up")
+        .output()
+        .expect("scripts/stack up");
+    assert!(
+        out.status.success(),
+        "scripts/stack up failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -114,5 +114,13 @@ impl Registry {
 }
 
 fn parse<C: DeserializeOwned>(v: toml::Value) -> Result<C> {
-    C::deserialize(v).map_err(|e| EngineError::config(e.message().trim()))
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.inner().message().trim().to_string();
+        if path.is_empty() || path == "." || msg.contains('`') && msg.starts_with("unknown field") {
+            EngineError::config(msg)
+        } else {
+            EngineError::config(format!("`{path}`: {msg}"))
+        }
+    })
 }

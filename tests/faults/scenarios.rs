@@ -1,0 +1,470 @@
+//! Service faults and hostile input, one test each: produce, run, inject the fault, produce
+//! more, recover, check that every acknowledged message is in bronze or quarantine exactly once.
+
+use crate::support::*;
+use crate::{SERIAL, burst, coords, incomplete_uploads, list_all};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MINUTE: i64 = 60_000;
+
+fn t0(day: u32) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(&format!("2026-06-{day:02}T00:00:00Z"))
+        .unwrap()
+        .timestamp_millis()
+}
+
+struct Run {
+    topic: String,
+    paths: EnginePaths,
+    gold: String,
+}
+
+impl Run {
+    async fn new(name: &str, partitions: i32) -> Run {
+        let topic = unique(name);
+        create_topic(&topic, partitions).await;
+        Run {
+            topic,
+            paths: EnginePaths::new(name),
+            gold: format!("s3://gold/it/{}", unique(name)),
+        }
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("ORDERS_TOPIC", self.topic.as_str()),
+            ("BRONZE_URL", self.paths.bronze.as_str()),
+            ("CHECKPOINT_URL", self.paths.checkpoints.as_str()),
+            ("GOLD_URL", self.gold.as_str()),
+            ("TRIGGER", "500ms"),
+        ]
+    }
+
+    fn spawn(&self) -> Child {
+        Command::new(engine_bin())
+            .args(["run", &pipeline("orders.toml")])
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start engine")
+    }
+
+    fn batch(&self) -> std::process::Output {
+        engine(&["run", &pipeline("orders.toml"), "--batch"], &self.env())
+    }
+
+    async fn bronze(&self) -> Vec<(i32, i64)> {
+        coords(&rows(&read_table(&self.paths.table("commandes")).await))
+    }
+
+    async fn quarantine(&self) -> Vec<BTreeMap<String, Value>> {
+        rows(&read_table(&self.paths.table(&format!("_quarantine/{}", self.topic))).await)
+    }
+
+    async fn wait_visible(&self, n: usize, what: &str) {
+        eventually(what, Duration::from_secs(90), || async move {
+            let got = self.bronze().await.len() + self.quarantine().await.len();
+            (got >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// Bronze ∪ quarantine equals `sent`, each exactly once, and nothing is left half-done.
+    async fn check(&self, sent: &BTreeMap<(i32, i64), Sent>) {
+        let mut all = self.bronze().await;
+        all.extend(coords(&self.quarantine().await));
+        let set: BTreeSet<_> = all.iter().copied().collect();
+        assert_eq!(
+            all.len(),
+            set.len(),
+            "a record is in bronze or quarantine twice"
+        );
+        assert_eq!(
+            set,
+            sent.keys().copied().collect::<BTreeSet<_>>(),
+            "lost or extra records"
+        );
+        for t in ["commandes", "items"] {
+            let staged = list_all(&format!("{}/_staging", self.paths.table(t))).await;
+            assert!(staged.is_empty(), "left in {t}/_staging: {staged:?}");
+        }
+        assert_eq!(
+            incomplete_uploads(
+                "bronze",
+                self.paths.bronze.trim_start_matches("s3://bronze/")
+            ),
+            0
+        );
+    }
+}
+
+async fn sigterm(mut child: Child) -> (std::process::ExitStatus, String) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let waited = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).ok();
+        (status, err)
+    });
+    tokio::time::timeout(Duration::from_secs(60), waited)
+        .await
+        .expect("stops within 60 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_is_a_clean_stop_and_a_restart_continues() {
+    let _serial = SERIAL.lock().await;
+    let run = Run::new("fault-term", 3).await;
+    let mut sent = produce(&run.topic, burst(100, 1, 0, t0(1))).await;
+    let child = run.spawn();
+    run.wait_visible(sent.len(), "first burst").await;
+    let (status, err) = sigterm(child).await;
+    assert!(status.success(), "SIGTERM must exit 0: {err}");
+    assert!(err.contains("finished"), "{err}");
+    sent.extend(produce(&run.topic, burst(100, 2, 1000, t0(1) + 10 * MINUTE)).await);
+    let child = run.spawn();
+    run.wait_visible(sent.len(), "second burst after restart")
+        .await;
+    let (status, err) = sigterm(child).await;
+    assert!(status.success(), "{err}");
+    run.check(&sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_restarted_mid_stream() {
+    let _serial = SERIAL.lock().await;
+    let run = Run::new("fault-broker", 3).await;
+    let mut sent = produce(&run.topic, burst(100, 3, 0, t0(2))).await;
+    let child = run.spawn();
+    run.wait_visible(sent.len(), "before the broker restart")
+        .await;
+    stop_service("kafka");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    start_stack();
+    sent.extend(produce(&run.topic, burst(100, 4, 1000, t0(2) + 10 * MINUTE)).await);
+    run.wait_visible(sent.len(), "after the broker restart")
+        .await;
+    let (status, err) = sigterm(child).await;
+    assert!(status.success(), "{err}");
+    run.check(&sent).await;
+}
+
+/// The engine retries S3 requests for 20 s, then stops with a clear error; a restart once the
+/// server is back recovers: uncommitted uploads are aborted and their records read again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_s3_server_down_for_30_s_fails_clearly_then_recovers_on_restart() {
+    let _serial = SERIAL.lock().await;
+    let run = Run::new("fault-s3", 3).await;
+    let mut sent = produce(&run.topic, burst(100, 5, 0, t0(3))).await;
+    let mut child = run.spawn();
+    run.wait_visible(sent.len(), "before the S3 outage").await;
+    let down_at = Instant::now();
+    stop_service("weed-s3");
+    sent.extend(produce(&run.topic, burst(100, 6, 1000, t0(3) + 10 * MINUTE)).await);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            start_stack();
+            panic!("the engine kept running for 90 s without its object store");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).ok();
+    assert!(!status.success());
+    let errors: Vec<_> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("object store"), "{}", errors[0]);
+    let rest = Duration::from_secs(30).saturating_sub(down_at.elapsed());
+    tokio::time::sleep(rest).await;
+    start_stack();
+    assert_success(&run.batch());
+    run.check(&sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_added_while_running_are_read_from_their_start() {
+    let _serial = SERIAL.lock().await;
+    let run = Run::new("fault-parts", 2).await;
+    let mut sent = produce(&run.topic, burst(60, 7, 0, t0(4))).await;
+    let child = run.spawn();
+    run.wait_visible(sent.len(), "the first partitions").await;
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .unwrap();
+    let res = admin
+        .create_partitions(
+            &[rdkafka::admin::NewPartitions::new(&run.topic, 4)],
+            &rdkafka::admin::AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    res[0].as_ref().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for p in [2, 3] {
+        let values = burst(20, 10 + p as u64, 1000 * p as i64, t0(4) + 10 * MINUTE)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        sent.extend(produce_to(&run.topic, p, values).await);
+    }
+    run.wait_visible(sent.len(), "the new partitions").await;
+    let (status, err) = sigterm(child).await;
+    assert!(status.success(), "{err}");
+    assert!(err.contains("new partitions found"), "{err}");
+    run.check(&sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_and_recreated_topic_fails_clearly() {
+    let _serial = SERIAL.lock().await;
+    let run = Run::new("fault-recreate", 3).await;
+    produce(&run.topic, burst(90, 8, 0, t0(5))).await;
+    assert_success(&run.batch());
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .unwrap();
+    admin
+        .delete_topics(&[&run.topic], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    create_topic(&run.topic, 3).await;
+    produce(&run.topic, burst(6, 9, 500, t0(5) + 10 * MINUTE)).await;
+    let out = run.batch();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("deleted and recreated"), "{}", errors[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_payloads_are_parsed_as_documented_or_quarantined_while_the_stream_runs() {
+    let _serial = SERIAL.lock().await;
+    let run = Run::new("fault-hostile", 3).await;
+    let child = run.spawn();
+    let order = |extra: &str| {
+        format!(r#"{{"order_id": 1, "customer_id": "c1", "timestamp": "2026-06-06T00:00:00Z", "items": [], "total": 1.0{extra}}}"#)
+            .into_bytes()
+    };
+    let mut deep = String::from(
+        r#"{"order_id": 2, "customer_id": "c", "timestamp": "2026-06-06T00:00:00Z", "x": "#,
+    );
+    deep.push_str(&"[".repeat(1000));
+    deep.push_str(&"]".repeat(1000));
+    deep.push('}');
+    let big = format!(
+        r#"{{"order_id": 3, "customer_id": "{}", "timestamp": "2026-06-06T00:00:00Z"}}"#,
+        "x".repeat(900_000)
+    );
+    // (payload, where it must land: "bronze" or a quarantine reason)
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (br#"{"order_id": 1, "customer_id": "c1""#.to_vec(), "not_json"),
+        (b"\xc3\x28 invalid utf-8".to_vec(), "not_json"),
+        (b"".to_vec(), "empty_value"),
+        (big.into_bytes(), "bronze"),
+        (deep.into_bytes(), "bronze"),
+        (br#"{"order_id": 3000000000, "customer_id": "c", "timestamp": "2026-06-06T00:00:00Z"}"#.to_vec(), "wrong_type"),
+        (br#"{"order_id": 1, "customer_id": "c", "timestamp": "2026-06-06T00:00:00Z", "total": 1e400}"#.to_vec(), "wrong_type"),
+        (br#"{"order_id": "12", "customer_id": "c", "timestamp": "2026-06-06T00:00:00Z"}"#.to_vec(), "wrong_type"),
+        (order(r#", "total": 2.0"#), "bronze"),
+        (order(r#", "unexpected": {"a": [1, 2]}"#), "bronze"),
+        (br#"[{"order_id": 1}]"#.to_vec(), "not_object"),
+        ([b"\xEF\xBB\xBF".as_slice(), &order("")].concat(), "bronze"),
+        (br#"{"order_id": 1, "customer_id": "c", "timestamp": "2026-06-06T00:00:00Z", "total": NaN}"#.to_vec(), "not_json"),
+        (br#"{"order_id": 1, "customer_id": "c", "timestamp": "2026-06-06T00:00:00Z", "total": Infinity}"#.to_vec(), "not_json"),
+    ];
+    let mut sent = BTreeMap::new();
+    let mut expected: BTreeMap<(i32, i64), &str> = BTreeMap::new();
+    for (payload, dest) in &cases {
+        let got = produce(&run.topic, vec![(Some("hostile".into()), payload.clone())]).await;
+        for k in got.keys() {
+            expected.insert(*k, dest);
+        }
+        sent.extend(got);
+    }
+    let tomb = produce_tombstones(&run.topic, 1).await;
+    for k in tomb.keys() {
+        expected.insert(*k, "null_value");
+    }
+    sent.extend(tomb);
+    // The stream keeps running: a good burst after the hostile ones lands too.
+    let good = produce(&run.topic, burst(50, 12, 100, t0(6))).await;
+    for k in good.keys() {
+        expected.insert(*k, "bronze");
+    }
+    sent.extend(good);
+    run.wait_visible(sent.len(), "hostile and good records")
+        .await;
+    let (status, err) = sigterm(child).await;
+    assert!(status.success(), "{err}");
+    run.check(&sent).await;
+    let bronze: BTreeSet<_> = run.bronze().await.into_iter().collect();
+    let quarantine: BTreeMap<(i32, i64), String> = run
+        .quarantine()
+        .await
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["partition"].as_i64().unwrap() as i32,
+                    r["offset"].as_i64().unwrap(),
+                ),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (k, dest) in &expected {
+        if *dest == "bronze" {
+            assert!(
+                bronze.contains(k),
+                "{k:?} should be in bronze: {:?}",
+                quarantine.get(k)
+            );
+        } else {
+            assert_eq!(quarantine.get(k).map(String::as_str), Some(*dest), "{k:?}");
+        }
+    }
+}
+
+#[test]
+fn a_pipeline_with_every_kind_of_mistake_gets_a_clear_error_naming_the_key() {
+    let base = std::fs::read_to_string(pipeline("orders.toml")).unwrap();
+    let dir = std::env::temp_dir().join(unique("toml-mistakes"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown key",
+            base.replace("starting_offsets = ", "starting_offset = "),
+            "starting_offset",
+        ),
+        (
+            "bad type",
+            base.replace("starting_offsets = \"earliest\"", "starting_offsets = 3"),
+            "starting_offsets",
+        ),
+        (
+            "bad enum value",
+            base.replace(
+                "starting_offsets = \"earliest\"",
+                "starting_offsets = \"first\"",
+            ),
+            "first",
+        ),
+        (
+            "unknown node type",
+            base.replace("type = \"explode\"", "type = \"explod\""),
+            "explod",
+        ),
+        (
+            "missing input node",
+            base.replace("inputs = [\"orders\"]", "inputs = [\"ordres\"]"),
+            "ordres",
+        ),
+        (
+            "missing port",
+            base.replace(
+                "inputs = [\"parse.quarantine\"]",
+                "inputs = [\"parse.bad\"]",
+            ),
+            "bad",
+        ),
+        (
+            "unknown column",
+            base.replace("column = \"items\"", "column = \"itemz\""),
+            "itemz",
+        ),
+        (
+            "bad schema type",
+            base.replace("total = \"double\"", "total = \"dubble\""),
+            "dubble",
+        ),
+        (
+            "bad duration",
+            base.replace("window = \"1m\"", "window = \"one minute\""),
+            "window",
+        ),
+        (
+            "bad rule",
+            base.replace("\"total >= 0\"", "\"total >>= 0\""),
+            "total >>= 0",
+        ),
+        (
+            "unclosed table",
+            base.replacen("[nodes.source]", "[nodes.source", 1),
+            "expected `]`",
+        ),
+        (
+            "missing required key",
+            base.replace("topic = \"${ORDERS_TOPIC:-commandes-json}\"\n", ""),
+            "topic",
+        ),
+        (
+            "unset variable",
+            base.replace(
+                "${KAFKA_BROKERS:-127.0.0.1:9092}",
+                "${NO_SUCH_VAR_FOR_TEST}",
+            ),
+            "NO_SUCH_VAR_FOR_TEST",
+        ),
+        (
+            "duplicate key",
+            base.replacen("type = \"kafka\"", "type = \"kafka\"\ntype = \"kafka\"", 1),
+            "duplicate",
+        ),
+        (
+            "cycle",
+            base.replace("inputs = [\"source\"]", "inputs = [\"explode\"]"),
+            "cycle",
+        ),
+        (
+            "bad output mode",
+            base.replace("output_mode = \"append\"", "output_mode = \"sometimes\""),
+            "sometimes",
+        ),
+        ("empty file", String::new(), "pipeline"),
+    ];
+    for (what, text, needle) in cases {
+        let file = dir.join(format!("{}.toml", what.replace(' ', "_")));
+        std::fs::write(&file, &text).unwrap();
+        let out = engine(&["validate", file.to_str().unwrap()], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{what}: one line: {stderr}");
+        assert!(
+            errors[0].contains(needle),
+            "{what}: `{needle}` not in: {}",
+            errors[0]
+        );
+        assert!(
+            errors[0].contains(".toml"),
+            "{what}: names the file: {}",
+            errors[0]
+        );
+    }
+    let _ = json!(null);
+}
