@@ -245,47 +245,38 @@ impl ParquetSink {
             rows,
             upload,
         } = file;
-        let staged = match (self.mode, upload) {
-            (OutputMode::Complete, _) => {
-                let staging = self.location.child(&format!(
-                    "_staging/{}",
-                    path.filename().unwrap_or("data.parquet")
-                ));
+        let staged = match upload {
+            Upload::Multipart { id, parts } => Staged::Multipart {
+                path: path.to_string(),
+                upload_id: id,
+                parts: parts.into_iter().map(|p| p.content_id).collect(),
+                rows,
+            },
+            Upload::Local => {
+                // The whole file goes to `_staging/`, to be renamed (append) or copied over the
+                // table's single object (complete) on commit.
+                let name = path.filename().unwrap_or("part.parquet").to_string();
+                let staging = self.location.child(&format!("_staging/{name}"));
                 let data = Bytes::from(std::mem::take(writer.inner_mut()));
                 self.location
                     .store
                     .put(&staging, PutPayload::from(data))
                     .await
                     .map_err(|e| self.location.explain(e))?;
-                Staged::Replace {
-                    from: staging.to_string(),
-                    to: self.location.child("data.parquet").to_string(),
-                    rows,
-                }
-            }
-            (_, upload) => match upload {
-                Upload::Multipart { id, parts } => Staged::Multipart {
-                    path: path.to_string(),
-                    upload_id: id,
-                    parts: parts.into_iter().map(|p| p.content_id).collect(),
-                    rows,
-                },
-                Upload::Local => {
-                    let name = path.filename().unwrap_or("part.parquet").to_string();
-                    let staging = self.location.child(&format!("_staging/{name}"));
-                    let data = Bytes::from(std::mem::take(writer.inner_mut()));
-                    self.location
-                        .store
-                        .put(&staging, PutPayload::from(data))
-                        .await
-                        .map_err(|e| self.location.explain(e))?;
-                    Staged::Rename {
-                        from: staging.to_string(),
+                let from = staging.to_string();
+                match self.mode {
+                    OutputMode::Complete => Staged::Replace {
+                        from,
+                        to: self.location.child("data.parquet").to_string(),
+                        rows,
+                    },
+                    _ => Staged::Rename {
+                        from,
                         to: path.to_string(),
                         rows,
-                    }
+                    },
                 }
-            },
+            }
         };
         self.staged.push(staged);
         Ok(())

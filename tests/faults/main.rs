@@ -12,6 +12,7 @@
 mod support;
 
 mod scenarios;
+mod security;
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};

@@ -5,7 +5,7 @@ use crate::support::*;
 use crate::{SERIAL, burst, coords, incomplete_uploads, list_all};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const MINUTE: i64 = 60_000;
@@ -44,14 +44,7 @@ impl Run {
     }
 
     fn spawn(&self) -> Child {
-        Command::new(engine_bin())
-            .args(["run", &pipeline("orders.toml")])
-            .envs(self.env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start engine")
+        spawn_engine(&pipeline("orders.toml"), &self.env())
     }
 
     fn batch(&self) -> std::process::Output {
@@ -101,27 +94,6 @@ impl Run {
             0
         );
     }
-}
-
-async fn sigterm(mut child: Child) -> (std::process::ExitStatus, String) {
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let waited = tokio::task::spawn_blocking(move || {
-        let status = child.wait().unwrap();
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).ok();
-        (status, err)
-    });
-    tokio::time::timeout(Duration::from_secs(60), waited)
-        .await
-        .expect("stops within 60 s")
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -225,14 +225,7 @@ async fn gold_tables_after_a_streaming_run_fed_in_bursts() {
     env.push(("TRIGGER", "1s"));
     let t0 = ms("2026-04-02T08:00:00Z");
 
-    let mut child = std::process::Command::new(engine_bin())
-        .args(["run", &pipeline("orders.toml")])
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start engine");
+    let child = spawn_engine(&pipeline("orders.toml"), &env);
     let mut sent = BTreeMap::new();
     // Bursts 10 minutes of event time apart, so no event is ever late.
     for burst in 0..3i64 {
@@ -278,22 +271,8 @@ async fn gold_tables_after_a_streaming_run_fed_in_bursts() {
         )
         .await;
     }
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
-    assert!(
-        tokio::time::timeout(Duration::from_secs(30), status)
-            .await
-            .unwrap()
-            .unwrap()
-            .success()
-    );
+    let (status, stderr) = sigterm(child).await;
+    assert!(status.success(), "{stderr}");
 
     check_product_sales(&gold, &sent).await;
     check_customer_windows(&gold, &expected_customer_windows(&sent)).await;

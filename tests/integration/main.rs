@@ -440,15 +440,9 @@ async fn streaming_picks_up_new_messages_and_stops_cleanly_on_sigterm() {
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("stream");
     let mut sent = produce(&topic, orders(50, 11, 1)).await;
-    let mut child = std::process::Command::new(engine_bin())
-        .args(["run", &pipeline("orders.toml")])
-        .envs(env_for("ORDERS_TOPIC", &topic, &paths))
-        .env("TRIGGER", "1s")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start engine");
+    let mut env = env_for("ORDERS_TOPIC", &topic, &paths);
+    env.push(("TRIGGER", "1s"));
+    let child = spawn_engine(&pipeline("orders.toml"), &env);
 
     for burst in 0..3 {
         let want = sent.len();
@@ -466,25 +460,7 @@ async fn streaming_picks_up_new_messages_and_stops_cleanly_on_sigterm() {
     }
 
     // SIGTERM: a clean stop with a final checkpoint, exit 0.
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || {
-        let status = child.wait().expect("wait");
-        let mut err = String::new();
-        use std::io::Read;
-        child.stderr.take().unwrap().read_to_string(&mut err).ok();
-        (status, err)
-    });
-    let (status, stderr) = tokio::time::timeout(Duration::from_secs(30), status)
-        .await
-        .expect("stops within 30 s")
-        .unwrap();
+    let (status, stderr) = sigterm(child).await;
     assert!(
         status.success(),
         "exit status {status:?}; stderr:\n{stderr}"

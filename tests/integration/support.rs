@@ -388,3 +388,38 @@ pub fn start_stack() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Starts `engine run <pipeline_file>` as a stream, with its stderr captured.
+pub fn spawn_engine(pipeline_file: &str, env: &[(&str, &str)]) -> std::process::Child {
+    Command::new(engine_bin())
+        .args(["run", pipeline_file])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start engine")
+}
+
+/// Sends SIGTERM and returns the exit status and stderr; fails if it takes over 60 s.
+pub async fn sigterm(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let waited = tokio::task::spawn_blocking(move || {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).ok();
+        }
+        (child.wait().unwrap(), err)
+    });
+    tokio::time::timeout(Duration::from_secs(60), waited)
+        .await
+        .expect("stops within 60 s")
+        .unwrap()
+}
