@@ -1,0 +1,147 @@
+//! Micro-benchmarks of the hot operators on a micro-batch of 8,192 generated orders:
+//! JSON parse (arrow-json, with the quarantine checks), explode of the items, and the 1-minute
+//! window aggregate. `cargo bench -p operators` (part of `make bench`).
+
+use arrow::array::{
+    BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use engine_api::{BuildContext, Collector, Operator, OperatorConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+const N: usize = 8192;
+
+fn ctx() -> BuildContext {
+    BuildContext {
+        pipeline: "bench".into(),
+        node: "n".into(),
+        storage: Default::default(),
+        trigger: Duration::from_secs(10),
+    }
+}
+
+fn kafka_batch() -> RecordBatch {
+    let mut r = xorshift(7);
+    let values: Vec<String> = (0..N)
+        .map(|i| {
+            let items: Vec<String> = (0..(1 + r() % 4))
+                .map(|_| {
+                    let q = 1 + r() % 5;
+                    format!(r#"{{"product_id": {}, "product_name": "Product {}", "quantity": {q}, "unit_price": 19.9, "subtotal": {:.2}}}"#, 100 + r() % 12, r() % 12, 19.9 * q as f64)
+                })
+                .collect();
+            format!(
+                r#"{{"order_id": {i}, "customer_id": "C{:04}", "timestamp": "2026-01-01T00:{:02}:{:02}.000Z", "items": [{}], "total": 99.5, "status": "paid"}}"#,
+                r() % 200, (i / 600) % 60, (i / 10) % 60, items.join(", ")
+            )
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new(
+            "kafka_timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("key", DataType::Utf8, true),
+        Field::new("value", DataType::Binary, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["commandes-json"; N])),
+            Arc::new(Int32Array::from(vec![0; N])),
+            Arc::new(Int64Array::from_iter_values(0..N as i64)),
+            Arc::new(TimestampMillisecondArray::from(vec![0i64; N]).with_timezone("UTC")),
+            Arc::new(StringArray::from(vec!["C0001"; N])),
+            Arc::new(BinaryArray::from_iter_values(
+                values.iter().map(|v| v.as_bytes()),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+/// A tiny deterministic generator (the benchmark must not depend on the engine's producer).
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    }
+}
+
+/// Builds an operator from its TOML config, as the registry does, and initialises it.
+fn build<C: OperatorConfig>(cfg: &str, input: &SchemaRef) -> (Box<dyn Operator>, Vec<SchemaRef>) {
+    let value: toml::Value = toml::from_str(cfg).unwrap();
+    let mut op = C::deserialize(value).unwrap().build(&ctx()).unwrap();
+    let out = op.init(input).unwrap();
+    (op, out)
+}
+
+const PARSE: &str = r#"
+required = ["order_id", "customer_id", "timestamp"]
+rules = ["timestamp is timestamp", "total >= 0", "items.quantity > 0"]
+[schema]
+order_id = "int"
+customer_id = "string"
+timestamp = "string"
+items = "list<struct<product_id: int, product_name: string, quantity: int, unit_price: double, subtotal: double>>"
+total = "double"
+status = "string"
+"#;
+
+fn benches(c: &mut Criterion) {
+    let raw = kafka_batch();
+    let (mut parse, parsed_schemas) =
+        build::<operators::json_parse::JsonParseConfig>(PARSE, &raw.schema());
+    let mut out = Collector::new(2);
+    parse.process(raw.clone(), &mut out).unwrap();
+    let parsed = out.port(0)[0].clone();
+    assert_eq!(parsed.num_rows(), N);
+
+    let mut g = c.benchmark_group("operators");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("json_parse 8192 orders", |b| {
+        b.iter(|| {
+            let mut out = Collector::new(2);
+            parse.process(raw.clone(), &mut out).unwrap();
+            out
+        })
+    });
+    let (mut explode, _) = build::<operators::explode::ExplodeConfig>(
+        "column = \"items\"\nposition = \"item_index\"",
+        &parsed_schemas[0],
+    );
+    g.bench_function("explode 8192 orders", |b| {
+        b.iter(|| {
+            let mut out = Collector::new(1);
+            explode.process(parsed.clone(), &mut out).unwrap();
+            out
+        })
+    });
+    let window_cfg = r#"time_column = "timestamp"
+window = "1m"
+group_by = ["customer_id"]
+aggregates = [{ name = "n", fn = "count" }, { name = "t", fn = "sum", column = "total" }]"#;
+    let (mut window, _) =
+        build::<operators::aggregate::WindowAggregateConfig>(window_cfg, &parsed_schemas[0]);
+    g.bench_function("window_aggregate 8192 orders", |b| {
+        b.iter(|| {
+            let mut out = Collector::new(1);
+            window.process(parsed.clone(), &mut out).unwrap();
+            window.on_barrier(1, &mut out).unwrap();
+            out
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(operator_benches, benches);
+criterion_main!(operator_benches);
