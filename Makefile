@@ -2,7 +2,7 @@
 SHELL := bash
 ENGINE := target/release/engine
 
-.PHONY: help build demo test test-faults test-unit stack-up stack-down stack-status fmt lint clean-demo
+.PHONY: help build demo test test-faults test-unit bench stack-up stack-down stack-status fmt lint clean-demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -18,6 +18,10 @@ test: ## Lints, unit tests, then integration tests against the real local stack
 
 test-faults: build stack-up ## The fault-injection suite (kill -9 x FAULT_KILLS, failpoints, fencing) against the real stack
 	FAULT_KILLS=$${FAULT_KILLS:-20} cargo test --release --locked -p engine --test faults -- --nocapture --test-threads 1
+
+bench: ## Throughput side by side: raw Kafka read, the engine, Spark (if installed); results in bench/results/
+	bench/run
+	cargo bench -p operators --bench operators
 
 test-unit: ## Unit tests only (no services)
 	cargo test --release --workspace --locked --lib --bins --examples
