@@ -10,14 +10,16 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use engine_api::{BuildContext, EngineError, Result, Secret, Source, SourceConfig, SourceContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// `type = "kafka"`.
@@ -121,12 +123,43 @@ impl SourceConfig for KafkaSourceConfig {
 pub struct KafkaSource {
     cfg: KafkaSourceConfig,
     group: String,
-    consumer: Option<BaseConsumer>,
+    consumer: Option<Client>,
     /// Next offset to read, per partition.
     next: BTreeMap<i32, i64>,
     /// Batch mode: the end offset (high watermark at start) per partition.
     end: Option<BTreeMap<i32, i64>>,
 }
+
+/// The consumer, with a context that remembers authentication failures.
+type Client = BaseConsumer<ErrorCapture>;
+
+/// Keeps the last authentication error librdkafka reports through its error callback.
+#[derive(Default)]
+pub struct ErrorCapture {
+    auth: Mutex<Option<String>>,
+}
+
+impl ErrorCapture {
+    fn auth_failure(&self) -> Option<String> {
+        self.auth.lock().ok()?.clone()
+    }
+}
+
+impl ClientContext for ErrorCapture {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let auth = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication)
+                | Some(RDKafkaErrorCode::SaslAuthenticationFailed)
+        );
+        if auth && let Ok(mut a) = self.auth.lock() {
+            *a = Some(reason.to_string());
+        }
+        tracing::debug!(error = %error, "kafka client error");
+    }
+}
+
+impl ConsumerContext for ErrorCapture {}
 
 /// The source's position in a checkpoint: the next offset per partition.
 #[derive(Debug, Clone, serde::Serialize, Deserialize)]
@@ -163,6 +196,18 @@ impl KafkaSource {
         c
     }
 
+    /// `text` with every configured property value replaced by `***`: librdkafka's errors can
+    /// quote a value, and values may be secrets.
+    fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for v in self.cfg.properties.values() {
+            if v.expose().len() >= 3 {
+                out = out.replace(v.expose(), "***");
+            }
+        }
+        out
+    }
+
     fn unreachable(&self, e: impl std::fmt::Display) -> EngineError {
         EngineError::unavailable(format!(
             "cannot reach Kafka at {} ({e}); check KAFKA_BROKERS and that the broker is running (scripts/stack up)",
@@ -172,7 +217,7 @@ impl KafkaSource {
 
     /// Streaming: assigns partitions added since the last look, from their start, and stops
     /// the pipeline if the topic was deleted or recreated under it.
-    fn refresh(&mut self, consumer: &BaseConsumer) -> Result<()> {
+    fn refresh(&mut self, consumer: &Client) -> Result<()> {
         let topic = self.cfg.topic.clone();
         let md = match consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
             Ok(md) => md,
@@ -293,19 +338,38 @@ impl Source for KafkaSource {
     }
 
     fn open(&mut self, restored: Option<&serde_json::Value>) -> Result<()> {
-        let consumer: BaseConsumer = self
+        let consumer: Client = self
             .client_config()
-            .create()
-            .map_err(|e| EngineError::config(format!("bad Kafka settings: {e}")))?;
+            .create_with_context(ErrorCapture::default())
+            .map_err(|e| {
+                EngineError::config(format!(
+                    "bad Kafka settings: {}",
+                    self.redact(&e.to_string())
+                ))
+            })?;
         let topic = self.cfg.topic.clone();
-        let md = consumer.fetch_metadata(Some(&topic), METADATA_TIMEOUT).map_err(|e| match e {
-            KafkaError::MetadataFetch(RDKafkaErrorCode::Authentication)
-            | KafkaError::MetadataFetch(RDKafkaErrorCode::SaslAuthenticationFailed) => EngineError::unavailable(format!(
-                "Kafka at {} rejected the credentials ({e}); check sasl.username and sasl.password",
-                self.cfg.brokers
-            )),
-            other => self.unreachable(other),
-        })?;
+        // Ask in short rounds, so an authentication failure (reported through the client's error
+        // callback, while the fetch itself only times out) is said at once and plainly.
+        let started = Instant::now();
+        let md = loop {
+            match consumer.fetch_metadata(Some(&topic), Duration::from_secs(1)) {
+                Ok(md) => break md,
+                Err(e) => {
+                    // Serve the client's events, so its error callback runs.
+                    let _ = consumer.poll(Duration::from_millis(10));
+                    if let Some(auth) = consumer.context().auth_failure() {
+                        return Err(EngineError::unavailable(format!(
+                            "Kafka at {} rejected the credentials ({}); check sasl.mechanism, sasl.username and sasl.password",
+                            self.cfg.brokers,
+                            self.redact(&auth)
+                        )));
+                    }
+                    if started.elapsed() >= METADATA_TIMEOUT {
+                        return Err(self.unreachable(e));
+                    }
+                }
+            }
+        };
         let t = md.topics().iter().find(|t| t.name() == topic);
         let missing = match t {
             None => true,
@@ -492,7 +556,7 @@ impl Source for KafkaSource {
 }
 
 /// Commits checkpointed offsets to the consumer group so `kafka-consumer-groups` shows lag.
-fn report_lag(consumer: &BaseConsumer, position: &serde_json::Value) {
+fn report_lag(consumer: &Client, position: &serde_json::Value) {
     let Ok(pos) = serde_json::from_value::<KafkaPosition>(position.clone()) else {
         return;
     };
