@@ -241,31 +241,33 @@ impl Operator for JsonParse {
         let (good, parsed) = match decode(&self.parsed_schema, &bodies) {
             Ok(p) => (candidates, p),
             Err(_) => {
-                // Re-check message by message; keep the good ones and decode them together again.
-                let mut good = Vec::with_capacity(candidates.len());
-                let mut good_bodies = Vec::with_capacity(candidates.len());
-                for (row, body) in candidates.into_iter().zip(bodies) {
-                    match decode(&self.parsed_schema, &[body]) {
-                        Ok(_) => {
-                            good.push(row);
-                            good_bodies.push(body);
-                        }
-                        Err(e) => {
-                            let raw = values[row].expect("candidates are not null");
-                            let (reason, detail) = classify(raw, Some(e));
-                            bad.push(Bad {
-                                row,
-                                reason,
-                                detail,
-                            });
-                        }
-                    }
+                // Bisect: halves that decode are kept as they are, halves that fail are split
+                // again, down to the single bad messages. A few bad records in a large batch
+                // cost a few small decodes each, not one decode per message.
+                let rows: Vec<(usize, &[u8])> = candidates.into_iter().zip(bodies).collect();
+                let (mut good, mut parts) = (Vec::new(), Vec::new());
+                let mut failed = Vec::new();
+                bisect(
+                    &self.parsed_schema,
+                    &rows,
+                    &mut good,
+                    &mut parts,
+                    &mut failed,
+                );
+                for (row, e) in failed {
+                    let raw = values[row].expect("candidates are not null");
+                    let (reason, detail) = classify(raw, Some(e));
+                    bad.push(Bad {
+                        row,
+                        reason,
+                        detail,
+                    });
                 }
-                let parsed = decode(&self.parsed_schema, &good_bodies).map_err(|e| {
-                    EngineError::runtime(format!(
-                        "messages that decode one by one failed together: {e}"
-                    ))
-                })?;
+                let parsed = if parts.is_empty() {
+                    RecordBatch::new_empty(self.parsed_schema.clone())
+                } else {
+                    arrow::compute::concat_batches(&self.parsed_schema, &parts)?
+                };
                 (good, parsed)
             }
         };
@@ -485,6 +487,30 @@ fn decode(schema: &SchemaRef, bodies: &[&[u8]]) -> std::result::Result<RecordBat
         ));
     }
     Ok(batch)
+}
+
+/// Decodes `rows` in halves until every message is either in a decoded part (in order) or
+/// known to fail on its own.
+fn bisect(
+    schema: &SchemaRef,
+    rows: &[(usize, &[u8])],
+    good: &mut Vec<usize>,
+    parts: &mut Vec<RecordBatch>,
+    failed: &mut Vec<(usize, String)>,
+) {
+    let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| *b).collect();
+    match decode(schema, &bodies) {
+        Ok(batch) => {
+            good.extend(rows.iter().map(|(r, _)| *r));
+            parts.push(batch);
+        }
+        Err(e) if rows.len() == 1 => failed.push((rows[0].0, e)),
+        Err(_) => {
+            let (left, right) = rows.split_at(rows.len() / 2);
+            bisect(schema, left, good, parts, failed);
+            bisect(schema, right, good, parts, failed);
+        }
+    }
 }
 
 /// Says why a message did not decode.
