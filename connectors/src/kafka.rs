@@ -8,7 +8,7 @@ use arrow::array::{
     BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 use engine_api::{BuildContext, EngineError, Result, Secret, Source, SourceConfig, SourceContext};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -79,18 +79,7 @@ pub mod humantime_serde_compat {
 
 /// The schema of every batch the Kafka source emits.
 pub fn kafka_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("topic", DataType::Utf8, false),
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
-        Field::new(
-            "kafka_timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            true,
-        ),
-        Field::new("key", DataType::Utf8, true),
-        Field::new("value", DataType::Binary, true),
-    ]))
+    engine_api::kafka_record_schema()
 }
 
 impl SourceConfig for KafkaSourceConfig {

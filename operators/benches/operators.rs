@@ -5,7 +5,7 @@
 use arrow::array::{
     BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use engine_api::{BuildContext, Collector, Operator, OperatorConfig};
 use std::sync::Arc;
@@ -38,18 +38,7 @@ fn kafka_batch() -> RecordBatch {
             )
         })
         .collect();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("topic", DataType::Utf8, false),
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
-        Field::new(
-            "kafka_timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            true,
-        ),
-        Field::new("key", DataType::Utf8, true),
-        Field::new("value", DataType::Binary, true),
-    ]));
+    let schema = engine_api::kafka_record_schema();
     RecordBatch::try_new(
         schema,
         vec![

@@ -13,7 +13,7 @@ pub mod secret;
 pub mod storage;
 
 pub use error::{EngineError, Result};
-pub use message::{Barrier, Epoch, Message, OutputMode};
+pub use message::{Barrier, Epoch, Message, OutputMode, kafka_record_schema};
 pub use operator::{
     Collector, Committer, MAIN_PORT, Operator, PendingCommit, Sink, Source, SourceContext,
 };

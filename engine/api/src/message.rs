@@ -42,3 +42,21 @@ impl std::fmt::Display for OutputMode {
         })
     }
 }
+
+/// The schema of the records a Kafka source emits: the contract between the `kafka` source and
+/// the operators that read its `value` column (such as `json_parse`).
+pub fn kafka_record_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new(
+            "kafka_timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("key", DataType::Utf8, true),
+        Field::new("value", DataType::Binary, true),
+    ]))
+}

@@ -8,8 +8,7 @@ use arrow::array::{
 };
 use arrow::compute::concat_batches;
 use arrow::datatypes::{
-    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
-    TimestampMillisecondType,
+    DataType, Float64Type, Int32Type, Int64Type, SchemaRef, TimestampMillisecondType,
 };
 use engine_api::{BuildContext, Collector, Operator, StorageConfig};
 use serde_json::Value;
@@ -25,20 +24,9 @@ pub fn ctx() -> BuildContext {
     }
 }
 
-/// The Kafka source's schema (a copy of `connectors::kafka::kafka_schema`).
+/// The Kafka source's schema.
 pub fn kafka_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("topic", DataType::Utf8, false),
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
-        Field::new(
-            "kafka_timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            true,
-        ),
-        Field::new("key", DataType::Utf8, true),
-        Field::new("value", DataType::Binary, true),
-    ]))
+    engine_api::kafka_record_schema()
 }
 
 /// One Kafka record. Coordinates are derived from the offset so each test can recompute them.
