@@ -163,7 +163,7 @@ def main():
             python = spark_env.get("SPARK_PYTHON", "python3")
             for variant in ["notebook", "tuned"]:
                 def make(i, variant=variant):
-                    run = f"bench-spark/{uuid.uuid4().hex[:8]}"
+                    run = f"make-bench-{uuid.uuid4().hex[:8]}"
                     return ([python, spark_job, "--variant", variant, "--batch", "--topic", orders_topic,
                              "--run", run], spark_env)
                 try:
