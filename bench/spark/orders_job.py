@@ -197,6 +197,21 @@ def main(argv):
     else:
         ckpt_root = args.checkpoint.rstrip("/") + f"/{run}"
 
+    # Fail fast and clearly when Kafka is not there (Spark's Kafka source would retry for long).
+    import socket
+    reachable = False
+    for b in args.brokers.split(","):
+        host, _, port = b.strip().rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+            reachable = True
+            break
+        except (OSError, ValueError):
+            pass
+    if not reachable:
+        sys.exit(f"orders_job: Kafka is not reachable at {args.brokers}; start the stack (make stack-up) "
+                 "or set KAFKA_BROKERS / --brokers")
+
     jars = find_jars(args, pyspark.__version__)
     vconf, kafka_opts = variant_conf(args, cores)
 
