@@ -157,7 +157,7 @@ impl Operator for JsonParse {
         self.value_idx = input.index_of(col).map_err(|_| {
             EngineError::config(format!(
                 "input has no column `{col}` to parse (columns: {})",
-                names(input)
+                crate::column_names(input)
             ))
         })?;
         match input.field(self.value_idx).data_type() {
@@ -426,15 +426,6 @@ impl JsonParse {
             columns,
         )?)
     }
-}
-
-fn names(schema: &Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn binary_values(col: &ArrayRef) -> Vec<Option<&[u8]>> {
