@@ -20,14 +20,25 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &brokers)
         .set("group.id", "engine-bench-raw")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
-        .set("queued.min.messages", "100000")
-        .create()
-        .expect("consumer");
+        // The engine's own prefetch settings (connectors/src/kafka.rs).
+        .set("queued.min.messages", "20000")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.queue.backoff.ms", "10");
+    // Extra librdkafka settings to compare, e.g. KAFKA_READ_PROPERTIES="fetch.max.bytes=1048576".
+    if let Ok(extra) = std::env::var("KAFKA_READ_PROPERTIES") {
+        for kv in extra.split(',').filter(|s| !s.is_empty()) {
+            if let Some((k, v)) = kv.split_once('=') {
+                config.set(k.trim(), v.trim());
+            }
+        }
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
     let md = consumer
         .fetch_metadata(Some(&topic), Duration::from_secs(10))
         .expect("metadata");
