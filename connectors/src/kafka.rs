@@ -177,11 +177,11 @@ impl KafkaSource {
                 "error",
             )
             .set("fetch.wait.max.ms", "100")
-            // Prefetch at most about 20k messages or 16 MiB. librdkafka postpones a partition's
+            // Prefetch at most about 20k messages or 8 MiB. librdkafka postpones a partition's
             // next fetch by `fetch.queue.backoff.ms` (1 s by default) whenever this queue is
             // full, which left a fast pipeline idle most of the time: 10 ms keeps it fed.
             .set("queued.min.messages", "20000")
-            .set("queued.max.messages.kbytes", "16384")
+            .set("queued.max.messages.kbytes", "8192")
             .set("fetch.queue.backoff.ms", "10")
             .set("client.id", format!("engine-{}", self.group));
         for (k, v) in &self.cfg.properties {

@@ -28,7 +28,7 @@ fn main() {
         .set("fetch.wait.max.ms", "100")
         // The engine's own prefetch settings (connectors/src/kafka.rs).
         .set("queued.min.messages", "20000")
-        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.max.messages.kbytes", "8192")
         .set("fetch.queue.backoff.ms", "10");
     // Extra librdkafka settings to compare, e.g. KAFKA_READ_PROPERTIES="fetch.max.bytes=1048576".
     if let Ok(extra) = std::env::var("KAFKA_READ_PROPERTIES") {

@@ -31,7 +31,7 @@ pub struct PipelineSection {
     pub trigger: String,
     /// Where manifests and state go: `s3://bucket/prefix` or `file:///path`.
     pub checkpoint: String,
-    /// Capacity of each actor's mailbox, in messages (default 8).
+    /// Capacity of each actor's mailbox, in messages (default 4).
     #[serde(default = "default_mailbox")]
     pub mailbox: usize,
 }
@@ -40,7 +40,7 @@ fn default_trigger() -> String {
     "10s".into()
 }
 fn default_mailbox() -> usize {
-    8
+    4
 }
 
 /// A node after its `type` and `inputs` are taken out.
