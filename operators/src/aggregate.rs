@@ -8,8 +8,12 @@
 //! - `complete`: at each trigger with changes, the whole result.
 //!
 //! The watermark is the largest event time seen minus `watermark` (default 2 minutes), advanced at
-//! each trigger. Events older than the watermark are late: counted, logged, and left out of the
-//! windows (they still reach every other branch, such as bronze).
+//! each trigger. When the input carries Kafka's `partition` column, "largest event time seen" is
+//! taken per partition and the smallest of those counts (as Flink does), so a partition read
+//! ahead of the others in a backfill cannot make theirs late; a partition that has not advanced
+//! for `idle_timeout` (default 30 s of wall time) stops holding the watermark back. Events older
+//! than the watermark are late: counted, logged, and left out of the windows (they still reach
+//! every other branch, such as bronze).
 
 use crate::expr::{self, Expr};
 use crate::time::event_times;
@@ -18,15 +22,17 @@ use arrow::array::{
     TimestampMillisecondArray,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+};
 use arrow_row::{RowConverter, SortField};
 use engine_api::{
     BuildContext, Collector, EngineError, Epoch, Operator, OperatorConfig, OutputMode, Result,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One aggregate column: `{ name = "ca_total", fn = "sum", column = "subtotal" }`.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +99,14 @@ pub struct WindowAggregateConfig {
     /// Emit at most this often (see `aggregate`).
     #[serde(default)]
     pub emit_every: Option<String>,
+    /// A Kafka partition whose largest event time has not advanced for this long (wall time)
+    /// no longer holds the watermark back (default `"30s"`).
+    #[serde(default = "thirty_seconds")]
+    pub idle_timeout: String,
+}
+
+fn thirty_seconds() -> String {
+    "30s".into()
 }
 
 fn complete() -> OutputMode {
@@ -148,6 +162,9 @@ impl OperatorConfig for WindowAggregateConfig {
             size,
             slide,
             delay: duration_ms("watermark", &self.watermark)?,
+            idle: Duration::from_millis(
+                duration_ms("idle_timeout", &self.idle_timeout)?.max(0) as u64
+            ),
         };
         let mut a = Aggregator::new(
             ctx,
@@ -171,6 +188,8 @@ struct Windows {
     size: i64,
     slide: i64,
     delay: i64,
+    /// A partition idle this long stops holding the watermark back.
+    idle: Duration,
 }
 
 /// The running state of one aggregate in one group.
@@ -219,9 +238,11 @@ struct Spec {
 /// The state: per (window start, group key), one accumulator per aggregate.
 #[derive(Default, Serialize, Deserialize)]
 struct State {
-    groups: HashMap<(i64, Vec<u8>), Vec<Acc>>,
+    groups: HashMap<(i64, Vec<u8>), Vec<Acc>, ahash::RandomState>,
     watermark: Option<i64>,
     max_event_time: Option<i64>,
+    /// The largest event time per Kafka partition, when the input has a `partition` column.
+    partition_max: BTreeMap<i32, i64>,
     late_events: u64,
     unparsed_time: u64,
 }
@@ -238,12 +259,35 @@ pub struct Aggregator {
     state: State,
     /// Keys changed since the last trigger (update and complete modes).
     dirty: BTreeSet<(i64, Vec<u8>)>,
+    /// When each partition's largest event time last advanced (wall time, not checkpointed).
+    partition_advanced: HashMap<i32, Instant>,
     reported_late: u64,
     emit_every: Option<i64>,
     last_emit: Option<std::time::Instant>,
 }
 
 impl Aggregator {
+    /// The event time the watermark trails: the smallest of the partitions' largest event
+    /// times, leaving out partitions idle past `idle_timeout` (unless all are), or the largest
+    /// event time seen when the input has no partition column.
+    fn watermark_base(&self, w: &Windows) -> Option<i64> {
+        if self.state.partition_max.is_empty() {
+            return self.state.max_event_time;
+        }
+        let active = self
+            .state
+            .partition_max
+            .iter()
+            .filter(|(p, _)| {
+                self.partition_advanced
+                    .get(p)
+                    .is_none_or(|t| t.elapsed() < w.idle)
+            })
+            .map(|(_, m)| *m)
+            .min();
+        active.or_else(|| self.state.partition_max.values().copied().min())
+    }
+
     fn new(
         ctx: &BuildContext,
         windows: Option<Windows>,
@@ -282,6 +326,7 @@ impl Aggregator {
             schema: Arc::new(Schema::empty()),
             state: State::default(),
             dirty: BTreeSet::new(),
+            partition_advanced: HashMap::new(),
             reported_late: 0,
             emit_every: None,
             last_emit: None,
@@ -339,15 +384,6 @@ impl Aggregator {
         }
         out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
         Ok(())
-    }
-
-    /// Window starts containing `t`.
-    fn window_starts(w: &Windows, t: i64) -> impl Iterator<Item = i64> {
-        let last = t.div_euclid(w.slide) * w.slide;
-        let n = w.size / w.slide;
-        (0..n)
-            .map(move |k| last - k * w.slide)
-            .filter(move |s| s + w.size > t)
     }
 }
 
@@ -460,8 +496,15 @@ impl Operator for Aggregator {
             values.push((f, i, mask));
         }
         let track = self.mode != OutputMode::Append;
-        for (row, key) in keys.iter().enumerate() {
-            let starts: Vec<i64> = match (&self.windows, &times) {
+        // Kafka's partition column, for the per-partition watermark.
+        let partitions = batch
+            .column_by_name("partition")
+            .and_then(|c| c.as_primitive_opt::<Int32Type>())
+            .cloned();
+        let mut advanced: Vec<i32> = Vec::new();
+        let n_specs = self.specs.len();
+        for (row, key) in keys.into_iter().enumerate() {
+            let (first, n_starts, slide) = match (&self.windows, &times) {
                 (Some(w), Some(t)) => {
                     if t.is_null(row) {
                         self.state.unparsed_time += 1;
@@ -474,17 +517,41 @@ impl Operator for Aggregator {
                     }
                     self.state.max_event_time =
                         Some(self.state.max_event_time.map_or(t, |m| m.max(t)));
-                    Self::window_starts(w, t).collect()
+                    if let Some(p) = partitions.as_ref().filter(|p| p.is_valid(row)) {
+                        let p = p.value(row);
+                        let m = self.state.partition_max.entry(p).or_insert(i64::MIN);
+                        if t > *m {
+                            *m = t;
+                            if !advanced.contains(&p) {
+                                advanced.push(p);
+                            }
+                        }
+                    }
+                    // The windows holding `t`: `first`, then `slide` back, while they reach `t`.
+                    let first = t.div_euclid(w.slide) * w.slide;
+                    let n = (0..w.size / w.slide)
+                        .take_while(|k| first - k * w.slide + w.size > t)
+                        .count();
+                    (first, n, w.slide)
                 }
-                _ => vec![0],
+                _ => (0, 1, 0),
             };
-            for start in starts {
-                let key = (start, key.clone());
-                let accs = self
-                    .state
-                    .groups
-                    .entry(key.clone())
-                    .or_insert_with(|| vec![Acc::default(); self.specs.len()]);
+            let mut key = Some(key);
+            for k in 0..n_starts {
+                let start = first - k as i64 * slide;
+                // The last window takes the key itself: one allocation per row when tumbling.
+                let bytes = if k + 1 == n_starts {
+                    key.take().expect("taken once")
+                } else {
+                    key.clone().expect("still here")
+                };
+                let gk = (start, bytes);
+                if !self.state.groups.contains_key(&gk) {
+                    self.state
+                        .groups
+                        .insert(gk.clone(), vec![Acc::default(); n_specs]);
+                }
+                let accs = self.state.groups.get_mut(&gk).expect("inserted above");
                 for (i, (f, iv, mask)) in values.iter().enumerate() {
                     if mask
                         .as_ref()
@@ -501,8 +568,14 @@ impl Operator for Aggregator {
                     }
                 }
                 if track {
-                    self.dirty.insert(key);
+                    self.dirty.insert(gk);
                 }
+            }
+        }
+        if !advanced.is_empty() {
+            let now = Instant::now();
+            for p in advanced {
+                self.partition_advanced.insert(p, now);
             }
         }
         Ok(())
@@ -510,7 +583,9 @@ impl Operator for Aggregator {
 
     fn on_barrier(&mut self, _epoch: Epoch, out: &mut Collector) -> Result<()> {
         // Advance the watermark at the trigger, as Spark does between micro-batches.
-        if let (Some(w), Some(max)) = (&self.windows, self.state.max_event_time) {
+        if let Some(w) = &self.windows
+            && let Some(max) = self.watermark_base(w)
+        {
             let wm = max - w.delay;
             self.state.watermark = Some(self.state.watermark.map_or(wm, |old| old.max(wm)));
         }
@@ -579,6 +654,7 @@ impl Operator for Aggregator {
             groups,
             watermark: self.state.watermark,
             max_event_time: self.state.max_event_time,
+            partition_max: self.state.partition_max.clone(),
             late_events: self.state.late_events,
             unparsed_time: self.state.unparsed_time,
             specs: self.raw_specs.iter().map(|s| s.name.clone()).collect(),
@@ -607,9 +683,13 @@ impl Operator for Aggregator {
                 .collect(),
             watermark: snap.watermark,
             max_event_time: snap.max_event_time,
+            partition_max: snap.partition_max,
             late_events: snap.late_events,
             unparsed_time: snap.unparsed_time,
         };
+        // Idleness restarts from the restore: every partition counts until it proves idle.
+        let now = Instant::now();
+        self.partition_advanced = self.state.partition_max.keys().map(|p| (*p, now)).collect();
         self.reported_late = self.state.late_events;
         // Changes a trigger held back (`emit_every`) are still to be emitted.
         self.dirty = snap.dirty.into_iter().collect();
@@ -626,6 +706,8 @@ struct Snapshot {
     groups: Vec<(i64, Vec<u8>, Vec<Acc>)>,
     watermark: Option<i64>,
     max_event_time: Option<i64>,
+    #[serde(default)]
+    partition_max: BTreeMap<i32, i64>,
     late_events: u64,
     unparsed_time: u64,
     specs: Vec<String>,

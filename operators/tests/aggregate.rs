@@ -1597,3 +1597,82 @@ fn a_null_group_key_is_a_group_of_its_own() {
     }
     assert_eq!(got, want);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. The watermark per Kafka partition
+// ---------------------------------------------------------------------------------------------
+
+/// `evs` with Kafka's `partition` column: event `i` comes from partition `parts[i]`.
+fn with_partitions(evs: &[Ev], parts: &[i32], tc: TimeCol) -> RecordBatch {
+    let b = batch(evs, tc);
+    let mut fields: Vec<Field> = b.schema().fields().iter().map(|f| (**f).clone()).collect();
+    fields.push(Field::new("partition", DataType::Int32, false));
+    let mut cols = b.columns().to_vec();
+    cols.push(Arc::new(Int32Array::from(parts.to_vec())));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+fn partitioned(extra: Value) -> Box<dyn Operator> {
+    let mut op = window_config(extra).build(&ctx()).unwrap();
+    let schema = with_partitions(&[], &[], TimeCol::Text).schema();
+    op.init(&schema).unwrap();
+    op
+}
+
+fn feed_partitioned(op: &mut Box<dyn Operator>, evs: &[Ev], parts: &[i32]) {
+    let mut out = Collector::new(1);
+    op.process(with_partitions(evs, parts, TimeCol::Text), &mut out)
+        .unwrap();
+}
+
+#[test]
+fn the_watermark_follows_the_slowest_partition() {
+    let mut op = partitioned(json!({ "window": "1m", "watermark": "30s" }));
+    let b = base();
+    // Partition 0 is read 10 minutes ahead of partition 1, as in a backfill.
+    feed_partitioned(
+        &mut op,
+        &[ev("A", b + 10 * MIN, 1.0), ev("B", b + 20 * SEC, 2.0)],
+        &[0, 1],
+    );
+    // Watermark = min(10:10:00, 10:00:20) - 30 s = 09:59:50: nothing closes.
+    assert!(trigger(&mut op).is_empty());
+    assert_eq!(snapshot_json(&mut op)["watermark"], json!(b - 10 * SEC));
+    // Partition 1 catches up with events 5 minutes behind partition 0: not late.
+    let catch_up = [ev("B", b + 30 * SEC, 4.0), ev("C", b + 5 * MIN, 8.0)];
+    feed_partitioned(&mut op, &catch_up, &[1, 1]);
+    assert_eq!(snapshot_json(&mut op)["late_events"], json!(0));
+    // Watermark = 10:05:00 - 30 s = 10:04:30: B's window [10:00, 10:01) closes with both events.
+    let got = read(&trigger(&mut op), Some(MIN));
+    let want_b = expected_row(&[ev("B", 0, 2.0), ev("B", 0, 4.0)]);
+    assert_eq!(got, BTreeMap::from([((b, "B".to_string()), want_b)]));
+    assert_eq!(
+        snapshot_json(&mut op)["watermark"],
+        json!(b + 4 * MIN + 30 * SEC)
+    );
+    // Under the global rule (10:10:00 - 30 s), the catch-up events would have been late.
+}
+
+#[test]
+fn an_idle_partition_stops_holding_the_watermark_back() {
+    let mut op = partitioned(json!({ "window": "1m", "watermark": "0s", "idle_timeout": "200ms" }));
+    let b = base();
+    feed_partitioned(
+        &mut op,
+        &[ev("A", b + 10 * SEC, 1.0), ev("B", b + 5 * MIN, 2.0)],
+        &[0, 1],
+    );
+    assert!(
+        trigger(&mut op).is_empty(),
+        "partition 0 holds it at 10:00:10"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Partition 0 has been idle past the timeout; partition 1 advances.
+    feed_partitioned(&mut op, &[ev("B", b + 6 * MIN, 4.0)], &[1]);
+    let got = read(&trigger(&mut op), Some(MIN));
+    assert!(
+        got.contains_key(&(b, "A".to_string())),
+        "A's window closed once partition 0 was idle: {got:?}"
+    );
+    assert_eq!(snapshot_json(&mut op)["watermark"], json!(b + 6 * MIN));
+}
