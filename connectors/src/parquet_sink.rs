@@ -3,7 +3,8 @@
 //! Files are staged and become visible only when their epoch commits:
 //! - on S3, a file is a multipart upload whose parts go up while rows arrive; the upload is
 //!   completed after the epoch's manifest is written, and completing it again on restart is safe;
-//! - on `file://`, a file is written under `_staging/` and renamed into the table on commit.
+//! - on `file://`, a file is written under `_staging/<owner>/` and renamed into the table on
+//!   commit (`<owner>` identifies the pipeline by its checkpoint location).
 //!
 //! A reader listing the table's prefix therefore never sees a half-written or uncommitted file.
 //! One file per epoch (the trigger interval), rolled over at `target_file_mb`.
@@ -97,7 +98,9 @@ impl SinkConfig for ParquetSinkConfig {
             node: ctx.node.clone(),
             committer: Arc::new(ParquetCommitter {
                 location: location.clone(),
+                staging: staging_dir(&ctx.checkpoint),
             }),
+            staging: staging_dir(&ctx.checkpoint),
             location,
             props,
             target_bytes: self.target_file_mb * 1024 * 1024,
@@ -111,6 +114,8 @@ impl SinkConfig for ParquetSinkConfig {
 
 pub struct ParquetSink {
     node: String,
+    /// This pipeline's staging folder in the table, `_staging/<owner>`.
+    staging: String,
     location: Location,
     committer: Arc<ParquetCommitter>,
     props: WriterProperties,
@@ -184,7 +189,7 @@ impl ParquetSink {
                 self.location
                     .store
                     .put(
-                        &intent_path(&self.location, &path),
+                        &intent_path(&self.location, &self.staging, &path),
                         PutPayload::from(intent.to_string()),
                     )
                     .await
@@ -256,7 +261,7 @@ impl ParquetSink {
                 // The whole file goes to `_staging/`, to be renamed (append) or copied over the
                 // table's single object (complete) on commit.
                 let name = path.filename().unwrap_or("part.parquet").to_string();
-                let staging = self.location.child(&format!("_staging/{name}"));
+                let staging = self.location.child(&format!("{}/{name}", self.staging));
                 let data = Bytes::from(std::mem::take(writer.inner_mut()));
                 self.location
                     .store
@@ -284,11 +289,23 @@ impl ParquetSink {
 }
 
 /// Where the intent record of a multipart upload for `path` lives (hidden from readers).
-fn intent_path(location: &Location, path: &Path) -> Path {
+fn intent_path(location: &Location, staging: &str, path: &Path) -> Path {
     location.child(&format!(
-        "_staging/uploads/{}.json",
+        "{staging}/uploads/{}.json",
         path.filename().unwrap_or("part")
     ))
+}
+
+/// A pipeline's staging folder in a table: `_staging/<owner>`, the owner being a stable hash
+/// (FNV-1a) of the pipeline's checkpoint location. Recovery cleans only its own folder, so two
+/// pipelines writing one table (a mistake, but a possible one) cannot abort each other's uploads.
+fn staging_dir(checkpoint: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in checkpoint.trim_end_matches('/').bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("_staging/{h:016x}")
 }
 
 /// Milliseconds since the Unix epoch, zero-padded so file names sort by time.
@@ -369,6 +386,8 @@ impl Sink for ParquetSink {
 
 pub struct ParquetCommitter {
     location: Location,
+    /// This pipeline's staging folder, `_staging/<owner>`.
+    staging: String,
 }
 
 #[async_trait::async_trait]
@@ -385,7 +404,7 @@ impl Committer for ParquetCommitter {
                 };
             }
         }
-        let staging = self.location.child("_staging");
+        let staging = self.location.child(&self.staging);
         let objects: Vec<_> =
             futures::TryStreamExt::try_collect(self.location.store.list(Some(&staging)))
                 .await
@@ -393,7 +412,7 @@ impl Committer for ParquetCommitter {
         let mut cleaned = 0;
         for o in objects {
             let name = o.location.to_string();
-            if name.contains("/_staging/uploads/") {
+            if name.contains(&format!("/{}/uploads/", self.staging)) {
                 let bytes = self
                     .location
                     .store
@@ -464,7 +483,7 @@ impl Committer for ParquetCommitter {
                     let _ = self
                         .location
                         .store
-                        .delete(&intent_path(&self.location, &path))
+                        .delete(&intent_path(&self.location, &self.staging, &path))
                         .await;
                 }
                 Staged::Replace { from, to, .. } => {

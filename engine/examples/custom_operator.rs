@@ -156,6 +156,7 @@ inputs = ["parse.quarantine"]
             node: "with_tax".into(),
             storage: Default::default(),
             trigger: std::time::Duration::from_secs(1),
+            checkpoint: "file:///tmp/taxed".into(),
         };
         let cfg: toml::Value =
             toml::from_str("column = \"total\"\nrate = 0.2\noutput = \"total_ttc\"").unwrap();

@@ -38,6 +38,7 @@ impl Graph {
                 node: spec.name.clone(),
                 storage: pipeline.storage.clone(),
                 trigger: pipeline.trigger,
+                checkpoint: pipeline.checkpoint.clone(),
             };
             let node = registry
                 .build(&spec.type_name, spec.config.clone(), &ctx)

@@ -19,6 +19,7 @@ fn ctx() -> BuildContext {
         node: "n".into(),
         storage: Default::default(),
         trigger: Duration::from_secs(10),
+        checkpoint: "file:///tmp/bench".into(),
     }
 }
 

@@ -473,6 +473,68 @@ async fn streaming_picks_up_new_messages_and_stops_cleanly_on_sigterm() {
     check_orders_tables(&paths, &topic, &sent).await;
 }
 
+/// Two pipelines with their own checkpoints writing the same tables (a mistake, but a possible
+/// one): a run of the second must not abort the uploads the first has in flight, because recovery
+/// cleans only its own pipeline's staging.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_pipelines_writing_one_table_leave_each_others_uploads_alone() {
+    let (topic_a, topic_b) = (unique("it-share-a"), unique("it-share-b"));
+    create_topic(&topic_a, 1).await;
+    create_topic(&topic_b, 1).await;
+    let sent_a = produce(&topic_a, orders(30, 31, 1)).await;
+    let sent_b = produce(&topic_b, orders(20, 32, 5_000)).await;
+    let shared = EnginePaths::new("share");
+    let gold = format!("s3://gold/it/{}", unique("share"));
+    let (ck_a, ck_b) = (
+        format!("{}/_checkpoints/a", shared.bronze),
+        format!("{}/_checkpoints/b", shared.bronze),
+    );
+    let bronze = shared.bronze.as_str();
+    let env_b = vec![
+        ("ORDERS_TOPIC", topic_b.as_str()),
+        ("BRONZE_URL", bronze),
+        ("GOLD_URL", gold.as_str()),
+        ("CHECKPOINT_URL", ck_b.as_str()),
+    ];
+    // A streams with an hour-long trigger: its multipart uploads stay open until it stops.
+    let env_a = vec![
+        ("ORDERS_TOPIC", topic_a.as_str()),
+        ("BRONZE_URL", bronze),
+        ("GOLD_URL", gold.as_str()),
+        ("CHECKPOINT_URL", ck_a.as_str()),
+        ("TRIGGER", "1h"),
+    ];
+    let child = spawn_engine(&pipeline("orders.toml"), &env_a);
+    let staging = format!("{}/_staging", shared.table("commandes"));
+    eventually("A's upload open", Duration::from_secs(60), || {
+        let staging = staging.clone();
+        async move { (!list_all(&staging).await.is_empty()).then_some(()) }
+    })
+    .await;
+    // B runs to the end with its own checkpoint; its start-up recovery runs meanwhile.
+    assert_success(&engine(
+        &["run", &pipeline("orders.toml"), "--batch"],
+        &env_b,
+    ));
+    // A stops cleanly: its final epoch completes the uploads B must not have aborted.
+    let (status, stderr) = sigterm(child).await;
+    assert!(status.success(), "A failed: {stderr}");
+    let mut seen: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for r in rows(&read_table(&shared.table("commandes")).await) {
+        let k = (
+            r["topic"].as_str().unwrap().to_string(),
+            r["offset"].as_i64().unwrap(),
+        );
+        *seen.entry(k).or_default() += 1;
+    }
+    let want: BTreeMap<(String, i64), usize> = sent_a
+        .keys()
+        .map(|(_, o)| ((topic_a.to_string(), *o), 1))
+        .chain(sent_b.keys().map(|(_, o)| ((topic_b.to_string(), *o), 1)))
+        .collect();
+    assert_eq!(seen, want, "every order of both pipelines, once");
+}
+
 #[test]
 fn validate_rejects_an_output_mode_the_sink_cannot_take() {
     let dir = std::env::temp_dir().join(unique("validate"));

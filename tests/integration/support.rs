@@ -210,6 +210,13 @@ fn store_for(url: &str) -> (Arc<dyn ObjectStore>, Path) {
     (Arc::new(s3), Path::from(prefix))
 }
 
+/// Every object under a prefix, hidden folders included.
+pub async fn list_all(url: &str) -> Vec<Path> {
+    let (store, prefix) = store_for(url);
+    let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await.expect("list");
+    metas.into_iter().map(|m| m.location).collect()
+}
+
 /// Lists a table as a reader would: every object under the prefix, skipping `_`/`.` folders.
 pub async fn list_table_files(url: &str) -> Vec<Path> {
     let (store, prefix) = store_for(url);

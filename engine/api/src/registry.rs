@@ -14,6 +14,9 @@ pub struct BuildContext {
     pub storage: StorageConfig,
     /// The trigger (checkpoint) interval.
     pub trigger: Duration,
+    /// The pipeline's checkpoint location. It identifies the pipeline's run: a sink keeps what
+    /// it stages apart from what another pipeline writing the same table stages.
+    pub checkpoint: String,
 }
 
 /// A node config that builds an operator. Implement it on a `serde::Deserialize` struct

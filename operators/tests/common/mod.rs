@@ -21,6 +21,7 @@ pub fn ctx() -> BuildContext {
         node: "node".into(),
         storage: StorageConfig::default(),
         trigger: Duration::from_secs(10),
+        checkpoint: "file:///tmp/test".into(),
     }
 }
 
