@@ -92,6 +92,10 @@ enum Command {
         /// type, a missing field, a broken rule, an empty value), to see the quarantine at work.
         #[arg(long, default_value_t = 0)]
         bad_every: u64,
+        /// With --rate: set each message's event time and Kafka timestamp to its intended send
+        /// time (overrides --start-time), to measure produce-to-visible latency (`make bench`).
+        #[arg(long, requires = "rate")]
+        stamp_send_time: bool,
     },
     /// Read the tables back from the object store: row counts, quarantine per reason, top products,
     /// busiest customers, log statistics and the most loaded servers.
@@ -230,6 +234,7 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             start_time,
             brokers,
             bad_every,
+            stamp_send_time,
         } => {
             let kind = kind.or_else(|| Kind::for_topic(&topic)).ok_or_else(|| {
                 EngineError::config(format!("cannot tell the kind of messages for topic `{topic}`; pass --kind orders|logs|metrics"))
@@ -258,6 +263,7 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
                 seed,
                 start_ms,
                 bad_every,
+                stamp_send_time,
             })?;
             let secs = t0.elapsed().as_secs_f64();
             println!(

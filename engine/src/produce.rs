@@ -124,8 +124,13 @@ impl Generator {
     }
 
     pub fn message(&mut self, i: u64) -> (String, Vec<u8>) {
-        let ts =
-            iso(self.start_ms + i as i64 * self.step_ms + self.rng.i64(0..self.step_ms.max(1)));
+        let ts = self.start_ms + i as i64 * self.step_ms + self.rng.i64(0..self.step_ms.max(1));
+        self.message_at(i, ts)
+    }
+
+    /// Message `i` with its event time set to `ts_ms`.
+    pub fn message_at(&mut self, i: u64, ts_ms: i64) -> (String, Vec<u8>) {
+        let ts = iso(ts_ms);
         let r = &mut self.rng;
         match self.kind {
             Kind::Orders => {
@@ -250,6 +255,9 @@ pub struct ProduceArgs {
     pub start_ms: i64,
     /// Replace every n-th message with a malformed one (0: never).
     pub bad_every: u64,
+    /// With `rate`: each message's event time (and Kafka timestamp) is its intended send time,
+    /// for produce-to-visible latency measurements.
+    pub stamp_send_time: bool,
 }
 
 /// Produces `count` messages, paced at `rate` per second if given. Returns the number delivered.
@@ -286,23 +294,34 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
     }
     let mut generator = Generator::new(args.kind, args.seed, args.start_ms);
     let started = Instant::now();
+    let started_ms = chrono::Utc::now().timestamp_millis();
     let mut last_report = Instant::now();
     for i in 0..args.count {
+        let mut intended_ms = None;
         if let Some(rate) = args.rate {
-            // Open loop: each message has an intended send time.
-            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            // Open loop: each message has an intended send time, kept even when sending falls
+            // behind, so a slow consumer cannot hide its delay (no coordinated omission).
+            let offset = Duration::from_secs_f64(i as f64 / rate);
+            let due = started + offset;
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
             }
+            intended_ms = Some(started_ms + offset.as_millis() as i64);
         }
-        let (key, mut value) = generator.message(i);
+        let (key, mut value) = match intended_ms {
+            Some(ts) if args.stamp_send_time => generator.message_at(i, ts),
+            _ => generator.message(i),
+        };
         if args.bad_every > 0 && i % args.bad_every == args.bad_every - 1 {
             value = BAD_MESSAGES[(i / args.bad_every) as usize % BAD_MESSAGES.len()]
                 .as_bytes()
                 .to_vec();
         }
         let mut record = BaseRecord::to(&args.topic).key(&key).payload(&value);
+        if let (Some(ts), true) = (intended_ms, args.stamp_send_time) {
+            record = record.timestamp(ts);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
