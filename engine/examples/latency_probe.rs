@@ -169,9 +169,10 @@ async fn main() {
     let mut read_files: HashSet<Path> = HashSet::new();
     let mut seen_logs = BTreeSet::new();
     let mut seen_ids: HashSet<i64> = HashSet::new();
-    let mut latencies: Vec<i64> = Vec::new();
+    // (intended send time, latency) per row.
+    let mut seen: Vec<(i64, i64)> = Vec::new();
     let mut duplicates = 0usize;
-    while latencies.len() < args.expect && started.elapsed() < args.timeout {
+    while seen.len() < args.expect && started.elapsed() < args.timeout {
         let listed_at = now_ms();
         let files: Vec<Path> = if args.layout == "spark" {
             spark_files(&loc, &mut seen_logs).await.unwrap_or_default()
@@ -209,19 +210,34 @@ async fn main() {
                     duplicates += 1;
                     continue;
                 }
-                latencies.push(listed_at - sent);
+                seen.push((sent, listed_at - sent));
             }
         }
         tokio::time::sleep(args.poll).await;
     }
-    latencies.sort_unstable();
-    let pct = |p: f64| -> serde_json::Value {
-        if latencies.is_empty() {
+    fn pct(sorted: &[i64], p: f64) -> serde_json::Value {
+        if sorted.is_empty() {
             return serde_json::Value::Null;
         }
-        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i].into()
+        let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+        sorted[i].into()
+    }
+    // A system that keeps up has the same latency at the end of the run as at its start; one
+    // that falls behind builds a backlog, and its latency grows with the send time.
+    seen.sort_unstable();
+    let quarter = |q: usize| -> serde_json::Value {
+        let n = seen.len();
+        let mut l: Vec<i64> = seen[n * q / 4..n * (q + 1) / 4]
+            .iter()
+            .map(|x| x.1)
+            .collect();
+        l.sort_unstable();
+        pct(&l, 0.95)
     };
+    let (first_q, last_q) = (quarter(0), quarter(3));
+    let mut latencies: Vec<i64> = seen.iter().map(|x| x.1).collect();
+    latencies.sort_unstable();
+    let pct = |p: f64| pct(&latencies, p);
     let out = serde_json::json!({
         "rows": latencies.len(),
         "expected": args.expect,
@@ -232,6 +248,8 @@ async fn main() {
         "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),
         "max_ms": latencies.last(),
+        "p95_first_quarter_ms": first_q,
+        "p95_last_quarter_ms": last_q,
         "poll_ms": args.poll.as_millis() as u64,
     });
     println!("{out}");
