@@ -152,7 +152,7 @@ def peak_rss_mib(pid):
     return best / 1024
 
 
-def latency_run(system, rate, seconds, trigger, spark_env=None):
+def latency_run(system, rate, seconds, trigger, spark_env=None, warmup_s=0):
     """One produce-to-visible measurement: starts the system streaming on a new topic, waits until
     a warm-up burst is visible, then produces `rate` x `seconds` orders open-loop while
     latency_probe watches the committed `commandes` table. Returns the probe's figures."""
@@ -182,6 +182,10 @@ def latency_run(system, rate, seconds, trigger, spark_env=None):
         out, _ = warm.communicate()
         if not json.loads(out)["complete"]:
             raise RuntimeError(f"{system} ({trigger}) did not show the warm-up orders within {ready_timeout} s")
+        if warmup_s > 0:
+            # Optionally, a spell at the measured rate first (not measured): caches, files and
+            # the S3 server's volumes settle before the clock starts.
+            produce_paced(topic, int(rate * warmup_s), rate)
         since = now_ms()
         count = int(rate * seconds)
         # Keeping up means every order is visible within 15 s of the last one's intended send time.
@@ -208,12 +212,12 @@ def latency_run(system, rate, seconds, trigger, spark_env=None):
         delete_topic(topic)
 
 
-def lowest_keeping_up(system, rate, seconds, triggers, spark_env=None):
+def lowest_keeping_up(system, rate, seconds, triggers, spark_env=None, warmup_s=0):
     """Tries the triggers from the lowest up; returns the first run that keeps up, or the last."""
     res = None
     for trigger in triggers:
         try:
-            res = latency_run(system, rate, seconds, trigger, spark_env)
+            res = latency_run(system, rate, seconds, trigger, spark_env, warmup_s)
         except RuntimeError as e:
             log(f"latency {system} trigger {trigger}: {e}")
             continue
@@ -257,7 +261,9 @@ def main():
     ap.add_argument("--latency-rate", type=float, default=None,
                     help="input rate of the latency runs; default: 50%% of (b)'s measured throughput")
     ap.add_argument("--low-rate", type=float, default=2000,
-                    help="a second, lower input rate that Spark can sustain, to compare both at equal load")
+                    help="a second, lower input rate that Spark can sustain, to compare both at equal load (0: skip)")
+    ap.add_argument("--warmup-seconds", type=float, default=0,
+                    help="before each measured latency run, produce this long at its rate, unmeasured")
     ap.add_argument("--engine-triggers", default="250ms,500ms,1s,2s",
                     help="engine triggers to try, lowest first; the first that keeps up is reported")
     ap.add_argument("--spark-triggers", default="1 second,2 seconds,5 seconds",
@@ -344,13 +350,15 @@ def latency_section(args, eng_rate, spark_env):
     spark_triggers = [t.strip() for t in args.spark_triggers.split(",") if t.strip()]
     rows = []
     for r, label in [(rate, "50% of (b)"), (args.low_rate, "low rate")]:
-        res = lowest_keeping_up("engine", r, seconds, engine_triggers)
+        if r <= 0:
+            continue
+        res = lowest_keeping_up("engine", r, seconds, engine_triggers, warmup_s=args.warmup_seconds)
         if res:
             rows.append(dict(res, load=label))
         if spark_env is not None:
             # At 50% of the engine's rate Spark falls behind whatever the trigger: one try is enough.
             tries = spark_triggers[:1] if label != "low rate" else spark_triggers
-            res = lowest_keeping_up("spark", r, seconds, tries, spark_env)
+            res = lowest_keeping_up("spark", r, seconds, tries, spark_env, args.warmup_seconds)
             if res:
                 rows.append(dict(res, load=label))
     return rows
@@ -404,8 +412,9 @@ def write_results(args, obytes, results, latency):
         "",
         f"Command: `{' '.join(['python3', 'bench/bench.py'] + sys.argv[1:])}` (via `make bench`)",
         f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; Kafka and the S3 server on the same machine.",
-        f"Data: {args.orders:,} orders ({obytes / args.orders:.0f} B each), {args.logs:,} log lines, "
-        f"{args.metrics:,} metrics, 3 partitions each. Median of {args.runs} runs; peak RSS is the largest.",
+        (f"Data: {args.orders:,} orders ({obytes / args.orders:.0f} B each), {args.logs:,} log lines, "
+         f"{args.metrics:,} metrics, 3 partitions each. Median of {args.runs} runs; peak RSS is the largest."
+         if results else "Data: latency runs only, each on a new topic of 3 partitions."),
         "",
         "| run | messages/s | MB/s | CPU-s per million | peak RSS (MiB) | what it does |",
         "|---|---:|---:|---:|---:|---|",
@@ -428,7 +437,8 @@ def write_results(args, obytes, results, latency):
             "A run keeps up when every order is visible within 15 s of the last one's send time and the latency "
             "does not grow during the run (p95 of the last quarter of orders at most twice the first quarter's "
             "plus 1 s); the trigger is the lowest tried that keeps up, or the last tried when none does. "
-            "Warm-up (start-up and 200 orders) is excluded.",
+            "Warm-up (start-up and 200 orders) is excluded"
+            + (f", then {args.warmup_seconds:g} s at the run's rate, unmeasured." if args.warmup_seconds else "."),
             "",
             "| system | load | input rate (msg/s) | trigger | keeps up | rows visible | p50 ms | p95 ms | p99 ms | max ms | p95 first / last quarter (ms) | duplicates | peak RSS (MiB) |",
             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
