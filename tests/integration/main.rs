@@ -144,6 +144,7 @@ fn env_for<'a>(
     vec![
         (topic_var, topic),
         ("BRONZE_URL", &paths.bronze),
+        ("GOLD_URL", &paths.gold),
         ("CHECKPOINT_URL", &paths.checkpoints),
     ]
 }

@@ -157,15 +157,20 @@ pub async fn produce_tombstones(topic: &str, n: usize) -> BTreeMap<(i32, i64), S
 pub struct EnginePaths {
     pub bronze: String,
     pub checkpoints: String,
+    /// The test's own gold prefix: tests never write the default `s3://gold` tables, which
+    /// `make demo` reads.
+    pub gold: String,
 }
 
 impl EnginePaths {
-    /// A fresh prefix in the bronze bucket for one test.
+    /// A fresh prefix in the bronze bucket (and one in the gold bucket) for one test.
     pub fn new(test: &str) -> Self {
-        let root = format!("s3://bronze/it/{}", unique(test));
+        let id = unique(test);
+        let root = format!("s3://bronze/it/{id}");
         EnginePaths {
             bronze: root.clone(),
             checkpoints: format!("{root}/_checkpoints"),
+            gold: format!("s3://gold/it/{id}"),
         }
     }
 
