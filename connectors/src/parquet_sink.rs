@@ -90,6 +90,7 @@ impl SinkConfig for ParquetSinkConfig {
             ));
         }
         let location = Location::open(&self.path, &ctx.storage)?;
+        let staging = staging_dir(&ctx.checkpoint);
         let props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(self.row_group_rows))
@@ -98,9 +99,9 @@ impl SinkConfig for ParquetSinkConfig {
             node: ctx.node.clone(),
             committer: Arc::new(ParquetCommitter {
                 location: location.clone(),
-                staging: staging_dir(&ctx.checkpoint),
+                staging: staging.clone(),
             }),
-            staging: staging_dir(&ctx.checkpoint),
+            staging,
             location,
             props,
             target_bytes: self.target_file_mb * 1024 * 1024,
@@ -410,9 +411,10 @@ impl Committer for ParquetCommitter {
                 .await
                 .map_err(|e| self.location.explain(e))?;
         let mut cleaned = 0;
+        let intents = format!("/{}/uploads/", self.staging);
         for o in objects {
             let name = o.location.to_string();
-            if name.contains(&format!("/{}/uploads/", self.staging)) {
+            if name.contains(&intents) {
                 let bytes = self
                     .location
                     .store

@@ -4,9 +4,9 @@
 //! first list and read it. Prints one JSON line with the count and p50/p95/p99/max in ms.
 //!
 //! "Visible" follows each writer's own commit protocol:
-//! - `--layout engine`: a Parquet file listed under the table's prefix (the engine completes a
-//!   file's multipart upload only after its epoch's manifest, and keeps staged files under
-//!   `_staging/`, which is skipped);
+//! - `--layout engine`: a Parquet file listed under the table's prefix, outside its hidden
+//!   folders (the engine completes a file's multipart upload only after its epoch's manifest,
+//!   and keeps staged files under `_staging/`), as `engine report` reads a table;
 //! - `--layout spark`: a file named in the table's `_spark_metadata` log (Spark's file sink
 //!   commits a micro-batch by writing that log entry; files not in it are not part of the table).
 //!
@@ -95,22 +95,21 @@ fn stamps(data: Bytes) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     for batch in builder.with_projection(mask).build().expect("reader") {
         let batch = batch.expect("a readable batch");
-        let ts = batch
-            .column_by_name("timestamp")
-            .expect("a timestamp column");
-        let ts = arrow::compute::cast(ts, &arrow::datatypes::DataType::Utf8).expect("cast");
-        let ts = ts.as_string::<i32>();
+        // The engine's own event-time parsing (text or timestamp column).
+        let ts = operators::time::event_times(
+            batch
+                .column_by_name("timestamp")
+                .expect("a timestamp column"),
+        )
+        .expect("event times");
         let ids = batch
             .column_by_name("order_id")
             .expect("an order_id column");
         let ids = arrow::compute::cast(ids, &arrow::datatypes::DataType::Int64).expect("cast");
         let ids = ids.as_primitive::<arrow::datatypes::Int64Type>();
         for i in 0..batch.num_rows() {
-            if ts.is_null(i) {
-                continue;
-            }
-            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts.value(i)) {
-                out.push((ids.value(i), t.timestamp_millis()));
+            if ts.is_valid(i) {
+                out.push((ids.value(i), ts.value(i)));
             }
         }
     }
@@ -186,9 +185,7 @@ async fn main() {
                 Ok(v) => v
                     .into_iter()
                     .map(|m| m.location)
-                    .filter(|p| {
-                        p.as_ref().ends_with(".parquet") && !p.as_ref().contains("/_staging/")
-                    })
+                    .filter(|p| engine::report::is_table_file(&loc.prefix, p))
                     .collect(),
                 Err(_) => Vec::new(),
             }

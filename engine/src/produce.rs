@@ -309,9 +309,10 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
             }
             intended_ms = Some(started_ms + offset.as_millis() as i64);
         }
-        let (key, mut value) = match intended_ms {
-            Some(ts) if args.stamp_send_time => generator.message_at(i, ts),
-            _ => generator.message(i),
+        let stamp = intended_ms.filter(|_| args.stamp_send_time);
+        let (key, mut value) = match stamp {
+            Some(ts) => generator.message_at(i, ts),
+            None => generator.message(i),
         };
         if args.bad_every > 0 && i % args.bad_every == args.bad_every - 1 {
             value = BAD_MESSAGES[(i / args.bad_every) as usize % BAD_MESSAGES.len()]
@@ -319,7 +320,7 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
                 .to_vec();
         }
         let mut record = BaseRecord::to(&args.topic).key(&key).payload(&value);
-        if let (Some(ts), true) = (intended_ms, args.stamp_send_time) {
+        if let Some(ts) = stamp {
             record = record.timestamp(ts);
         }
         loop {

@@ -16,6 +16,23 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Whether `location`, listed under a table's `prefix`, is one of the table's committed Parquet
+/// files: not under a `_`- or `.`-prefixed folder (staging, Spark's logs), as Spark and pyarrow
+/// read a table.
+pub fn is_table_file(
+    prefix: &object_store::path::Path,
+    location: &object_store::path::Path,
+) -> bool {
+    let rel = location
+        .as_ref()
+        .strip_prefix(prefix.as_ref())
+        .unwrap_or(location.as_ref());
+    let hidden = rel
+        .split('/')
+        .any(|p| p.starts_with('_') || p.starts_with('.'));
+    !hidden && rel.ends_with(".parquet")
+}
+
 /// Every committed row of the Parquet table at `url` (files under `_`-prefixed folders are
 /// staging and are skipped, as Spark and pyarrow skip them).
 pub async fn read_table(url: &str, storage: &StorageConfig) -> Result<Vec<RecordBatch>> {
@@ -28,15 +45,7 @@ pub async fn read_table(url: &str, storage: &StorageConfig) -> Result<Vec<Record
         .map_err(|e| loc.explain(e))?;
     let mut out = Vec::new();
     for m in metas {
-        let rel = m
-            .location
-            .as_ref()
-            .strip_prefix(loc.prefix.as_ref())
-            .unwrap_or(m.location.as_ref());
-        let hidden = rel
-            .split('/')
-            .any(|p| p.starts_with('_') || p.starts_with('.'));
-        if hidden || !rel.ends_with(".parquet") {
+        if !is_table_file(&loc.prefix, &m.location) {
             continue;
         }
         let bad = |e: &dyn std::fmt::Display| {

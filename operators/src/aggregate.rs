@@ -503,7 +503,7 @@ impl Operator for Aggregator {
             .cloned();
         let mut advanced: Vec<i32> = Vec::new();
         let n_specs = self.specs.len();
-        for (row, key) in keys.into_iter().enumerate() {
+        for (row, mut key) in keys.into_iter().enumerate() {
             let (first, n_starts, slide) = match (&self.windows, &times) {
                 (Some(w), Some(t)) => {
                     if t.is_null(row) {
@@ -536,22 +536,23 @@ impl Operator for Aggregator {
                 }
                 _ => (0, 1, 0),
             };
-            let mut key = Some(key);
             for k in 0..n_starts {
                 let start = first - k as i64 * slide;
                 // The last window takes the key itself: one allocation per row when tumbling.
                 let bytes = if k + 1 == n_starts {
-                    key.take().expect("taken once")
+                    std::mem::take(&mut key)
                 } else {
-                    key.clone().expect("still here")
+                    key.clone()
                 };
                 let gk = (start, bytes);
-                if !self.state.groups.contains_key(&gk) {
-                    self.state
-                        .groups
-                        .insert(gk.clone(), vec![Acc::default(); n_specs]);
+                if track {
+                    self.dirty.insert(gk.clone());
                 }
-                let accs = self.state.groups.get_mut(&gk).expect("inserted above");
+                let accs = self
+                    .state
+                    .groups
+                    .entry(gk)
+                    .or_insert_with(|| vec![Acc::default(); n_specs]);
                 for (i, (f, iv, mask)) in values.iter().enumerate() {
                     if mask
                         .as_ref()
@@ -566,9 +567,6 @@ impl Operator for Aggregator {
                             accs[i].add(f.value(row), iv.as_ref().map_or(0, |a| a.value(row)))
                         }
                     }
-                }
-                if track {
-                    self.dirty.insert(gk);
                 }
             }
         }
