@@ -55,18 +55,28 @@ def topic_size(topic):
     return sum(int(l.rsplit(":", 1)[1]) for l in p.stdout.split() if l.count(":") >= 2)
 
 
+def topic_command(*args, check=True):
+    subprocess.run(["java", "-cp", KAFKA_LIBS, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", BROKERS,
+                    *args], check=check, capture_output=True)
+
+
+def create_topic(topic):
+    topic_command("--create", "--topic", topic, "--partitions", "3", "--replication-factor", "1")
+
+
+def delete_topic(topic, check=False):
+    topic_command("--delete", "--topic", topic, check=check)
+
+
 def ensure_topic(topic, kind, count, seed=1):
     have = topic_size(topic)
     if have == count:
         log(f"{topic}: {count} messages already there")
         return
     if have is not None:
-        subprocess.run(["java", "-cp", KAFKA_LIBS, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server",
-                        BROKERS, "--delete", "--topic", topic], check=True, capture_output=True)
+        delete_topic(topic, check=True)
         time.sleep(3)
-    subprocess.run(["java", "-cp", KAFKA_LIBS, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", BROKERS,
-                    "--create", "--topic", topic, "--partitions", "3", "--replication-factor", "1"],
-                   check=True, capture_output=True)
+    create_topic(topic)
     log(f"{topic}: producing {count} {kind} messages (fixed seed)")
     subprocess.run([ENGINE, "produce", "--topic", topic, "--kind", kind, "--count", str(count), "--seed", str(seed)],
                    check=True)
@@ -106,17 +116,6 @@ LATENCY_PROBE = os.path.join(ROOT, "target", "release", "examples", "latency_pro
 
 def now_ms():
     return int(time.time() * 1000)
-
-
-def create_topic(topic):
-    subprocess.run(["java", "-cp", KAFKA_LIBS, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", BROKERS,
-                    "--create", "--topic", topic, "--partitions", "3", "--replication-factor", "1"],
-                   check=True, capture_output=True)
-
-
-def delete_topic(topic):
-    subprocess.run(["java", "-cp", KAFKA_LIBS, "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", BROKERS,
-                    "--delete", "--topic", topic], capture_output=True)
 
 
 def produce_paced(topic, count, rate):
@@ -226,13 +225,21 @@ def lowest_keeping_up(system, rate, seconds, triggers, spark_env=None, warmup_s=
     return res
 
 
-def chart(results, path):
+def pyplot():
+    """matplotlib's pyplot without a display, or None (and a log line) when it is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         log("matplotlib is not installed: no chart")
+        return None
+    return plt
+
+
+def chart(results, path):
+    plt = pyplot()
+    if plt is None:
         return False
     names = [r["name"] for r in results]
     rates = [r["msgs_per_s"] / 1000 for r in results]
@@ -365,11 +372,8 @@ def latency_section(args, eng_rate, spark_env):
 
 
 def latency_chart(rows, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     kept = [r for r in rows if r.get("p99_ms") is not None]
     if not kept:
