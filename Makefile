@@ -2,7 +2,7 @@
 SHELL := bash
 ENGINE := target/release/engine
 
-.PHONY: help build demo test test-faults test-unit bench stack-up stack-down stack-status fmt lint clean-demo
+.PHONY: help build demo test test-faults test-unit bench stack-up stack-down stack-status fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -23,8 +23,8 @@ bench: ## Throughput side by side: raw Kafka read, the engine, Spark (if install
 	bench/run
 	cargo bench -p operators --bench operators
 
-test-unit: ## Unit tests only (no services)
-	cargo test --release --workspace --locked --lib --bins --examples
+test-unit: ## Every test that needs no services (operators, connectors, config, graph, examples)
+	scripts/test unit
 
 stack-up: ## Start Kafka and the S3 server (installs them on first use)
 	scripts/stack up

@@ -12,7 +12,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleSinkConfig {
-    /// Rows shown per epoch (Spark's `numRows`, default 20).
+    /// Rows shown per epoch (Spark's `numRows`, default 20, from 1 to 10,000).
     #[serde(default = "default_rows")]
     pub num_rows: usize,
     /// Cut values longer than 20 characters (Spark's `truncate`, default true).
@@ -29,6 +29,7 @@ fn yes() -> bool {
 
 impl SinkConfig for ConsoleSinkConfig {
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Sink>> {
+        engine_api::check_range("num_rows", self.num_rows, 1, 10_000)?;
         Ok(Box::new(ConsoleSink {
             node: ctx.node.clone(),
             cfg: self,

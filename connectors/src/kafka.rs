@@ -9,7 +9,10 @@ use arrow::array::{
     TimestampMillisecondBuilder,
 };
 use arrow::datatypes::SchemaRef;
-use engine_api::{BuildContext, EngineError, Result, Secret, Source, SourceConfig, SourceContext};
+use engine_api::{
+    BuildContext, EngineError, Result, Secret, Source, SourceConfig, SourceContext,
+    local_stack_hint,
+};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -35,12 +38,13 @@ pub struct KafkaSourceConfig {
     /// Consumer group used to report lag; default `engine-<pipeline>`.
     #[serde(default)]
     pub group_id: Option<String>,
-    /// Most messages in one micro-batch.
+    /// Most messages in one micro-batch (default 2,048, from 1 to 100,000).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Longest time a partly filled micro-batch waits before it is sent.
-    #[serde(default = "default_linger", with = "humantime_serde_compat")]
-    pub linger: Duration,
+    /// Longest time a partly filled micro-batch waits before it is sent (default `"200ms"`,
+    /// from 1ms to 1m).
+    #[serde(default = "default_linger")]
+    pub linger: String,
     /// Extra librdkafka settings, such as `security.protocol`, `sasl.mechanism`,
     /// `sasl.username`, `sasl.password`, `ssl.ca.location`. Values are treated as secrets.
     #[serde(default)]
@@ -61,24 +65,14 @@ pub enum StartingOffsets {
 fn default_batch_size() -> usize {
     2048
 }
-fn default_linger() -> Duration {
-    Duration::from_millis(200)
+fn default_linger() -> String {
+    "200ms".into()
 }
 
-/// Parses durations written as `"200ms"`, `"5s"`, `"1m"`.
-pub mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "bad duration `{s}`: {e}; write it like \"500ms\", \"5s\" or \"1m\""
-            ))
-        })
-    }
-}
+/// The accepted range of `batch_size`: every message of a batch is held in memory at once.
+pub const BATCH_SIZE_RANGE: (usize, usize) = (1, 100_000);
+/// The accepted range of `linger`.
+pub const LINGER_RANGE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(60));
 
 /// The schema of every batch the Kafka source emits.
 pub fn kafka_schema() -> SchemaRef {
@@ -88,15 +82,27 @@ pub fn kafka_schema() -> SchemaRef {
 impl SourceConfig for KafkaSourceConfig {
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Source>> {
         if self.brokers.trim().is_empty() {
-            return Err(EngineError::config(
-                "`brokers` is empty; set KAFKA_BROKERS or `brokers`",
+            return Err(EngineError::invalid(
+                "brokers",
+                "is empty; list the brokers as host:port, comma-separated",
             ));
         }
         if self.topic.trim().is_empty() {
-            return Err(EngineError::config("`topic` is empty"));
+            return Err(EngineError::invalid("topic", "is empty"));
         }
-        if self.batch_size == 0 {
-            return Err(EngineError::config("`batch_size` must be above 0"));
+        engine_api::check_range(
+            "batch_size",
+            self.batch_size,
+            BATCH_SIZE_RANGE.0,
+            BATCH_SIZE_RANGE.1,
+        )?;
+        let linger =
+            engine_api::parse_duration("linger", &self.linger, LINGER_RANGE.0, LINGER_RANGE.1)?;
+        if let Some(key) = self.properties.keys().find(|k| k.trim().is_empty()) {
+            return Err(EngineError::invalid(
+                format!("properties.{key}"),
+                "a librdkafka setting needs a name",
+            ));
         }
         let group = self
             .group_id
@@ -104,6 +110,7 @@ impl SourceConfig for KafkaSourceConfig {
             .unwrap_or_else(|| format!("engine-{}", ctx.pipeline));
         Ok(Box::new(KafkaSource {
             cfg: self,
+            linger,
             group,
             consumer: None,
             next: BTreeMap::new(),
@@ -114,6 +121,7 @@ impl SourceConfig for KafkaSourceConfig {
 
 pub struct KafkaSource {
     cfg: KafkaSourceConfig,
+    linger: Duration,
     group: String,
     consumer: Option<Client>,
     /// Next offset to read, per partition.
@@ -209,8 +217,9 @@ impl KafkaSource {
 
     fn unreachable(&self, e: impl std::fmt::Display) -> EngineError {
         EngineError::unavailable(format!(
-            "cannot reach Kafka at {} ({e}); check KAFKA_BROKERS and that the broker is running (scripts/stack up)",
-            self.cfg.brokers
+            "cannot reach Kafka at {} ({e}); check `brokers` (KAFKA_BROKERS in the shipped pipelines) and that the broker is running{}",
+            self.cfg.brokers,
+            local_stack_hint(&self.cfg.brokers, "scripts/stack up starts the local one")
         ))
     }
 
@@ -272,6 +281,72 @@ impl KafkaSource {
             tracing::info!(topic = %topic, partitions = added.count(), "new partitions found; reading them from their start");
         }
         Ok(())
+    }
+
+    /// Creates the consumer and checks that the broker answers, accepts the credentials and has
+    /// the topic. No partition is assigned.
+    fn connect(&self) -> Result<(Client, rdkafka::metadata::Metadata)> {
+        let consumer: Client = self
+            .client_config()
+            .create_with_context(ErrorCapture::default())
+            .map_err(|e| {
+                EngineError::config(format!(
+                    "bad Kafka settings: {}",
+                    self.redact(&e.to_string())
+                ))
+            })?;
+        let topic = self.cfg.topic.clone();
+        // Ask in short rounds, so an authentication failure (reported through the client's error
+        // callback, while the fetch itself only times out) is said at once and plainly.
+        let started = Instant::now();
+        let md = loop {
+            match consumer.fetch_metadata(Some(&topic), Duration::from_secs(1)) {
+                Ok(md) => break md,
+                Err(e) => {
+                    // Serve the client's events, so its error callback runs.
+                    let _ = consumer.poll(Duration::from_millis(10));
+                    if let Some(auth) = consumer.context().auth_failure() {
+                        return Err(EngineError::unavailable(format!(
+                            "Kafka at {} rejected the credentials ({}); check sasl.mechanism, sasl.username and sasl.password",
+                            self.cfg.brokers,
+                            self.redact(&auth)
+                        )));
+                    }
+                    if started.elapsed() >= METADATA_TIMEOUT {
+                        return Err(self.unreachable(e));
+                    }
+                }
+            }
+        };
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        let missing = match t {
+            None => true,
+            Some(t) => {
+                matches!(
+                    t.error().map(RDKafkaErrorCode::from),
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+                        | Some(RDKafkaErrorCode::UnknownTopic)
+                ) || t.partitions().is_empty()
+            }
+        };
+        if missing {
+            return Err(EngineError::config(format!(
+                "topic `{topic}` does not exist on Kafka at {}; create it or fix `topic`{}",
+                self.cfg.brokers,
+                local_stack_hint(
+                    &self.cfg.brokers,
+                    "scripts/stack up creates the course topics"
+                )
+            )));
+        }
+        if let Some(err) = t.and_then(|t| t.error()) {
+            return Err(EngineError::unavailable(format!(
+                "Kafka at {} refused metadata for topic `{topic}`: {:?}",
+                self.cfg.brokers,
+                RDKafkaErrorCode::from(err)
+            )));
+        }
+        Ok((consumer, md))
     }
 
     fn position(&self) -> serde_json::Value {
@@ -337,63 +412,13 @@ impl Source for KafkaSource {
     }
 
     fn open(&mut self, restored: Option<&serde_json::Value>) -> Result<()> {
-        let consumer: Client = self
-            .client_config()
-            .create_with_context(ErrorCapture::default())
-            .map_err(|e| {
-                EngineError::config(format!(
-                    "bad Kafka settings: {}",
-                    self.redact(&e.to_string())
-                ))
-            })?;
+        let (consumer, md) = self.connect()?;
         let topic = self.cfg.topic.clone();
-        // Ask in short rounds, so an authentication failure (reported through the client's error
-        // callback, while the fetch itself only times out) is said at once and plainly.
-        let started = Instant::now();
-        let md = loop {
-            match consumer.fetch_metadata(Some(&topic), Duration::from_secs(1)) {
-                Ok(md) => break md,
-                Err(e) => {
-                    // Serve the client's events, so its error callback runs.
-                    let _ = consumer.poll(Duration::from_millis(10));
-                    if let Some(auth) = consumer.context().auth_failure() {
-                        return Err(EngineError::unavailable(format!(
-                            "Kafka at {} rejected the credentials ({}); check sasl.mechanism, sasl.username and sasl.password",
-                            self.cfg.brokers,
-                            self.redact(&auth)
-                        )));
-                    }
-                    if started.elapsed() >= METADATA_TIMEOUT {
-                        return Err(self.unreachable(e));
-                    }
-                }
-            }
-        };
-        let t = md.topics().iter().find(|t| t.name() == topic);
-        let missing = match t {
-            None => true,
-            Some(t) => {
-                matches!(
-                    t.error().map(RDKafkaErrorCode::from),
-                    Some(RDKafkaErrorCode::UnknownTopicOrPartition)
-                        | Some(RDKafkaErrorCode::UnknownTopic)
-                ) || t.partitions().is_empty()
-            }
-        };
-        if missing {
-            return Err(EngineError::config(format!(
-                "topic `{topic}` does not exist on Kafka at {}; create it (scripts/stack up creates the course topics) or fix `topic`",
-                self.cfg.brokers
-            )));
-        }
-        let t = t.expect("checked above");
-        if let Some(err) = t.error() {
-            return Err(EngineError::unavailable(format!(
-                "Kafka at {} refused metadata for topic `{topic}`: {:?}",
-                self.cfg.brokers,
-                RDKafkaErrorCode::from(err)
-            )));
-        }
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .expect("connect checked the topic");
         let restored: Option<KafkaPosition> = match restored {
             Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
                 EngineError::runtime(format!("bad Kafka position in the checkpoint: {e}"))
@@ -447,6 +472,10 @@ impl Source for KafkaSource {
         Ok(())
     }
 
+    fn check(&mut self) -> Result<()> {
+        self.connect().map(|_| ())
+    }
+
     fn run(&mut self, ctx: &mut dyn SourceContext) -> Result<()> {
         if !ctx.batch_mode() {
             self.end = None;
@@ -459,7 +488,7 @@ impl Source for KafkaSource {
         let mut b = Builders::new(self.cfg.batch_size);
         let mut last_emit = Instant::now();
         let topic = self.cfg.topic.clone();
-        let poll_timeout = self.cfg.linger.min(Duration::from_millis(100));
+        let poll_timeout = self.linger.min(Duration::from_millis(100));
         let mut last_warn: Option<Instant> = None;
         let mut last_refresh = Instant::now();
         let (mut in_poll, mut in_emit) = (Duration::ZERO, Duration::ZERO);
@@ -535,9 +564,7 @@ impl Source for KafkaSource {
                     }
                 },
             }
-            if b.rows >= self.cfg.batch_size
-                || (b.rows > 0 && last_emit.elapsed() >= self.cfg.linger)
-            {
+            if b.rows >= self.cfg.batch_size || (b.rows > 0 && last_emit.elapsed() >= self.linger) {
                 let t0 = Instant::now();
                 ctx.emit(b.finish(&schema)?)?;
                 in_emit += t0.elapsed();

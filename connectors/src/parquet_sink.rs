@@ -35,10 +35,10 @@ pub struct ParquetSinkConfig {
     /// `snappy` (the default, as Spark), `zstd` or `none`.
     #[serde(default = "default_compression")]
     pub compression: String,
-    /// Roll over to a new file past this size within an epoch.
+    /// Roll over to a new file past this size within an epoch (default 128, from 1 to 5,120).
     #[serde(default = "default_target_file_mb")]
     pub target_file_mb: usize,
-    /// Rows per Parquet row group at most.
+    /// Rows per Parquet row group at most (default 131,072, from 1 to 10,000,000).
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
     /// `append` (default): new files each epoch, for append-mode input. `complete`: the table is
@@ -73,10 +73,11 @@ impl SinkConfig for ParquetSinkConfig {
             "snappy" => Compression::SNAPPY,
             "zstd" => Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
             "none" | "uncompressed" => Compression::UNCOMPRESSED,
-            other => {
-                return Err(EngineError::config(format!(
-                    "unknown compression `{other}`; use snappy, zstd or none"
-                )));
+            _ => {
+                return Err(EngineError::invalid(
+                    "compression",
+                    "unknown codec; use snappy, zstd or none",
+                ));
             }
         };
         if self.mode == OutputMode::Update {
@@ -84,12 +85,10 @@ impl SinkConfig for ParquetSinkConfig {
                 "a parquet table cannot take update mode; use mode = \"append\" or \"complete\", or a console sink",
             ));
         }
-        if self.target_file_mb == 0 || self.row_group_rows == 0 {
-            return Err(EngineError::config(
-                "`target_file_mb` and `row_group_rows` must be above 0",
-            ));
-        }
-        let location = Location::open(&self.path, &ctx.storage)?;
+        engine_api::check_range("target_file_mb", self.target_file_mb, 1, 5 * 1024)?;
+        engine_api::check_range("row_group_rows", self.row_group_rows, 1, 10_000_000)?;
+        let location = Location::open(&self.path, &ctx.storage)
+            .map_err(|e| EngineError::invalid("path", e))?;
         let staging = staging_dir(&ctx.checkpoint);
         let props = WriterProperties::builder()
             .set_compression(compression)
@@ -326,6 +325,10 @@ impl Sink for ParquetSink {
     }
 
     async fn open(&mut self) -> Result<()> {
+        self.location.check().await
+    }
+
+    async fn check(&mut self) -> Result<()> {
         self.location.check().await
     }
 

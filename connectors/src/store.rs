@@ -1,7 +1,7 @@
 //! Object store access for sinks and checkpoints: `s3://bucket/prefix` (AWS, MinIO, SeaweedFS
 //! and other S3-compatible servers, path-style, plain HTTP allowed) and `file:///path`.
 
-use engine_api::{EngineError, Result, StorageConfig};
+use engine_api::{EngineError, Result, StorageConfig, local_stack_hint};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -33,10 +33,9 @@ impl std::fmt::Debug for Location {
 impl Location {
     /// Opens `url` with the pipeline's storage settings. No I/O happens here.
     pub fn open(url: &str, storage: &StorageConfig) -> Result<Location> {
-        let parsed = url::Url::parse(url).map_err(|e| {
-            EngineError::config(format!(
-                "bad URL `{url}`: {e}; use s3://bucket/prefix or file:///absolute/path"
-            ))
+        // Messages never repeat the URL: a secret pasted into the wrong key must not show.
+        let parsed = url::Url::parse(url).map_err(|_| {
+            EngineError::config("not a URL; use s3://bucket/prefix or file:///absolute/path")
         })?;
         match parsed.scheme() {
             "s3" | "s3a" => {
@@ -44,9 +43,7 @@ impl Location {
                     .host_str()
                     .filter(|b| !b.is_empty())
                     .ok_or_else(|| {
-                        EngineError::config(format!(
-                            "`{url}` names no bucket; use s3://bucket/prefix"
-                        ))
+                        EngineError::config("the URL names no bucket; use s3://bucket/prefix")
                     })?
                     .to_string();
                 let mut b = AmazonS3Builder::new()
@@ -76,10 +73,11 @@ impl Location {
                         .with_access_key_id(&storage.access_key_id)
                         .with_secret_access_key(storage.secret_access_key.expose());
                 }
-                let s3 = Arc::new(
-                    b.build()
-                        .map_err(|e| EngineError::config(format!("cannot open `{url}`: {e}")))?,
-                );
+                let s3 = Arc::new(b.build().map_err(|_| {
+                    EngineError::config(
+                        "cannot open the S3 location: check the URL and the [storage] settings",
+                    )
+                })?);
                 Ok(Location {
                     url: url.to_string(),
                     store: s3.clone(),
@@ -94,24 +92,26 @@ impl Location {
                 })
             }
             "file" => {
-                let dir = parsed.path();
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    EngineError::config(format!("cannot create directory `{dir}`: {e}"))
-                })?;
-                let fs = LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|e| EngineError::config(format!("cannot open `{url}`: {e}")))?;
+                // Rooted at `/` with the folder as prefix: nothing is created until something
+                // is written (the local store creates parent folders on write), so `engine
+                // validate` leaves the disk alone.
+                if parsed.host_str().is_some_and(|h| !h.is_empty()) {
+                    return Err(EngineError::config(
+                        "a file URL needs an absolute path: file:///absolute/path",
+                    ));
+                }
                 Ok(Location {
                     url: url.to_string(),
-                    store: Arc::new(fs),
+                    store: Arc::new(LocalFileSystem::new()),
                     s3: None,
-                    prefix: Path::default(),
+                    prefix: Path::from(parsed.path().trim_matches('/')),
                     bucket: None,
                     endpoint: "local filesystem".into(),
                 })
             }
-            other => Err(EngineError::config(format!(
-                "unsupported URL scheme `{other}` in `{url}`; use s3://bucket/prefix or file:///absolute/path"
-            ))),
+            _ => Err(EngineError::config(
+                "unsupported URL scheme; use s3://bucket/prefix or file:///absolute/path",
+            )),
         }
     }
 
@@ -129,8 +129,10 @@ impl Location {
         let probe = self.child("_engine_probe_does_not_exist");
         match tokio::time::timeout(Duration::from_secs(25), self.store.head(&probe)).await {
             Err(_) => Err(EngineError::unavailable(format!(
-                "object store at {} did not answer within 25 s for `{}`; check S3_ENDPOINT and that the server is running (scripts/stack up)",
-                self.endpoint, self.url
+                "object store at {} did not answer within 25 s for `{}`; check the [storage] endpoint (S3_ENDPOINT in the shipped pipelines) and that the server is running{}",
+                self.endpoint,
+                self.url,
+                local_stack_hint(&self.endpoint, "scripts/stack up starts the local one")
             ))),
             Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => {
                 // A missing object is fine, but a missing bucket also reads as NotFound on some
@@ -154,8 +156,10 @@ impl Location {
         let bucket = self.bucket.as_deref().unwrap_or("?");
         if text.contains("NoSuchBucket") || text.contains("bucket does not exist") {
             EngineError::config(format!(
-                "bucket `{bucket}` does not exist at {}; create it (scripts/stack up creates bronze and gold) or fix the path `{}`",
-                self.endpoint, self.url
+                "bucket `{bucket}` does not exist at {}; create it or fix the path `{}`{}",
+                self.endpoint,
+                self.url,
+                local_stack_hint(&self.endpoint, "scripts/stack up creates bronze and gold")
             ))
         } else if text.contains("InvalidAccessKeyId")
             || text.contains("SignatureDoesNotMatch")
@@ -171,8 +175,10 @@ impl Location {
             || text.contains("error sending request")
         {
             EngineError::unavailable(format!(
-                "cannot reach the object store at {} for `{}`; check S3_ENDPOINT and that the server is running (scripts/stack up)",
-                self.endpoint, self.url
+                "cannot reach the object store at {} for `{}`; check the [storage] endpoint (S3_ENDPOINT in the shipped pipelines) and that the server is running{}",
+                self.endpoint,
+                self.url,
+                local_stack_hint(&self.endpoint, "scripts/stack up starts the local one")
             ))
         } else {
             EngineError::runtime(format!(
@@ -208,8 +214,27 @@ mod tests {
     fn bad_urls_are_config_errors() {
         let e = Location::open("gs://x/y", &StorageConfig::default()).unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("unsupported URL scheme `gs`"));
+        assert!(e.to_string().contains("unsupported URL scheme"));
         let e = Location::open("not a url", &StorageConfig::default()).unwrap_err();
-        assert!(e.to_string().contains("bad URL"));
+        assert!(e.to_string().starts_with("not a URL"));
+        for (url, secret) in [("hunter2:x", "hunter2"), ("/tmp/hunter2", "hunter2")] {
+            let e = Location::open(url, &StorageConfig::default()).unwrap_err();
+            assert!(!e.to_string().contains(secret), "{e}");
+        }
+    }
+
+    #[test]
+    fn opening_a_file_location_touches_nothing() {
+        let dir = std::env::temp_dir().join(format!("engine-store-{}", std::process::id()));
+        let url = format!("file://{}/a/b", dir.display());
+        let loc = Location::open(&url, &StorageConfig::default()).unwrap();
+        assert!(!dir.exists(), "open created {}", dir.display());
+        assert_eq!(
+            loc.child("x.parquet").as_ref(),
+            format!(
+                "{}/a/b/x.parquet",
+                dir.display().to_string().trim_start_matches('/')
+            )
+        );
     }
 }

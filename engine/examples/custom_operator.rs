@@ -160,7 +160,7 @@ inputs = ["parse.quarantine"]
         };
         let cfg: toml::Value =
             toml::from_str("column = \"total\"\nrate = 0.2\noutput = \"total_ttc\"").unwrap();
-        let Node::Operator(mut op) = registry().build("add_tax", cfg, &ctx).unwrap() else {
+        let Node::Operator(mut op) = registry().build("add_tax", cfg.into(), &ctx).unwrap() else {
             panic!("not an operator")
         };
         let input = Arc::new(Schema::new(vec![Field::new(

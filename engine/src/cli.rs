@@ -51,12 +51,18 @@ enum Command {
         #[arg(long)]
         batch: bool,
     },
-    /// Check a pipeline without running it: TOML keys and types, node types, wiring, column
-    /// names and schemas. Connects to nothing.
+    /// Check pipelines without running them: TOML keys, types and ranges, node types, wiring,
+    /// column names and schemas, URLs. Connects to nothing and writes nothing, unless --connect.
+    /// Checks every file given and prints one line per error; exits 2 if any file fails.
     Validate {
         /// The pipeline file(s).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also check the environment: the brokers answer and accept the credentials, the
+        /// topics exist, and the buckets of the sinks and the checkpoint exist and accept the
+        /// credentials. Reads and writes no data.
+        #[arg(long)]
+        connect: bool,
     },
     /// Print a pipeline's actor graph with the schema of every port.
     Graph {
@@ -142,6 +148,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
     init_logging(cli.log_format);
     match execute(cli.command, registry) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(EngineError::Reported(code)) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -176,15 +183,34 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn execute(command: Command, registry: Registry) -> Result<()> {
     match command {
-        Command::Validate { files } => {
+        Command::Validate { files, connect } => {
+            let rt = if connect { Some(runtime()?) } else { None };
+            let mut first_error: Option<EngineError> = None;
             for f in &files {
-                let g = load(f, &registry)?;
-                for w in &g.warnings {
-                    eprintln!("warning: {}: {w}", f.display());
+                let checked = load(f, &registry).and_then(|mut g| {
+                    if let Some(rt) = &rt {
+                        rt.block_on(crate::runtime::check_environment(&mut g))?;
+                    }
+                    Ok(g)
+                });
+                match checked {
+                    Ok(g) => {
+                        for w in &g.warnings {
+                            eprintln!("warning: {}: {w}", f.display());
+                        }
+                        let connected = if connect { ", services answered" } else { "" };
+                        println!("{}: ok ({} nodes{connected})", f.display(), g.nodes.len());
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        first_error.get_or_insert(e);
+                    }
                 }
-                println!("{}: ok ({} nodes)", f.display(), g.nodes.len());
             }
-            Ok(())
+            match first_error {
+                None => Ok(()),
+                Some(e) => Err(EngineError::Reported(e.exit_code())),
+            }
         }
         Command::Graph { file, format } => {
             let g = load(&file, &registry)?;

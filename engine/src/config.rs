@@ -1,22 +1,18 @@
 //! The TOML pipeline file: parsing, `${VAR}` / `${VAR:-default}` interpolation, and errors that
-//! name the file, the line and the key.
+//! name the file, the line and the key, and never a configured value.
+//!
+//! The file is parsed once into a spanned document (`toml::de::DeTable`), so every key's line is
+//! known exactly, whether it was written under a `[table]` header, as a dotted key, quoted or
+//! in an inline table. Strings are interpolated while the document is converted into
+//! [`ConfigValue`]s; text that came from the environment takes the type of the field it fills.
 
-use engine_api::{EngineError, Result, StorageConfig};
-use indexmap::IndexMap;
+use engine_api::{ConfigValue, EngineError, Result, StorageConfig, check_range, parse_duration};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A pipeline file, as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipelineFile {
-    pub pipeline: PipelineSection,
-    #[serde(default)]
-    pub storage: Option<StorageConfig>,
-    /// Named nodes. Each is a table with `type`, optional `inputs`, and the type's own keys.
-    pub nodes: IndexMap<String, toml::Table>,
-}
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// `[pipeline]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,14 +22,23 @@ pub struct PipelineSection {
     #[serde(default)]
     pub description: Option<String>,
     /// The trigger: how often a checkpoint barrier is injected, so how often output becomes
-    /// visible (default 10s).
+    /// visible (default 10s, from 100ms to 24h).
     #[serde(default = "default_trigger")]
     pub trigger: String,
     /// Where manifests and state go: `s3://bucket/prefix` or `file:///path`.
     pub checkpoint: String,
-    /// Capacity of each actor's mailbox, in messages (default 4).
+    /// Capacity of each actor's mailbox, in messages (default 4, from 1 to 1024).
     #[serde(default = "default_mailbox")]
     pub mailbox: usize,
+}
+
+/// The file's top level, without `[nodes]` (taken apart by hand to keep each node's table).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    pipeline: PipelineSection,
+    #[serde(default)]
+    storage: Option<StorageConfig>,
 }
 
 fn default_trigger() -> String {
@@ -43,6 +48,12 @@ fn default_mailbox() -> usize {
     4
 }
 
+/// The accepted range of `trigger`.
+pub const TRIGGER_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(24 * 3600));
+/// The accepted range of `mailbox`: each slot holds one micro-batch.
+pub const MAILBOX_RANGE: (usize, usize) = (1, 1024);
+
 /// A node after its `type` and `inputs` are taken out.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
@@ -50,8 +61,8 @@ pub struct NodeSpec {
     pub type_name: String,
     /// Upstream references: `node` (its main port) or `node.port`.
     pub inputs: Vec<String>,
-    pub config: toml::Value,
-    /// The 1-based line of `[nodes.<name>]` in the file, for messages.
+    pub config: ConfigValue,
+    /// The 1-based line of the node's table (`[nodes.<name>]`) in the file, for messages.
     pub line: usize,
 }
 
@@ -59,13 +70,14 @@ pub struct NodeSpec {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub path: PathBuf,
-    pub text: String,
     pub name: String,
     pub trigger: Duration,
     pub checkpoint: String,
     pub mailbox: usize,
     pub storage: StorageConfig,
     pub nodes: Vec<NodeSpec>,
+    /// The line of every key, by its path (`nodes.parse.schema.level`, `aggregates[0]`).
+    lines: HashMap<String, usize>,
 }
 
 impl Pipeline {
@@ -79,101 +91,153 @@ impl Pipeline {
 
     pub fn parse(path: &Path, text: &str) -> Result<Pipeline> {
         let file = path.display().to_string();
-        // First pass: the structure as written, so errors point at the right line.
-        toml::from_str::<PipelineFile>(text).map_err(|e| toml_error(&file, text, &e))?;
-        // Second pass: expand ${VAR} in every string value, then read the typed config.
-        let mut value: toml::Value =
-            toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
-        expand_env(&mut value, "").map_err(|e| e.context(&file))?;
-        let parsed = PipelineFile::deserialize(value).map_err(|e| {
-            EngineError::config(format!(
-                "{file}: after expanding environment variables: {}",
-                e.message()
-            ))
-        })?;
-        let p = parsed.pipeline;
-        let trigger = humantime::parse_duration(&p.trigger).map_err(|e| {
-            EngineError::config(format!(
-                "{file}:{}: bad `trigger` \"{}\": {e}; write it like \"5s\" or \"1m\"",
-                key_line(text, None, "trigger"),
-                p.trigger
-            ))
-        })?;
-        if trigger < Duration::from_millis(100) {
-            return Err(EngineError::config(format!(
-                "{file}: `trigger` must be at least 100ms"
-            )));
+        let doc = DeTable::parse(text).map_err(|e| toml_error(&file, text, &e))?;
+        let mut conv = Converter {
+            file: &file,
+            newlines: text.match_indices('\n').map(|(i, _)| i).collect(),
+            lines: HashMap::new(),
+        };
+        let mut root = conv.table(doc.into_inner(), "")?;
+        let mut p = Pipeline {
+            path: path.to_path_buf(),
+            name: String::new(),
+            trigger: Duration::ZERO,
+            checkpoint: String::new(),
+            mailbox: 0,
+            storage: StorageConfig::default(),
+            nodes: Vec::new(),
+            lines: conv.lines,
+        };
+        let nodes = root.remove("nodes");
+        let parsed: PipelineFile = root.deserialize_into().map_err(|e| p.at_key("", e))?;
+        let at = |key: &str, e| p.at_key("", EngineError::invalid(key, e));
+        let s = parsed.pipeline;
+        let trigger = parse_duration(
+            "pipeline.trigger",
+            &s.trigger,
+            TRIGGER_RANGE.0,
+            TRIGGER_RANGE.1,
+        )
+        .map_err(|e| p.at_key("", e))?;
+        let mailbox = check_range(
+            "pipeline.mailbox",
+            s.mailbox,
+            MAILBOX_RANGE.0,
+            MAILBOX_RANGE.1,
+        )
+        .map_err(|e| p.at_key("", e))?;
+        if !valid_name(&s.name) {
+            return Err(at("pipeline.name", "must be letters, digits, `-` and `_`"));
         }
-        if p.mailbox == 0 {
+        let storage = parsed.storage.unwrap_or_default();
+        connectors::store::Location::open(&s.checkpoint, &storage)
+            .map_err(|e| p.at_key("", EngineError::invalid("pipeline.checkpoint", e)))?;
+        let Some(ConfigValue::Table(nodes)) = nodes else {
             return Err(EngineError::config(format!(
-                "{file}: `mailbox` must be at least 1"
+                "{file}: no [nodes.<name>] tables; a pipeline needs at least a source and a sink"
             )));
-        }
-        if !valid_name(&p.name) {
-            return Err(EngineError::config(format!(
-                "{file}: pipeline name `{}` must be letters, digits, `-` and `_`",
-                p.name
-            )));
-        }
-        let mut nodes = Vec::new();
-        for (name, mut table) in parsed.nodes {
-            let line = key_line(text, Some(&name), "");
+        };
+        let mut specs = Vec::new();
+        for (name, mut table) in nodes {
+            let line = p.line_of(&format!("nodes.{name}"));
             let at = format!("{file}:{line}: node `{name}`");
             if !valid_name(&name) {
                 return Err(EngineError::config(format!(
                     "{at}: node names must be letters, digits, `-` and `_`"
                 )));
             }
+            if !matches!(table, ConfigValue::Table(_)) {
+                return Err(EngineError::config(format!(
+                    "{at}: must be a table, such as [nodes.{name}] with type = \"...\""
+                )));
+            }
+            let key_at = |key: &str| {
+                format!(
+                    "{file}:{}: node `{name}`",
+                    p.line_of(&format!("nodes.{name}.{key}"))
+                )
+            };
             let type_name = match table.remove("type") {
-                Some(toml::Value::String(t)) => t,
-                Some(_) => {
-                    return Err(EngineError::config(format!(
-                        "{at}: `type` must be a string"
-                    )));
-                }
+                Some(t) => t.as_str().map(str::to_string).ok_or_else(|| {
+                    EngineError::config(format!("{}: `type` must be a string", key_at("type")))
+                })?,
                 None => return Err(EngineError::config(format!("{at}: missing `type`"))),
             };
             let inputs = match table.remove("inputs") {
                 None => Vec::new(),
-                Some(toml::Value::Array(a)) => a
-                    .into_iter()
-                    .map(|v| match v {
-                        toml::Value::String(s) => Ok(s),
-                        _ => Err(EngineError::config(format!(
-                            "{at}: `inputs` must be a list of node names"
-                        ))),
-                    })
-                    .collect::<Result<_>>()?,
+                Some(ConfigValue::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        EngineError::config(format!(
+                            "{}: `inputs` must be a list of node names",
+                            key_at("inputs")
+                        ))
+                    })?,
                 Some(_) => {
                     return Err(EngineError::config(format!(
-                        "{at}: `inputs` must be a list of node names"
+                        "{}: `inputs` must be a list of node names",
+                        key_at("inputs")
                     )));
                 }
             };
-            nodes.push(NodeSpec {
+            specs.push(NodeSpec {
                 name,
                 type_name,
                 inputs,
-                config: toml::Value::Table(table),
+                config: table,
                 line,
             });
         }
-        Ok(Pipeline {
-            path: path.to_path_buf(),
-            text: text.to_string(),
-            name: p.name,
-            trigger,
-            checkpoint: p.checkpoint,
-            mailbox: p.mailbox,
-            storage: parsed.storage.unwrap_or_default(),
-            nodes,
-        })
+        p.name = s.name;
+        p.trigger = trigger;
+        p.checkpoint = s.checkpoint;
+        p.mailbox = mailbox;
+        p.storage = storage;
+        p.nodes = specs;
+        Ok(p)
     }
 
-    /// `file:line: node `name``, for messages about a node, pointing at `key` when given.
+    /// The line of `key` (a path such as `nodes.parse.aggregates[0].fn`), or of the nearest
+    /// enclosing key the file has.
+    fn line_of(&self, key: &str) -> usize {
+        let mut k = key;
+        loop {
+            if let Some(l) = self.lines.get(k) {
+                return *l;
+            }
+            match k.rfind(['.', '[']) {
+                Some(i) => k = &k[..i],
+                None => return 1,
+            }
+        }
+    }
+
+    /// A configuration error located in the file: an [`EngineError::Invalid`] from `prefix`'s
+    /// table points at its key's line; other errors keep their text.
+    fn at_key(&self, prefix: &str, e: EngineError) -> EngineError {
+        match e {
+            EngineError::Invalid { key, message } => {
+                let full = match (prefix.is_empty(), key.is_empty()) {
+                    (true, _) => key,
+                    (false, true) => prefix.to_string(),
+                    (false, false) => format!("{prefix}.{key}"),
+                };
+                EngineError::config(format!(
+                    "{}:{}: `{full}`: {message}",
+                    self.path.display(),
+                    self.line_of(&full)
+                ))
+            }
+            other => other.context(self.path.display()),
+        }
+    }
+
+    /// `file:line: node `name` (type)`, for messages about a node, pointing at `key` when given.
     pub fn locate(&self, node: &NodeSpec, key: Option<&str>) -> String {
         let line = match key {
-            Some(k) => key_line(&self.text, Some(&node.name), k),
+            Some(k) => self.line_of(&format!("nodes.{}.{k}", node.name)),
             None => node.line,
         };
         format!(
@@ -183,6 +247,33 @@ impl Pipeline {
             node.type_name
         )
     }
+
+    /// A node's build error, located: an [`EngineError::Invalid`] at its key's line, anything
+    /// else at the node (or the key its message starts with).
+    pub fn node_error(&self, node: &NodeSpec, e: EngineError) -> EngineError {
+        match e {
+            EngineError::Invalid { key, message } => EngineError::config(format!(
+                "{}: `{key}`: {message}",
+                self.locate(node, Some(&key))
+            )),
+            other => {
+                let msg = other.to_string();
+                other.context(self.locate(node, offending_key(&msg)))
+            }
+        }
+    }
+}
+
+/// The key named in a message such as "unknown field `topc`, expected ..." or
+/// "`aggregates[0].fn`: ...".
+fn offending_key(msg: &str) -> Option<&str> {
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some(rest) = msg.split(marker).nth(1) {
+            return rest.split('`').next();
+        }
+    }
+    let path = msg.strip_prefix('`')?.split('`').next()?;
+    Some(path)
 }
 
 fn valid_name(s: &str) -> bool {
@@ -191,49 +282,175 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// Expands `${VAR}` and `${VAR:-default}` in every string, naming the key when a variable is unset.
-fn expand_env(v: &mut toml::Value, path: &str) -> Result<()> {
-    match v {
-        toml::Value::String(s) => {
-            let expanded = shellexpand::env_with_context(s, |var: &str| -> std::result::Result<Option<String>, String> {
-                match std::env::var(var) {
-                    Ok(val) => Ok(Some(val)),
-                    Err(_) => Err(format!("environment variable `{var}` is not set (used by `{path}`); set it or write ${{{var}:-default}}")),
-                }
-            })
-            .map_err(|e| EngineError::config(e.cause))?;
-            *s = expanded.into_owned();
-        }
-        toml::Value::Array(a) => {
-            for (i, item) in a.iter_mut().enumerate() {
-                expand_env(item, &format!("{path}[{i}]"))?;
-            }
-        }
-        toml::Value::Table(t) => {
-            for (k, item) in t.iter_mut() {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                expand_env(item, &p)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
+/// Turns the spanned document into [`ConfigValue`]s, interpolating strings and recording the
+/// line of every key.
+struct Converter<'a> {
+    file: &'a str,
+    /// Byte offsets of the file's newlines, to turn spans into lines.
+    newlines: Vec<usize>,
+    lines: HashMap<String, usize>,
 }
 
-/// One line: `file:line:col: message`.
+impl Converter<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.newlines.partition_point(|&n| n < offset) + 1
+    }
+
+    fn error(&self, line: usize, key: &str, msg: impl std::fmt::Display) -> EngineError {
+        EngineError::config(format!("{}:{line}: `{key}`: {msg}", self.file))
+    }
+
+    fn table(&mut self, t: DeTable<'_>, path: &str) -> Result<ConfigValue> {
+        let mut out = Vec::with_capacity(t.len());
+        for (k, v) in t {
+            let key = k.get_ref().to_string();
+            let p = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            let line = self.line(k.span().start);
+            self.lines.insert(p.clone(), line);
+            let value = self.value(v, &p, line)?;
+            out.push((key, value));
+        }
+        Ok(ConfigValue::Table(out))
+    }
+
+    fn value(&mut self, v: Spanned<DeValue<'_>>, path: &str, line: usize) -> Result<ConfigValue> {
+        Ok(match v.into_inner() {
+            DeValue::String(s) => match interpolate(&s) {
+                Ok(Expanded::Plain(s)) => ConfigValue::String(s),
+                Ok(Expanded::FromEnv(s)) => ConfigValue::Interpolated(s),
+                Err(e) => return Err(self.error(line, path, e)),
+            },
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => ConfigValue::Integer(n),
+                Err(_) => {
+                    return Err(self.error(
+                        line,
+                        path,
+                        format!(
+                            "integer out of range; TOML integers lie between {} and {}",
+                            i64::MIN,
+                            i64::MAX
+                        ),
+                    ));
+                }
+            },
+            DeValue::Float(f) => match f.as_str().parse::<f64>() {
+                Ok(x) => ConfigValue::Float(x),
+                Err(_) => return Err(self.error(line, path, "not a valid number")),
+            },
+            DeValue::Boolean(b) => ConfigValue::Boolean(b),
+            DeValue::Datetime(d) => ConfigValue::String(d.to_string()),
+            DeValue::Array(a) => {
+                let mut out = Vec::with_capacity(a.len());
+                for (i, item) in a.into_iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    let l = self.line(item.span().start);
+                    self.lines.insert(p.clone(), l);
+                    out.push(self.value(item, &p, l)?);
+                }
+                ConfigValue::Array(out)
+            }
+            DeValue::Table(t) => self.table(t, path)?,
+        })
+    }
+}
+
+/// A string after interpolation.
+#[derive(Debug, PartialEq)]
+enum Expanded {
+    /// No `${...}` in it (a `$$` may have become `$`).
+    Plain(String),
+    /// At least one `${...}` was expanded: the text takes the type of the field it fills.
+    FromEnv(String),
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` (the default when VAR is unset or empty). `$$` is a
+/// literal `$`, and so is any other `$`, so a password may hold `$` signs. The error names
+/// the variable, never the text around it.
+fn interpolate(s: &str) -> std::result::Result<Expanded, String> {
+    if !s.contains('$') {
+        return Ok(Expanded::Plain(s.to_string()));
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut from_env = false;
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+            continue;
+        }
+        let reference = after
+            .strip_prefix('{')
+            .and_then(|r| r.find('}').map(|end| (&r[..end], &r[end + 1..])));
+        let Some((inner, tail)) = reference else {
+            out.push('$');
+            rest = after;
+            continue;
+        };
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        if !valid_var(name) {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        match (std::env::var(name), default) {
+            (Ok(v), Some(d)) if v.is_empty() => out.push_str(d),
+            (Ok(v), _) => out.push_str(&v),
+            (Err(std::env::VarError::NotPresent), Some(d)) => out.push_str(d),
+            (Err(std::env::VarError::NotPresent), None) => {
+                return Err(format!(
+                    "environment variable `{name}` is not set; set it, give a default with ${{{name}:-default}}, or write $$ for a literal `$`"
+                ));
+            }
+            (Err(std::env::VarError::NotUnicode(_)), _) => {
+                return Err(format!("environment variable `{name}` is not valid UTF-8"));
+            }
+        }
+        from_env = true;
+        rest = tail;
+    }
+    out.push_str(rest);
+    Ok(if from_env {
+        Expanded::FromEnv(out)
+    } else {
+        Expanded::Plain(out)
+    })
+}
+
+fn valid_var(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// One line: `file:line:col: message`, naming the key of a duplicate.
 fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> EngineError {
-    let msg = e.message().trim().replace('\n', " ");
+    let mut msg = e.message().trim().replace('\n', "; ");
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
+            let start = span.start.min(text.len());
+            let before = &text[..start];
             let line = before.matches('\n').count() + 1;
             let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            let table = enclosing_table(before);
-            let within = table.map(|t| format!(" (in [{t}])")).unwrap_or_default();
+            if msg.starts_with("duplicate key")
+                && let Some(key) = text.get(span.clone())
+                && !key.contains('\n')
+            {
+                msg = format!("duplicate key `{}`", key.trim().trim_matches(['"', '\'']));
+            }
+            let within = enclosing_table(before)
+                .map(|t| format!(" (in [{t}])"))
+                .unwrap_or_default();
             EngineError::config(format!("{file}:{line}:{col}: {msg}{within}"))
         }
         None => EngineError::config(format!("{file}: {msg}")),
@@ -247,37 +464,6 @@ fn enclosing_table(before: &str) -> Option<&str> {
         .map(str::trim)
         .find(|l| l.starts_with('['))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']'))
-}
-
-/// The line of `key` inside `[nodes.<node>]` (or of the table header when `key` is empty).
-fn key_line(text: &str, node: Option<&str>, key: &str) -> usize {
-    let header = node.map(|n| format!("[nodes.{n}]"));
-    let mut inside = header.is_none();
-    let mut header_line = 1;
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.starts_with('[')
-            && let Some(h) = &header
-        {
-            if t == h {
-                inside = true;
-                header_line = i + 1;
-                if key.is_empty() {
-                    return header_line;
-                }
-                continue;
-            } else if inside && !t.starts_with(&format!("[nodes.{}.", node.unwrap_or(""))) {
-                break;
-            }
-        }
-        if inside && !key.is_empty() {
-            let k = t.split('=').next().unwrap_or("").trim().trim_matches('"');
-            if k == key {
-                return i + 1;
-            }
-        }
-    }
-    header_line
 }
 
 #[cfg(test)]
@@ -348,7 +534,10 @@ inputs = ["source"]
         let e = Pipeline::parse(Path::new("p.toml"), &text).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         let e = e.to_string();
-        assert!(e.starts_with("p.toml:5:1: unknown field `trigerr`"), "{e}");
+        assert!(
+            e.starts_with("p.toml:5: `pipeline.trigerr`: unknown field `trigerr`, expected one of"),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "one line: {e}");
     }
 
@@ -358,8 +547,10 @@ inputs = ["source"]
         let e = Pipeline::parse(Path::new("p.toml"), &text)
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("p.toml:5:"), "{e}");
-        assert!(e.contains("invalid type"), "{e}");
+        assert_eq!(
+            e,
+            "p.toml:5: `pipeline.mailbox`: expected usize, found a string"
+        );
     }
 
     #[test]
@@ -370,7 +561,10 @@ inputs = ["source"]
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("bad `trigger`"), "{e}");
+        assert!(
+            e.starts_with("p.toml:5: `pipeline.trigger`: not a duration"),
+            "{e}"
+        );
         let e = Pipeline::parse(Path::new("p.toml"), "[pipeline\nname=1")
             .unwrap_err()
             .to_string();
@@ -384,5 +578,307 @@ inputs = ["source"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("p.toml:15: node `sink`: missing `type`"), "{e}");
+    }
+
+    fn parse(text: &str) -> std::result::Result<Pipeline, String> {
+        Pipeline::parse(Path::new("p.toml"), text).map_err(|e| {
+            let e = e.to_string();
+            assert!(!e.contains('\n'), "one line: {e}");
+            e
+        })
+    }
+
+    /// Sets a variable whose name is unique to the calling test.
+    fn set_env(k: &str, v: &str) {
+        // SAFETY: each test uses its own variable names.
+        unsafe { std::env::set_var(k, v) };
+    }
+
+    #[test]
+    fn interpolation_expands_only_braced_references() {
+        set_env("CFG_T_USER", "alice");
+        let cases = [
+            ("plain", Expanded::Plain("plain".into())),
+            ("a$b", Expanded::Plain("a$b".into())),
+            ("$", Expanded::Plain("$".into())),
+            ("a$$b", Expanded::Plain("a$b".into())),
+            ("$${CFG_T_USER}", Expanded::Plain("${CFG_T_USER}".into())),
+            ("x${", Expanded::Plain("x${".into())),
+            ("${not a name}", Expanded::Plain("${not a name}".into())),
+            ("${CFG_T_USER}", Expanded::FromEnv("alice".into())),
+            ("u=${CFG_T_USER}!", Expanded::FromEnv("u=alice!".into())),
+            ("${CFG_T_UNSET:-d$f}", Expanded::FromEnv("d$f".into())),
+            ("${CFG_T_UNSET:-}", Expanded::FromEnv("".into())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(interpolate(input).unwrap(), want, "{input}");
+        }
+        set_env("CFG_T_EMPTY", "");
+        assert_eq!(
+            interpolate("${CFG_T_EMPTY:-dflt}").unwrap(),
+            Expanded::FromEnv("dflt".into())
+        );
+    }
+
+    /// The sentinel secrets: `$`, `${`, `$$`, quotes, backslashes and non-ASCII.
+    const SECRETS: [&str; 6] = [
+        "hunter2$TopSecretTail",
+        "pa${ss",
+        "s3cr$$et",
+        "q\"uo'te\\back",
+        "mot-de-passé-ß∂ƒ",
+        "x${SECRET_LOOKING_NAME}y",
+    ];
+
+    /// Fragments of `secret` (6 characters) that must never show in a message.
+    fn fragments(secret: &str) -> Vec<String> {
+        let chars: Vec<char> = secret.chars().collect();
+        chars.windows(6).map(|w| w.iter().collect()).collect()
+    }
+
+    fn assert_hidden(secret: &str, text: &str) {
+        for f in fragments(secret) {
+            // The one name an error may give is the variable it could not find.
+            if "${SECRET_LOOKING_NAME}".contains(f.as_str()) {
+                continue;
+            }
+            assert!(!text.contains(&f), "`{f}` of a secret shows in: {text}");
+        }
+    }
+
+    #[test]
+    fn secrets_with_dollars_are_kept_literally_and_never_shown() {
+        for secret in SECRETS {
+            let literal = toml::Value::String(secret.to_string()).to_string();
+            // Through the TOML: the value is kept as written (but `$$` and a set `${...}`).
+            let text = GOOD.replace(
+                "endpoint = ",
+                &format!("secret_access_key = {literal}\nendpoint = "),
+            );
+            match parse(&text) {
+                Ok(p) => {
+                    if !secret.contains("$$") && !secret.contains("${SECRET") {
+                        assert_eq!(p.storage.secret_access_key.expose(), secret);
+                    }
+                    assert_hidden(secret, &format!("{:?}", p.storage));
+                }
+                Err(e) => assert_hidden(secret, &e),
+            }
+            // Through an environment variable: taken as is, never expanded again.
+            set_env("CFG_T_SECRET", secret);
+            let text = GOOD.replace(
+                "endpoint = ",
+                "secret_access_key = \"${CFG_T_SECRET}\"\nendpoint = ",
+            );
+            let p = parse(&text).unwrap();
+            assert_eq!(p.storage.secret_access_key.expose(), secret);
+            // In every kind of error around it.
+            for broken in [
+                "mailbox = \"${CFG_T_SECRET}\"\n",
+                "trigger = \"${CFG_T_SECRET}\"\n",
+                "checkpoint2 = \"${CFG_T_SECRET}\"\n",
+                "name2 = 1\n",
+            ] {
+                let text = text.replace("[storage]\n", &format!("[storage]\n{broken}"));
+                let e = parse(&text).unwrap_err();
+                assert_hidden(secret, &e);
+                let text = text.replace(
+                    "trigger = \"2s\"",
+                    &format!("trigger = \"2s\"\n{}", broken.replace("2 = ", " = ")),
+                );
+                if let Err(e) = parse(&text) {
+                    assert_hidden(secret, &e);
+                }
+            }
+            let e = parse(&GOOD.replace("\"2s\"", &literal)).unwrap_err();
+            assert_hidden(secret, &e);
+            let e = parse(&GOOD.replace("chk}\"", &format!("chk}}\"\nmailbox = {literal}")))
+                .unwrap_err();
+            assert_hidden(secret, &e);
+            let e = parse(&GOOD.replace(
+                "[nodes.source]",
+                &format!("[nodes.source]\nbatch_size = {literal}"),
+            ));
+            if let Err(e) = e {
+                assert_hidden(secret, &e);
+            }
+        }
+        // The example of the issue: the tail of a password read as a variable.
+        let text = GOOD.replace(
+            "endpoint = ",
+            "secret_access_key = \"hunter2$TopSecretTail\"\nendpoint = ",
+        );
+        assert_eq!(
+            parse(&text).unwrap().storage.secret_access_key.expose(),
+            "hunter2$TopSecretTail"
+        );
+    }
+
+    #[test]
+    fn unset_variable_names_the_variable_and_the_key_only() {
+        let text = GOOD.replace(
+            "endpoint = ",
+            "secret_access_key = \"pre-${CFG_T_NOPE}-post\"\nendpoint = ",
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.starts_with("p.toml:8: `storage.secret_access_key`: environment variable `CFG_T_NOPE` is not set"),
+            "{e}"
+        );
+        assert!(!e.contains("pre-") && !e.contains("-post"), "{e}");
+    }
+
+    #[test]
+    fn numbers_booleans_and_durations_come_from_the_environment() {
+        set_env("CFG_T_MAILBOX", "16");
+        set_env("CFG_T_PATH_STYLE", "false");
+        let text = GOOD
+            .replace(
+                "trigger = \"2s\"",
+                "trigger = \"${CFG_T_TRIGGER:-750ms}\"\nmailbox = \"${CFG_T_MAILBOX:-4}\"",
+            )
+            .replace(
+                "[storage]\n",
+                "[storage]\npath_style = \"${CFG_T_PATH_STYLE:-true}\"\n",
+            );
+        let p = parse(&text).unwrap();
+        assert_eq!(p.mailbox, 16);
+        assert_eq!(p.trigger, Duration::from_millis(750));
+        assert!(!p.storage.path_style);
+
+        set_env("CFG_T_MAILBOX_BAD", "lots-of-hunter2");
+        let e = parse(&GOOD.replace("trigger = \"2s\"", "mailbox = \"${CFG_T_MAILBOX_BAD}\""))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "p.toml:5: `pipeline.mailbox`: expected a non-negative integer after expanding the environment variable"
+        );
+        set_env("CFG_T_BOOL_BAD", "yes");
+        let e = parse(&GOOD.replace(
+            "[storage]\n",
+            "[storage]\npath_style = \"${CFG_T_BOOL_BAD}\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "p.toml:8: `storage.path_style`: expected a boolean (true or false) after expanding the environment variable"
+        );
+    }
+
+    #[test]
+    fn sizes_and_times_have_ranges() {
+        for (line, want) in [
+            (
+                "mailbox = 9223372036854775807",
+                "p.toml:5: `pipeline.mailbox`: out of range; it must be between 1 and 1024",
+            ),
+            (
+                "mailbox = 0",
+                "p.toml:5: `pipeline.mailbox`: out of range; it must be between 1 and 1024",
+            ),
+            (
+                "mailbox = -1",
+                "p.toml:5: `pipeline.mailbox`: invalid value, expected usize",
+            ),
+            (
+                "trigger = \"500000000y\"",
+                "p.toml:5: `pipeline.trigger`: out of range; it must be between 100ms and 1day",
+            ),
+            (
+                "trigger = \"10ms\"",
+                "p.toml:5: `pipeline.trigger`: out of range; it must be between 100ms and 1day",
+            ),
+            (
+                "mailbox = 99999999999999999999",
+                "p.toml:5: `pipeline.mailbox`: integer out of range; TOML integers lie between -9223372036854775808 and 9223372036854775807",
+            ),
+        ] {
+            assert_eq!(
+                parse(&GOOD.replace("trigger = \"2s\"", line)).unwrap_err(),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn the_checkpoint_url_is_checked_without_touching_anything() {
+        for bad in ["hdfs://nn/x", "/tmp/x", "relative/dir", "file://host/x"] {
+            let text = GOOD.replace("${CHK_TEST_UNSET_1:-file:///tmp/chk}", bad);
+            let e = parse(&text).unwrap_err();
+            assert!(
+                e.starts_with("p.toml:4: `pipeline.checkpoint`: "),
+                "{bad}: {e}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("cfg-chk-{}", std::process::id()));
+        let text = GOOD.replace(
+            "${CHK_TEST_UNSET_1:-file:///tmp/chk}",
+            &format!("file://{}/deeper", dir.display()),
+        );
+        parse(&text).unwrap();
+        assert!(!dir.exists(), "loading created {}", dir.display());
+    }
+
+    #[test]
+    fn positions_point_at_the_key_itself() {
+        // Dotted keys, inside a table and at the top level.
+        let text = GOOD.replace("trigger = \"2s\"", "trigger = \"2s\"\nsub.trigerr = 1");
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.starts_with("p.toml:6: `pipeline.sub`: unknown field `sub`"),
+            "{e}"
+        );
+        let storage = "[storage]\nendpoint = \"${S3_TEST_ENDPOINT_X:-http://127.0.0.1:9000}\"\n";
+        assert!(GOOD.contains(storage));
+        let text = format!(
+            "storage.endpoint = \"x\"\nstorage.regoin = \"y\"\n{}",
+            GOOD.replace(storage, "")
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.starts_with("p.toml:2: `storage.regoin`: unknown field"),
+            "{e}"
+        );
+        // A duplicate key is named.
+        let text = GOOD.replace("topic = \"t\"", "topic = \"t\"\ntopic = \"u\"");
+        let e = parse(&text).unwrap_err();
+        assert!(e.starts_with("p.toml:14:1: duplicate key `topic`"), "{e}");
+        // Quoted node names and keys of nested tables, dotted or not.
+        let text = GOOD
+            .replace("[nodes.source]", "[nodes.\"source\"]")
+            .replace(
+                "topic = \"t\"",
+                "topic = \"t\"\nschema.level = \"string\"\n\n[nodes.source.more]\nx = 1",
+            );
+        let p = parse(&text).unwrap();
+        let source = &p.nodes[0];
+        assert_eq!(source.line, 10);
+        assert_eq!(
+            p.locate(source, Some("schema.level")),
+            "p.toml:14: node `source` (kafka)"
+        );
+        assert_eq!(
+            p.locate(source, Some("more.x")),
+            "p.toml:17: node `source` (kafka)"
+        );
+        assert_eq!(
+            p.locate(source, Some("more.nothing")),
+            "p.toml:16: node `source` (kafka)"
+        );
+        let e = p.node_error(source, EngineError::invalid("schema.level", "bad type"));
+        assert_eq!(
+            e.to_string(),
+            "p.toml:14: node `source` (kafka): `schema.level`: bad type"
+        );
+        // Array items.
+        let text = GOOD.replace(
+            "inputs = [\"source\"]",
+            "inputs = [\n  \"source\",\n  2,\n]",
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.starts_with("p.toml:17: node `sink`: `inputs` must be"),
+            "{e}"
+        );
     }
 }

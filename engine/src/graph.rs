@@ -42,10 +42,7 @@ impl Graph {
             };
             let node = registry
                 .build(&spec.type_name, spec.config.clone(), &ctx)
-                .map_err(|e| {
-                    let msg = e.to_string();
-                    e.context(pipeline.locate(spec, offending_key(&msg)))
-                })?;
+                .map_err(|e| pipeline.node_error(spec, e))?;
             built.push((spec.clone(), node));
         }
 
@@ -187,7 +184,9 @@ impl Graph {
                 }
             };
             let mode = match &node {
-                Node::Operator(op) => op.output_mode(in_mode).map_err(|e| e.context(&at))?,
+                Node::Operator(op) => op
+                    .output_mode(in_mode)
+                    .map_err(|e| pipeline.node_error(&spec, e))?,
                 Node::Sink(sink) => {
                     let ok = sink.accepts();
                     if !ok.contains(&in_mode) {
@@ -210,7 +209,7 @@ impl Graph {
                 Node::Operator(op) => {
                     let out = op
                         .init(in_schema.as_ref().expect("operators have inputs"))
-                        .map_err(|e| e.context(&at))?;
+                        .map_err(|e| pipeline.node_error(&spec, e))?;
                     if out.len() != ports.len() {
                         return Err(EngineError::config(format!(
                             "{at}: the operator returned {} schemas for {} ports",
@@ -222,7 +221,7 @@ impl Graph {
                 }
                 Node::Sink(s) => {
                     s.init(in_schema.as_ref().expect("sinks have inputs"))
-                        .map_err(|e| e.context(&at))?;
+                        .map_err(|e| pipeline.node_error(&spec, e))?;
                     Vec::new()
                 }
             };
@@ -374,16 +373,4 @@ impl Graph {
         s.push_str("}\n");
         s
     }
-}
-
-/// The key named in a serde error such as "unknown field `topc`, expected ...".
-fn offending_key(msg: &str) -> Option<&str> {
-    for marker in ["unknown field `", "missing field `"] {
-        if let Some(rest) = msg.split(marker).nth(1) {
-            return rest.split('`').next();
-        }
-    }
-    // "`aggregates[0].fn`: ..." names the top-level key first.
-    let path = msg.strip_prefix('`')?.split('`').next()?;
-    path.split(['.', '[']).next()
 }

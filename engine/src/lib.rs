@@ -6,6 +6,8 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+#[cfg(test)]
+mod config_props;
 pub mod failpoint;
 pub mod graph;
 pub mod produce;

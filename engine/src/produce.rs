@@ -278,8 +278,9 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
         .map_err(|e| EngineError::config(format!("bad producer settings: {e}")))?;
     let md = producer.client().fetch_metadata(Some(&args.topic), Duration::from_secs(10)).map_err(|e| {
         EngineError::unavailable(format!(
-            "cannot reach Kafka at {} ({e}); check KAFKA_BROKERS and that the broker is running (scripts/stack up)",
-            args.brokers
+            "cannot reach Kafka at {} ({e}); check --brokers (KAFKA_BROKERS) and that the broker is running{}",
+            args.brokers,
+            engine_api::local_stack_hint(&args.brokers, "scripts/stack up starts the local one")
         ))
     })?;
     let exists = md
@@ -288,8 +289,13 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
         .any(|t| t.name() == args.topic && t.error().is_none() && !t.partitions().is_empty());
     if !exists {
         return Err(EngineError::config(format!(
-            "topic `{}` does not exist on Kafka at {}; create it (scripts/stack up creates the course topics)",
-            args.topic, args.brokers
+            "topic `{}` does not exist on Kafka at {}; create it{}",
+            args.topic,
+            args.brokers,
+            engine_api::local_stack_hint(
+                &args.brokers,
+                "scripts/stack up creates the course topics"
+            )
         )));
     }
     let mut generator = Generator::new(args.kind, args.seed, args.start_ms);

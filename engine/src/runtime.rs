@@ -56,6 +56,29 @@ pub struct RunSummary {
     pub elapsed: Duration,
 }
 
+/// `engine validate --connect`: checks that every service the pipeline names answers and
+/// accepts the credentials: the checkpoint store, each source (broker, topic) and each sink
+/// (bucket). Reads and writes no data. Errors name the node.
+pub async fn check_environment(graph: &mut Graph) -> Result<()> {
+    let p = &graph.pipeline;
+    let file = p.path.display().to_string();
+    CheckpointStore::open(&p.checkpoint, &p.storage, &p.name)
+        .map_err(|e| e.context(&file))?
+        .check()
+        .await
+        .map_err(|e| e.context(&file))?;
+    for g in &mut graph.nodes {
+        let at = graph.pipeline.locate(&g.spec, None);
+        match &mut g.node {
+            Node::Source(s) => tokio::task::block_in_place(|| s.check()),
+            Node::Sink(s) => s.check().await,
+            Node::Operator(_) => Ok(()),
+        }
+        .map_err(|e| e.context(&at))?;
+    }
+    Ok(())
+}
+
 /// Runs a built graph until its input ends (batch), `cancel` fires, or a node fails.
 pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> Result<RunSummary> {
     let started = Instant::now();

@@ -119,13 +119,25 @@ fn two_minutes() -> String {
     "2m".into()
 }
 
-fn duration_ms(key: &str, s: &str) -> Result<i64> {
-    let d: Duration = humantime::parse_duration(s).map_err(|e| {
-        EngineError::config(format!(
-            "bad `{key}` \"{s}\": {e}; write it like \"1m\" or \"30s\""
-        ))
-    })?;
-    Ok(d.as_millis() as i64)
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The accepted ranges of the time options, as the README documents them.
+const WINDOW_RANGE: (Duration, Duration) = (
+    Duration::from_millis(100),
+    Duration::from_secs(31 * 24 * 3600),
+);
+const WATERMARK_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(31 * 24 * 3600));
+const IDLE_RANGE: (Duration, Duration) = (Duration::ZERO, DAY);
+const EMIT_EVERY_RANGE: (Duration, Duration) = (Duration::from_millis(100), DAY);
+/// Most windows one event falls into (`window` / `slide`): a day of one-minute slides.
+pub const MAX_WINDOWS_PER_EVENT: i64 = 1440;
+
+fn duration_ms(key: &str, s: &str, range: (Duration, Duration)) -> Result<i64> {
+    Ok(engine_api::parse_duration(key, s, range.0, range.1)?.as_millis() as i64)
+}
+
+fn emit_every(e: Option<&str>) -> Result<Option<i64>> {
+    e.map(|e| duration_ms("emit_every", e, EMIT_EVERY_RANGE))
+        .transpose()
 }
 
 impl OperatorConfig for AggregateConfig {
@@ -136,34 +148,39 @@ impl OperatorConfig for AggregateConfig {
             ));
         }
         let mut a = Aggregator::new(ctx, None, self.group_by, self.aggregates, self.output_mode)?;
-        a.emit_every = self
-            .emit_every
-            .as_deref()
-            .map(|e| duration_ms("emit_every", e))
-            .transpose()?;
+        a.emit_every = emit_every(self.emit_every.as_deref())?;
         Ok(Box::new(a))
     }
 }
 
 impl OperatorConfig for WindowAggregateConfig {
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Operator>> {
-        let size = duration_ms("window", &self.window)?;
+        let size = duration_ms("window", &self.window, WINDOW_RANGE)?;
         let slide = match &self.slide {
-            Some(s) => duration_ms("slide", s)?,
+            Some(s) => duration_ms("slide", s, WINDOW_RANGE)?,
             None => size,
         };
-        if size <= 0 || slide <= 0 || slide > size || size % slide != 0 {
-            return Err(EngineError::config(
-                "`window` must be positive and a multiple of `slide`, and `slide` at most `window`",
+        if slide > size || size % slide != 0 {
+            return Err(EngineError::invalid(
+                "slide",
+                "`window` must be a multiple of `slide`, and `slide` at most `window`",
+            ));
+        }
+        if size / slide > MAX_WINDOWS_PER_EVENT {
+            return Err(EngineError::invalid(
+                "slide",
+                format!(
+                    "too small: an event would fall into more than {MAX_WINDOWS_PER_EVENT} windows (`window` / `slide`)"
+                ),
             ));
         }
         let windows = Windows {
             column: self.time_column,
             size,
             slide,
-            delay: duration_ms("watermark", &self.watermark)?,
+            delay: duration_ms("watermark", &self.watermark, WATERMARK_RANGE)?,
             idle: Duration::from_millis(
-                duration_ms("idle_timeout", &self.idle_timeout)?.max(0) as u64
+                duration_ms("idle_timeout", &self.idle_timeout, IDLE_RANGE)? as u64,
             ),
         };
         let mut a = Aggregator::new(
@@ -173,11 +190,7 @@ impl OperatorConfig for WindowAggregateConfig {
             self.aggregates,
             self.output_mode,
         )?;
-        a.emit_every = self
-            .emit_every
-            .as_deref()
-            .map(|e| duration_ms("emit_every", e))
-            .transpose()?;
+        a.emit_every = emit_every(self.emit_every.as_deref())?;
         Ok(Box::new(a))
     }
 }
@@ -296,17 +309,22 @@ impl Aggregator {
         mode: OutputMode,
     ) -> Result<Self> {
         if aggregates.is_empty() {
-            return Err(EngineError::config("`aggregates` is empty"));
+            return Err(EngineError::invalid("aggregates", "is empty"));
         }
         let mut specs = Vec::new();
-        for a in &aggregates {
+        for (i, a) in aggregates.iter().enumerate() {
             if a.func != AggFn::Count && a.column.is_none() {
-                return Err(EngineError::config(format!(
-                    "aggregate `{}` needs a `column`",
-                    a.name
-                )));
+                return Err(EngineError::invalid(
+                    format!("aggregates[{i}]"),
+                    format!("aggregate `{}` needs a `column`", a.name),
+                ));
             }
-            let filter = a.filter.as_deref().map(expr::parse).transpose()?;
+            let filter = a
+                .filter
+                .as_deref()
+                .map(expr::parse)
+                .transpose()
+                .map_err(|e| e.for_key(format!("aggregates[{i}].filter")))?;
             specs.push(Spec {
                 name: a.name.clone(),
                 func: a.func,
@@ -391,37 +409,45 @@ impl Operator for Aggregator {
     fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
         let mut fields = Vec::new();
         let mut sort_fields = Vec::new();
-        for g in &self.group_by {
-            let i = crate::column_index(input, g)?;
+        for (k, g) in self.group_by.iter().enumerate() {
+            let i =
+                crate::column_index(input, g).map_err(|e| e.for_key(format!("group_by[{k}]")))?;
             let f = input.field(i);
             fields.push(f.clone().with_nullable(true));
             sort_fields.push(SortField::new(f.data_type().clone()));
         }
         self.converter = Some(RowConverter::new(sort_fields)?);
         if let Some(w) = &self.windows {
-            let i = crate::column_index(input, &w.column)?;
+            let i = crate::column_index(input, &w.column).map_err(|e| e.for_key("time_column"))?;
             match input.field(i).data_type() {
                 DataType::Utf8 | DataType::Timestamp(_, _) => {}
                 other => {
-                    return Err(EngineError::config(format!(
-                        "time_column `{}` is {other}; it must be ISO-8601 text or a timestamp",
-                        w.column
-                    )));
+                    return Err(EngineError::invalid(
+                        "time_column",
+                        format!(
+                            "column `{}` is {other}; it must be ISO-8601 text or a timestamp",
+                            w.column
+                        ),
+                    ));
                 }
             }
             let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
             fields.push(Field::new("window_start", ts.clone(), false));
             fields.push(Field::new("window_end", ts, false));
         }
-        for spec in &mut self.specs {
+        for (k, spec) in self.specs.iter_mut().enumerate() {
             if let Some(c) = &spec.column {
-                let i = crate::column_index(input, c)?;
+                let key = format!("aggregates[{k}].column");
+                let i = crate::column_index(input, c).map_err(|e| e.for_key(&key))?;
                 let dt = input.field(i).data_type();
                 if !dt.is_numeric() {
-                    return Err(EngineError::config(format!(
-                        "aggregate `{}`: column `{c}` is {dt}, it must be numeric",
-                        spec.name
-                    )));
+                    return Err(EngineError::invalid(
+                        key,
+                        format!(
+                            "aggregate `{}`: column `{c}` is {dt}, it must be numeric",
+                            spec.name
+                        ),
+                    ));
                 }
                 spec.int = dt.is_integer();
             }

@@ -28,7 +28,7 @@ impl OperatorConfig for ComputeConfig {
             .map(|(name, e)| {
                 Ok((
                     name.clone(),
-                    expr::parse(e).map_err(|err| err.context(format!("column `{name}`")))?,
+                    expr::parse(e).map_err(|err| err.for_key(format!("columns.{name}")))?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -55,7 +55,7 @@ impl Operator for Compute {
         for (name, e) in &self.exprs {
             let dt = e
                 .check_types(input)
-                .map_err(|err| err.context(format!("column `{name}`")))?;
+                .map_err(|err| err.for_key(format!("columns.{name}")))?;
             let f = Field::new(name, dt, true);
             match fields.iter().position(|x| x.name() == name) {
                 Some(i) => {

@@ -56,21 +56,30 @@ impl Operator for Explode {
     fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
         let col = &self.cfg.column;
         self.list_idx = input.index_of(col).map_err(|_| {
-            EngineError::config(format!(
-                "no column `{col}` to explode (columns: {})",
-                crate::column_names(input)
-            ))
+            EngineError::invalid(
+                "column",
+                format!(
+                    "no column `{col}` to explode (columns: {})",
+                    crate::column_names(input)
+                ),
+            )
         })?;
         let DataType::List(item) = input.field(self.list_idx).data_type() else {
-            return Err(EngineError::config(format!(
-                "column `{col}` is {}, explode needs a list",
-                input.field(self.list_idx).data_type()
-            )));
+            return Err(EngineError::invalid(
+                "column",
+                format!(
+                    "column `{col}` is {}, explode needs a list",
+                    input.field(self.list_idx).data_type()
+                ),
+            ));
         };
         self.keep = match &self.cfg.columns {
             Some(cols) => cols
                 .iter()
-                .map(|c| crate::column_index(input, c))
+                .enumerate()
+                .map(|(i, c)| {
+                    crate::column_index(input, c).map_err(|e| e.for_key(format!("columns[{i}]")))
+                })
                 .collect::<Result<_>>()?,
             None => (0..input.fields().len())
                 .filter(|i| *i != self.list_idx)

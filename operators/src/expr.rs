@@ -77,7 +77,10 @@ fn tokenize(s: &str) -> Result<Vec<Tok>> {
             }
             let text: String = c[start..i].iter().collect();
             out.push(Tok::Num(text.parse().map_err(|_| {
-                EngineError::config(format!("bad number `{text}` in `{s}`"))
+                EngineError::config(format!(
+                    "bad number `{text}` in `{}`",
+                    crate::quote_short(s)
+                ))
             })?));
         } else if ch.is_alphabetic() || ch == '_' {
             let start = i;
@@ -93,7 +96,10 @@ fn tokenize(s: &str) -> Result<Vec<Tok>> {
                 i += 1;
             }
             if i == c.len() {
-                return Err(EngineError::config(format!("unclosed string in `{s}`")));
+                return Err(EngineError::config(format!(
+                    "unclosed string in `{}`",
+                    crate::quote_short(s)
+                )));
             }
             out.push(Tok::Str(c[start..i].iter().collect()));
             i += 1;
@@ -106,17 +112,27 @@ fn tokenize(s: &str) -> Result<Vec<Tok>> {
                 out.push(Tok::Sym(ch.to_string()));
                 i += 1;
             } else {
-                return Err(EngineError::config(format!("unexpected `{ch}` in `{s}`")));
+                return Err(EngineError::config(format!(
+                    "unexpected `{ch}` in `{}`",
+                    crate::quote_short(s)
+                )));
             }
         }
     }
     Ok(out)
 }
 
+/// The most tokens an expression may have: expressions are evaluated recursively, so their
+/// size bounds the stack they need.
+pub const MAX_TOKENS: usize = 512;
+/// How deep parentheses, `not` and unary minus may nest.
+pub const MAX_DEPTH: usize = 64;
+
 struct P<'a> {
     toks: Vec<Tok>,
     pos: usize,
     src: &'a str,
+    depth: usize,
 }
 
 impl P<'_> {
@@ -141,7 +157,10 @@ impl P<'_> {
         y
     }
     fn err(&self, what: &str) -> EngineError {
-        EngineError::config(format!("bad expression `{}`: {what}", self.src))
+        EngineError::config(format!(
+            "bad expression `{}`: {what}",
+            crate::quote_short(self.src)
+        ))
     }
     fn expect_sym(&mut self, s: &str) -> Result<()> {
         if self.eat_sym(s) {
@@ -167,9 +186,19 @@ impl P<'_> {
     }
     fn not(&mut self) -> Result<Expr> {
         if self.eat_kw("not") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.deeper()?;
+            let e = Expr::Not(Box::new(self.not()?));
+            self.depth -= 1;
+            return Ok(e);
         }
         self.cmp()
+    }
+    fn deeper(&mut self) -> Result<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err(&format!("nested more than {MAX_DEPTH} levels deep")));
+        }
+        Ok(())
     }
     fn cmp(&mut self) -> Result<Expr> {
         let left = self.sum()?;
@@ -257,11 +286,16 @@ impl P<'_> {
     }
     fn unary(&mut self) -> Result<Expr> {
         if self.eat_sym("-") {
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            self.deeper()?;
+            let e = Expr::Neg(Box::new(self.unary()?));
+            self.depth -= 1;
+            return Ok(e);
         }
         if self.eat_sym("(") {
+            self.deeper()?;
             let e = self.or()?;
             self.expect_sym(")")?;
+            self.depth -= 1;
             return Ok(e);
         }
         match self.toks.get(self.pos).cloned() {
@@ -287,10 +321,17 @@ impl P<'_> {
 
 /// Parses an expression.
 pub fn parse(src: &str) -> Result<Expr> {
+    let toks = tokenize(src)?;
+    if toks.len() > MAX_TOKENS {
+        return Err(EngineError::config(format!(
+            "expression too long: more than {MAX_TOKENS} names, numbers and symbols"
+        )));
+    }
     let mut p = P {
-        toks: tokenize(src)?,
+        toks,
         pos: 0,
         src,
+        depth: 0,
     };
     let e = p.or()?;
     if p.pos != p.toks.len() {
@@ -591,5 +632,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`nope`"), "{e}");
+    }
+
+    #[test]
+    fn hostile_expressions_are_errors_not_stack_overflows() {
+        for deep in [
+            format!("{}a{}", "(".repeat(100_000), ")".repeat(100_000)),
+            format!("{}1", "-".repeat(100_000)),
+            format!("{}a", "not ".repeat(100_000)),
+        ] {
+            let e = parse(&deep).unwrap_err().to_string();
+            assert!(
+                e.contains("more than"),
+                "{}",
+                &e[e.len().saturating_sub(100)..]
+            );
+        }
+        let long = vec!["a"; 1000].join(" + ");
+        let e = parse(&long).unwrap_err().to_string();
+        assert!(e.contains("too long"), "{e}");
+        let e = parse(&format!("{}a{}", "(".repeat(64), ")".repeat(64)));
+        assert!(e.is_ok(), "64 levels are allowed: {e:?}");
     }
 }

@@ -81,20 +81,22 @@ impl OperatorConfig for JsonParseConfig {
         let schema = Arc::new(schema_from_pairs(
             self.schema.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         )?);
-        for r in &self.required {
+        for (i, r) in self.required.iter().enumerate() {
             if schema.index_of(r).is_err() {
-                return Err(EngineError::config(format!(
-                    "`required` names `{r}`, which is not in the schema"
-                )));
+                return Err(EngineError::invalid(
+                    format!("required[{i}]"),
+                    format!("`{r}` is not in the schema"),
+                ));
             }
         }
         let rules = self
             .rules
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 Ok((
                     r.clone(),
-                    crate::expr::parse(r).map_err(|e| e.context("`rules`"))?,
+                    crate::expr::parse(r).map_err(|e| e.for_key(format!("rules[{i}]")))?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -184,9 +186,11 @@ impl Operator for JsonParse {
         }
         q_fields.extend(quarantine_fields());
         self.out_schema = Arc::new(Schema::new(fields));
-        for (text, rule) in &self.rules {
-            crate::rules::check(rule, &self.out_schema)
-                .map_err(|e| e.context(format!("rule `{text}`")))?;
+        for (i, (text, rule)) in self.rules.iter().enumerate() {
+            crate::rules::check(rule, &self.out_schema).map_err(|e| {
+                e.context(format!("rule `{}`", crate::quote_short(text)))
+                    .for_key(format!("rules[{i}]"))
+            })?;
         }
         self.quarantine_schema = Arc::new(Schema::new(q_fields));
         let offset = self.keep.len();

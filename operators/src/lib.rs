@@ -42,3 +42,15 @@ pub(crate) fn column_index(schema: &Schema, name: &str) -> Result<usize> {
         ))
     })
 }
+
+/// `text` for an error message: cut to 60 characters, so a hostile value keeps the message to
+/// one readable line.
+pub(crate) fn quote_short(text: &str) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(60).collect();
+    if chars.next().is_some() {
+        format!("{head}...")
+    } else {
+        head
+    }
+}

@@ -10,7 +10,11 @@ use std::sync::Arc;
 
 /// Parses one type expression such as `list<struct<product_id: int, quantity: int>>`.
 pub fn parse_type(text: &str) -> Result<DataType> {
-    let mut p = Parser { s: text, pos: 0 };
+    let mut p = Parser {
+        s: text,
+        pos: 0,
+        depth: 0,
+    };
     let t = p.ty()?;
     p.ws();
     if p.pos != p.s.len() {
@@ -26,7 +30,7 @@ pub fn schema_from_pairs<'a>(
 ) -> Result<Schema> {
     let mut fields = Vec::new();
     for (name, ty) in pairs {
-        let dt = parse_type(ty).map_err(|e| e.context(format!("schema field `{name}`")))?;
+        let dt = parse_type(ty).map_err(|e| e.for_key(format!("schema.{name}")))?;
         fields.push(Field::new(name, dt, true));
     }
     if fields.is_empty() {
@@ -59,22 +63,31 @@ pub fn type_name(dt: &DataType) -> String {
     }
 }
 
+/// How deep `list<...>` and `struct<...>` may nest: deeper is surely a mistake, and the parser
+/// and Arrow's decoders recurse once per level.
+pub const MAX_TYPE_DEPTH: usize = 32;
+
 struct Parser<'a> {
     s: &'a str,
     pos: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
     fn ws(&mut self) {
-        while self.s[self.pos..].starts_with(char::is_whitespace) {
-            self.pos += 1;
+        while let Some(c) = self.s[self.pos..]
+            .chars()
+            .next()
+            .filter(|c| c.is_whitespace())
+        {
+            self.pos += c.len_utf8();
         }
     }
 
     fn err(&self, what: &str) -> EngineError {
         EngineError::config(format!(
             "bad type `{}`: {what} at character {}; types are int, long, float, double, string, boolean, timestamp, date, list<T>, struct<name: T, ...>",
-            self.s,
+            crate::quote_short(self.s),
             self.pos + 1
         ))
     }
@@ -107,6 +120,16 @@ impl Parser<'_> {
     }
 
     fn ty(&mut self) -> Result<DataType> {
+        self.depth += 1;
+        if self.depth > MAX_TYPE_DEPTH {
+            return Err(self.err(&format!("nested more than {MAX_TYPE_DEPTH} levels deep")));
+        }
+        let t = self.ty_inner();
+        self.depth -= 1;
+        t
+    }
+
+    fn ty_inner(&mut self) -> Result<DataType> {
         let name = self.ident()?.to_ascii_lowercase();
         Ok(match name.as_str() {
             "int" | "integer" | "int32" => DataType::Int32,
@@ -201,5 +224,23 @@ mod tests {
         assert!(e.contains("expected `:`"), "{e}");
         let e = parse_type("int>").unwrap_err().to_string();
         assert!(e.contains("unexpected text"), "{e}");
+    }
+
+    #[test]
+    fn hostile_types_are_errors_not_panics() {
+        // Multi-byte whitespace once split a character.
+        assert_eq!(
+            parse_type("list<\u{3000}int\u{a0}>").unwrap(),
+            parse_type("list<int>").unwrap()
+        );
+        let deep = format!("{}int{}", "list<".repeat(100_000), ">".repeat(100_000));
+        let e = parse_type(&deep).unwrap_err().to_string();
+        assert!(
+            e.contains("nested more than 32 levels"),
+            "{}",
+            &e[e.len() - 120..]
+        );
+        let ok = format!("{}int{}", "list<".repeat(31), ">".repeat(31));
+        parse_type(&ok).unwrap();
     }
 }

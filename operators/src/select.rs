@@ -41,11 +41,14 @@ impl Operator for Select {
         self.indices = match (&self.cfg.columns, &self.cfg.drop) {
             (Some(cols), _) => cols
                 .iter()
-                .map(|c| crate::column_index(input, c))
+                .enumerate()
+                .map(|(i, c)| {
+                    crate::column_index(input, c).map_err(|e| e.for_key(format!("columns[{i}]")))
+                })
                 .collect::<Result<_>>()?,
             (_, Some(drop)) => {
-                for d in drop {
-                    crate::column_index(input, d)?;
+                for (i, d) in drop.iter().enumerate() {
+                    crate::column_index(input, d).map_err(|e| e.for_key(format!("drop[{i}]")))?;
                 }
                 (0..input.fields().len())
                     .filter(|i| !drop.contains(input.field(*i).name()))

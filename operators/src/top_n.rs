@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub struct TopNConfig {
     /// The column to rank by.
     pub order_by: String,
-    /// How many rows to keep.
+    /// How many rows to keep (1 to 100,000).
     pub n: usize,
     /// Largest first (default true).
     #[serde(default = "yes")]
@@ -25,6 +25,9 @@ pub struct TopNConfig {
     #[serde(default = "rank")]
     pub rank_column: String,
 }
+
+/// The most rows a ranking keeps.
+pub const MAX_N: usize = 100_000;
 
 fn yes() -> bool {
     true
@@ -35,9 +38,7 @@ fn rank() -> String {
 
 impl OperatorConfig for TopNConfig {
     fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
-        if self.n == 0 {
-            return Err(EngineError::config("`n` must be at least 1"));
-        }
+        engine_api::check_range("n", self.n, 1, MAX_N)?;
         Ok(Box::new(TopN {
             cfg: self,
             input: Arc::new(Schema::empty()),
@@ -56,7 +57,7 @@ pub struct TopN {
 
 impl Operator for TopN {
     fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
-        crate::column_index(input, &self.cfg.order_by)?;
+        crate::column_index(input, &self.cfg.order_by).map_err(|e| e.for_key("order_by"))?;
         let mut fields = vec![Field::new(&self.cfg.rank_column, DataType::Int64, false)];
         fields.extend(input.fields().iter().map(|f| f.as_ref().clone()));
         self.input = input.clone();

@@ -256,6 +256,7 @@ fn snapshot_json(op: &mut Box<dyn Operator>) -> Value {
 fn config_error<T>(r: engine_api::Result<T>) -> String {
     match r {
         Err(EngineError::Config(m)) => m,
+        Err(e @ EngineError::Invalid { .. }) => e.to_string(),
         Err(e) => panic!("expected a config error, got {e:?}"),
         Ok(_) => panic!("expected a config error, got Ok"),
     }
@@ -921,11 +922,37 @@ fn hopping_windows_count_each_event_twice() {
 
 #[test]
 fn window_and_slide_are_checked() {
-    for (window, slide) in [("1m", "40s"), ("30s", "1m"), ("0s", "0s")] {
+    for (window, slide, want) in [
+        (
+            "1m",
+            "40s",
+            "`slide`: `window` must be a multiple of `slide`",
+        ),
+        (
+            "30s",
+            "1m",
+            "`slide`: `window` must be a multiple of `slide`",
+        ),
+        (
+            "0s",
+            "0s",
+            "`window`: out of range; it must be between 100ms and 31days",
+        ),
+        ("500000000y", "1s", "`window`: out of range"),
+        (
+            "1d",
+            "1s",
+            "`slide`: too small: an event would fall into more than 1440 windows",
+        ),
+    ] {
         let e =
             config_error(window_config(json!({ "window": window, "slide": slide })).build(&ctx()));
-        assert!(e.contains("slide"), "{e}");
+        assert!(e.starts_with(want), "{e}");
     }
+    // A day of one-minute slides is the most windows per event allowed.
+    window_config(json!({ "window": "1d", "slide": "1m" }))
+        .build(&ctx())
+        .unwrap();
     let e = config_error(window_config(json!({ "window": "one minute" })).build(&ctx()));
     assert!(e.contains("`window`"), "{e}");
     let e =

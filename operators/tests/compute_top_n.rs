@@ -17,6 +17,7 @@ use std::sync::Arc;
 fn config_error<T>(r: engine_api::Result<T>) -> String {
     match r {
         Err(EngineError::Config(m)) => m,
+        Err(e @ EngineError::Invalid { .. }) => e.to_string(),
         Err(e) => panic!("expected a config error, got {e:?}"),
         Ok(_) => panic!("expected a config error, got Ok"),
     }

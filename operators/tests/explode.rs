@@ -302,6 +302,7 @@ fn a_batch_with_nothing_to_explode_emits_nothing() {
 fn init_error(c: ExplodeConfig, input: &SchemaRef) -> String {
     match c.build(&ctx()).unwrap().init(input) {
         Err(EngineError::Config(m)) => m,
+        Err(e @ EngineError::Invalid { .. }) => e.to_string(),
         Err(e) => panic!("not a config error: {e:?}"),
         Ok(s) => panic!("expected an error, got {s:?}"),
     }

@@ -929,6 +929,7 @@ fn on_error_parses_from_toml_names() {
 fn config_error(r: engine_api::Result<impl Sized>) -> String {
     match r {
         Err(EngineError::Config(m)) => m,
+        Err(e @ EngineError::Invalid { .. }) => e.to_string(),
         Err(e) => panic!("not a config error: {e:?}"),
         Ok(_) => panic!("expected a config error"),
     }

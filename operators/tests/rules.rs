@@ -55,6 +55,7 @@ fn parser(cfg: JsonParseConfig) -> (Box<dyn Operator>, SchemaRef, SchemaRef) {
 fn config_error<T>(r: engine_api::Result<T>) -> String {
     match r {
         Err(EngineError::Config(m)) => m,
+        Err(e @ EngineError::Invalid { .. }) => e.to_string(),
         Err(e) => panic!("expected a config error, got {e:?}"),
         Ok(_) => panic!("expected a config error, got Ok"),
     }

@@ -43,6 +43,7 @@ fn names(schema: &SchemaRef) -> Vec<String> {
 fn config_error<T: std::fmt::Debug>(r: engine_api::Result<T>) -> String {
     match r {
         Err(EngineError::Config(m)) => m,
+        Err(e @ EngineError::Invalid { .. }) => e.to_string(),
         other => panic!("expected a config error, got {other:?}"),
     }
 }

@@ -343,7 +343,7 @@ fn a_pipeline_with_every_kind_of_mistake_gets_a_clear_error_naming_the_key() {
                 "starting_offsets = \"earliest\"",
                 "starting_offsets = \"first\"",
             ),
-            "first",
+            "`starting_offsets`: unknown value; expected one of `earliest`, `latest`",
         ),
         (
             "unknown node type",
@@ -414,10 +414,31 @@ fn a_pipeline_with_every_kind_of_mistake_gets_a_clear_error_naming_the_key() {
         (
             "bad output mode",
             base.replace("output_mode = \"append\"", "output_mode = \"sometimes\""),
-            "sometimes",
+            "`output_mode`: unknown value; expected one of `append`, `update`, `complete`",
         ),
         ("empty file", String::new(), "pipeline"),
     ];
+    // The line each error must point at: the key itself, found in the text independently.
+    let marker = |what: &str| -> Option<(&'static str, usize)> {
+        match what {
+            "unknown key" => Some(("starting_offset = ", 1)),
+            "bad type" => Some(("starting_offsets = 3", 1)),
+            "bad enum value" => Some(("starting_offsets = \"first\"", 1)),
+            "unknown node type" => Some(("type = \"explod\"", 1)),
+            "missing input node" => Some(("inputs = [\"ordres\"]", 1)),
+            "missing port" => Some(("inputs = [\"parse.bad\"]", 1)),
+            "unknown column" => Some(("column = \"itemz\"", 1)),
+            "bad schema type" => Some(("total = \"dubble\"", 1)),
+            "bad duration" => Some(("window = \"one minute\"", 1)),
+            "bad rule" => Some(("total >>= 0", 1)),
+            "unclosed table" => Some(("[nodes.source\n", 1)),
+            "missing required key" => Some(("[nodes.source]", 1)),
+            "unset variable" => Some(("${NO_SUCH_VAR_FOR_TEST}", 1)),
+            "duplicate key" => Some(("type = \"kafka\"", 2)),
+            "bad output mode" => Some(("output_mode = \"sometimes\"", 1)),
+            _ => None,
+        }
+    };
     for (what, text, needle) in cases {
         let file = dir.join(format!("{}.toml", what.replace(' ', "_")));
         std::fs::write(&file, &text).unwrap();
@@ -432,11 +453,26 @@ fn a_pipeline_with_every_kind_of_mistake_gets_a_clear_error_naming_the_key() {
             "{what}: `{needle}` not in: {}",
             errors[0]
         );
+        let named = format!("error: {}", file.display());
         assert!(
-            errors[0].contains(".toml"),
+            errors[0].starts_with(&named),
             "{what}: names the file: {}",
             errors[0]
         );
+        if let Some((m, nth)) = marker(what) {
+            let at = text
+                .match_indices(m)
+                .nth(nth - 1)
+                .unwrap_or_else(|| panic!("{what}: `{m}` is not in the test's text"))
+                .0;
+            let line = text[..at].matches('\n').count() + 1;
+            let rest = &errors[0][named.len()..];
+            assert!(
+                rest.starts_with(&format!(":{line}:")),
+                "{what}: should point at line {line}: {}",
+                errors[0]
+            );
+        }
     }
     let _ = json!(null);
 }

@@ -5,6 +5,7 @@
 //! traits for connectors, and the [`Registry`] that maps a TOML `type = "..."` to a factory.
 //! Built-in operators and connectors register through exactly the same API as user code.
 
+pub mod config;
 pub mod error;
 pub mod message;
 pub mod operator;
@@ -12,7 +13,8 @@ pub mod registry;
 pub mod secret;
 pub mod storage;
 
-pub use error::{EngineError, Result};
+pub use config::{ConfigValue, check_range, parse_duration};
+pub use error::{EngineError, Result, local_stack_hint};
 pub use message::{Barrier, Epoch, Message, OutputMode, kafka_record_schema};
 pub use operator::{
     Collector, Committer, MAIN_PORT, Operator, PendingCommit, Sink, Source, SourceContext,

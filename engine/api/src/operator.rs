@@ -138,6 +138,11 @@ pub trait Source: Send + 'static {
     /// Connects and checks (topic exists, broker reachable). `restored` is the position stored in
     /// the last committed checkpoint, if any.
     fn open(&mut self, restored: Option<&serde_json::Value>) -> Result<()>;
+    /// Checks, for `engine validate --connect`, that what the config names is there (broker
+    /// reachable, credentials accepted, topic exists), without reading anything.
+    fn check(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Reads until the input ends (batch mode) or the context says stop. The source must call
     /// [`SourceContext::barrier`] when a checkpoint is due and once more before returning.
     fn run(&mut self, ctx: &mut dyn SourceContext) -> Result<()>;
@@ -161,6 +166,11 @@ pub trait Sink: Send + 'static {
     fn init(&mut self, input: &SchemaRef) -> Result<()>;
     /// Connects and checks (bucket exists, credentials accepted).
     async fn open(&mut self) -> Result<()>;
+    /// Checks, for `engine validate --connect`, that the sink could open (bucket exists,
+    /// credentials accepted), without writing anything.
+    async fn check(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Writes a batch into the current (staged, invisible) output.
     async fn write(&mut self, batch: RecordBatch) -> Result<()>;
     /// Stages everything written since the previous barrier; returns what commit must finish.

@@ -1,4 +1,4 @@
-use crate::{EngineError, Operator, Result, Sink, Source, StorageConfig};
+use crate::{ConfigValue, EngineError, Operator, Result, Sink, Source, StorageConfig};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,7 +35,7 @@ pub trait SinkConfig: DeserializeOwned {
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Sink>>;
 }
 
-type Factory<T> = Box<dyn Fn(toml::Value, &BuildContext) -> Result<T> + Send + Sync>;
+type Factory<T> = Box<dyn Fn(ConfigValue, &BuildContext) -> Result<T> + Send + Sync>;
 
 /// A built node, before it is wrapped in an actor.
 pub enum Node {
@@ -68,21 +68,21 @@ impl Registry {
     /// Registers an operator type under `name`.
     pub fn register_operator<C: OperatorConfig + 'static>(&mut self, name: &str) {
         self.insert(name, "operator", |v, ctx| {
-            Ok(Node::Operator(parse::<C>(v)?.build(ctx)?))
+            Ok(Node::Operator(v.deserialize_into::<C>()?.build(ctx)?))
         });
     }
 
     /// Registers a source type under `name`.
     pub fn register_source<C: SourceConfig + 'static>(&mut self, name: &str) {
         self.insert(name, "source", |v, ctx| {
-            Ok(Node::Source(parse::<C>(v)?.build(ctx)?))
+            Ok(Node::Source(v.deserialize_into::<C>()?.build(ctx)?))
         });
     }
 
     /// Registers a sink type under `name`.
     pub fn register_sink<C: SinkConfig + 'static>(&mut self, name: &str) {
         self.insert(name, "sink", |v, ctx| {
-            Ok(Node::Sink(parse::<C>(v)?.build(ctx)?))
+            Ok(Node::Sink(v.deserialize_into::<C>()?.build(ctx)?))
         });
     }
 
@@ -90,19 +90,22 @@ impl Registry {
         &mut self,
         name: &str,
         kind: &'static str,
-        f: impl Fn(toml::Value, &BuildContext) -> Result<Node> + Send + Sync + 'static,
+        f: impl Fn(ConfigValue, &BuildContext) -> Result<Node> + Send + Sync + 'static,
     ) {
         self.factories.insert(name.to_string(), (kind, Box::new(f)));
     }
 
     /// Builds a node of type `type_name` from its TOML table (without `type` and `inputs`).
-    pub fn build(&self, type_name: &str, config: toml::Value, ctx: &BuildContext) -> Result<Node> {
+    pub fn build(&self, type_name: &str, config: ConfigValue, ctx: &BuildContext) -> Result<Node> {
         match self.factories.get(type_name) {
             Some((_, f)) => f(config, ctx),
-            None => Err(EngineError::config(format!(
-                "unknown node type `{type_name}`; known types: {}",
-                self.names().join(", ")
-            ))),
+            None => Err(EngineError::invalid(
+                "type",
+                format!(
+                    "unknown node type `{type_name}`; known types: {}",
+                    self.names().join(", ")
+                ),
+            )),
         }
     }
 
@@ -114,16 +117,4 @@ impl Registry {
     pub fn names(&self) -> Vec<&str> {
         self.factories.keys().map(String::as_str).collect()
     }
-}
-
-fn parse<C: DeserializeOwned>(v: toml::Value) -> Result<C> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let msg = e.inner().message().trim().to_string();
-        if path.is_empty() || path == "." || msg.contains('`') && msg.starts_with("unknown field") {
-            EngineError::config(msg)
-        } else {
-            EngineError::config(format!("`{path}`: {msg}"))
-        }
-    })
 }
