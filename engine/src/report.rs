@@ -428,10 +428,14 @@ pub async fn report(
             let limit = rows_flag.or(how.rows).unwrap_or(DEFAULT_PREVIEW_ROWS);
             let batches = read_table(&t.url, &t.storage).await?;
             let total = rows(&batches);
+            let shown = preview(&batches, how, limit)?;
+            // How many rows the preview shows: fewer than `limit` when the table (or its latest
+            // window) has fewer.
+            let n = shown.as_ref().map_or(limit, RecordBatch::num_rows);
             let order = match &how.order_by {
-                Some((col, false)) => format!("top {limit} by {col}"),
-                Some((col, true)) => format!("first {limit} by {col}"),
-                None => format!("first {limit} rows"),
+                Some((col, false)) => format!("top {n} by {col}"),
+                Some((col, true)) => format!("first {n} by {col}"),
+                None => format!("first {n} rows"),
             };
             let window = match (how.windowed, t.mode) {
                 (false, _) => "",
@@ -445,7 +449,7 @@ pub async fn report(
                 name_under(&prefix, &t.url)
             )
             .map_err(io)?;
-            match preview(&batches, how, limit)? {
+            match shown {
                 Some(b) => {
                     let opts = FormatOptions::default()
                         .with_null("null")

@@ -278,7 +278,8 @@ async fn report_reads_the_tables_a_pipeline_names_and_counts_them_independently(
     let mut ranked: Vec<(String, f64)> = spent.into_iter().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     let title = format!(
-        "customer_minutes: top 3 by spent in the latest closed window, of {} rows",
+        "customer_minutes: top {} by spent in the latest closed window, of {} rows",
+        3.min(ranked.len()),
         closed.len()
     );
     let shown = printed_rows(&section(&stdout, &title));
