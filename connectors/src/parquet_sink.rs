@@ -15,7 +15,7 @@ use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use engine_api::{
     BuildContext, Committer, EngineError, Epoch, OutputMode, PendingCommit, Result, Sink,
-    SinkConfig,
+    SinkConfig, TableInfo, TablePreview,
 };
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
@@ -46,6 +46,32 @@ pub struct ParquetSinkConfig {
     /// small complete-mode result such as an aggregate.
     #[serde(default = "append")]
     pub mode: OutputMode,
+    /// For `engine report` only: the column a gold table's preview is ordered by, largest first,
+    /// or smallest first with ` asc` after it (`"ca_total"`, `"rank asc"`).
+    #[serde(default)]
+    pub preview_order_by: Option<String>,
+    /// For `engine report` only: how many rows a gold table's preview shows (default 5).
+    #[serde(default)]
+    pub preview_rows: Option<usize>,
+}
+
+/// The most rows a preview may ask for: it is printed, not stored.
+const MAX_PREVIEW_ROWS: usize = 1000;
+
+/// `preview_order_by` as (column, ascending).
+fn parse_preview_order(text: &str) -> Result<(String, bool)> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let bad = || {
+        EngineError::config(
+            "`preview_order_by`: write a column name, optionally followed by asc or desc, such as \"ca_total\" or \"rank asc\"",
+        )
+    };
+    match words.as_slice() {
+        [col] => Ok((col.to_string(), false)),
+        [col, dir] if dir.eq_ignore_ascii_case("asc") => Ok((col.to_string(), true)),
+        [col, dir] if dir.eq_ignore_ascii_case("desc") => Ok((col.to_string(), false)),
+        _ => Err(bad()),
+    }
 }
 
 fn append() -> OutputMode {
@@ -87,6 +113,21 @@ impl SinkConfig for ParquetSinkConfig {
         }
         engine_api::check_range("target_file_mb", self.target_file_mb, 1, 5 * 1024)?;
         engine_api::check_range("row_group_rows", self.row_group_rows, 1, 10_000_000)?;
+        let (order_by, ascending) = match &self.preview_order_by {
+            Some(text) => {
+                let (col, asc) = parse_preview_order(text)?;
+                (Some(col), asc)
+            }
+            None => (None, false),
+        };
+        if let Some(n) = self.preview_rows {
+            engine_api::check_range("preview_rows", n, 1, MAX_PREVIEW_ROWS)?;
+        }
+        let preview = TablePreview {
+            order_by,
+            ascending,
+            rows: self.preview_rows,
+        };
         let location = Location::open(&self.path, &ctx.storage)
             .map_err(|e| EngineError::invalid("path", e))?;
         let staging = staging_dir(&ctx.checkpoint);
@@ -105,6 +146,7 @@ impl SinkConfig for ParquetSinkConfig {
             props,
             target_bytes: self.target_file_mb * 1024 * 1024,
             mode: self.mode,
+            preview,
             schema: None,
             file: None,
             staged: Vec::new(),
@@ -121,6 +163,7 @@ pub struct ParquetSink {
     props: WriterProperties,
     target_bytes: usize,
     mode: OutputMode,
+    preview: TablePreview,
     schema: Option<SchemaRef>,
     file: Option<OpenFile>,
     staged: Vec<Staged>,
@@ -320,6 +363,15 @@ fn chrono_like_now() -> String {
 #[async_trait::async_trait]
 impl Sink for ParquetSink {
     fn init(&mut self, input: &SchemaRef) -> Result<()> {
+        if let Some(col) = &self.preview.order_by
+            && input.index_of(col).is_err()
+        {
+            let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(EngineError::config(format!(
+                "`preview_order_by`: the table has no column `{col}`; its columns are: {}",
+                names.join(", ")
+            )));
+        }
         self.schema = Some(input.clone());
         Ok(())
     }
@@ -385,6 +437,14 @@ impl Sink for ParquetSink {
 
     fn accepts(&self) -> Vec<OutputMode> {
         vec![self.mode]
+    }
+
+    fn table(&self) -> Option<TableInfo> {
+        Some(TableInfo {
+            url: self.location.url.clone(),
+            mode: self.mode,
+            preview: self.preview.clone(),
+        })
     }
 }
 

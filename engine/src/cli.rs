@@ -5,7 +5,7 @@ use crate::graph::Graph;
 use crate::produce::{Kind, ProduceArgs};
 use crate::runtime::{RunOptions, run};
 use clap::{Parser, Subcommand, ValueEnum};
-use engine_api::{EngineError, Registry, Result, Secret, StorageConfig};
+use engine_api::{EngineError, Registry, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,7 @@ per trigger, when the epoch's checkpoint manifest is committed, so nothing is lo
 across restarts.\n\n\
 Exit codes: 0 done, 1 failure while running, 2 a mistake in the pipeline or its input \
 (bad TOML, missing topic, missing bucket), 3 a service unreachable or refusing credentials.",
-    after_help = "Examples:\n  engine validate pipelines/orders.toml\n  engine graph pipelines/orders.toml\n  engine run pipelines/orders.toml --batch\n  engine produce --topic commandes-json --count 10000\n  engine report"
+    after_help = "Examples:\n  engine validate pipelines/orders.toml\n  engine graph pipelines/orders.toml\n  engine run pipelines/orders.toml --batch\n  engine produce --topic commandes-json --count 10000\n  engine report pipelines/orders.toml pipelines/logs.toml pipelines/metrics.toml"
 )]
 struct Cli {
     /// Log format on stderr: text or json. The level comes from RUST_LOG (default info).
@@ -103,34 +103,17 @@ enum Command {
         #[arg(long, requires = "rate")]
         stamp_send_time: bool,
     },
-    /// Read the tables back from the object store: row counts, quarantine per reason, top products,
-    /// busiest customers, log statistics and the most loaded servers.
+    /// Read back what the pipelines' parquet sinks wrote: the rows of each bronze and quarantine
+    /// table, the quarantine per reason, and a preview of each gold table (downstream of an
+    /// aggregate, window_aggregate or top_n). Tables and storage settings come from the files,
+    /// with their ${VAR:-default} values.
     Report {
-        /// Where the bronze tables are.
-        #[arg(long, env = "BRONZE_URL", default_value = "s3://bronze")]
-        bronze: String,
-        /// Where the gold tables are.
-        #[arg(long, env = "GOLD_URL", default_value = "s3://gold")]
-        gold: String,
-        #[arg(long, env = "S3_ENDPOINT", default_value = "http://127.0.0.1:9000")]
-        s3_endpoint: String,
-        #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-        region: String,
-        #[arg(
-            long,
-            env = "AWS_ACCESS_KEY_ID",
-            default_value = "minioadmin",
-            hide_env_values = true
-        )]
-        access_key_id: String,
-        #[arg(
-            long,
-            env = "AWS_SECRET_ACCESS_KEY",
-            default_value = "minioadmin",
-            hide_env_values = true,
-            hide_default_value = true
-        )]
-        secret_access_key: String,
+        /// The pipeline file(s) whose tables to read.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Rows in each gold table's preview [default: the sink's preview_rows, else 5].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        rows: Option<u16>,
     },
     /// List the node types this binary knows.
     Types,
@@ -298,25 +281,22 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             );
             Ok(())
         }
-        Command::Report {
-            bronze,
-            gold,
-            s3_endpoint,
-            region,
-            access_key_id,
-            secret_access_key,
-        } => {
-            let storage = StorageConfig {
-                endpoint: s3_endpoint,
-                region,
-                access_key_id,
-                secret_access_key: Secret::new(secret_access_key),
-                path_style: true,
-            };
+        Command::Report { files, rows } => {
+            let mut tables = Vec::new();
+            for f in &files {
+                let found = crate::report::tables(&load(f, &registry)?);
+                if found.is_empty() {
+                    eprintln!(
+                        "warning: {}: no parquet sink, so no table to report",
+                        f.display()
+                    );
+                }
+                tables.extend(found);
+            }
             runtime()?.block_on(crate::report::report(
-                bronze.trim_end_matches('/'),
-                gold.trim_end_matches('/'),
-                &storage,
+                &tables,
+                rows.map(usize::from),
+                &mut std::io::stdout().lock(),
             ))
         }
     }

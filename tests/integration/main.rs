@@ -7,6 +7,7 @@
 //! with its values.
 
 mod gold;
+mod report;
 mod support;
 
 use serde_json::{Value, json};

@@ -18,6 +18,7 @@ pub use error::{EngineError, Result, local_stack_hint};
 pub use message::{Barrier, Epoch, Message, OutputMode, kafka_record_schema};
 pub use operator::{
     Collector, Committer, MAIN_PORT, Operator, PendingCommit, Sink, Source, SourceContext,
+    TableInfo, TablePreview,
 };
 pub use registry::{BuildContext, Node, OperatorConfig, Registry, SinkConfig, SourceConfig};
 pub use secret::Secret;

@@ -185,6 +185,36 @@ pub trait Sink: Send + 'static {
     fn accepts(&self) -> Vec<OutputMode> {
         vec![OutputMode::Append, OutputMode::Update, OutputMode::Complete]
     }
+    /// The table this sink writes, for readers such as `engine report`; `None` (the default)
+    /// for a sink that writes no table a reader can list, such as the console.
+    fn table(&self) -> Option<TableInfo> {
+        None
+    }
+}
+
+/// Where a sink's table is and how it is written, as [`Sink::table`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// The table's location as configured, after interpolation: `s3://bucket/prefix` or
+    /// `file:///path`. Its committed files are the `.parquet` objects under it, outside `_`- and
+    /// `.`-prefixed folders.
+    pub url: String,
+    /// `Append` (new files each epoch) or `Complete` (one object replaced whole).
+    pub mode: OutputMode,
+    /// How `engine report` previews the table, when the pipeline says.
+    pub preview: TablePreview,
+}
+
+/// A pipeline author's say on how `engine report` previews a table. Unset fields take the
+/// report's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TablePreview {
+    /// The column to order the preview by.
+    pub order_by: Option<String>,
+    /// Smallest first instead of largest first.
+    pub ascending: bool,
+    /// How many rows to show.
+    pub rows: Option<usize>,
 }
 
 /// Makes staged output visible. Called after the epoch's manifest is written, and again on
