@@ -380,8 +380,8 @@ fn a_pipeline_with_every_kind_of_mistake_gets_a_clear_error_naming_the_key() {
         ),
         (
             "bad rule",
-            base.replace("\"total >= 0\"", "\"total >>= 0\""),
-            "total >>= 0",
+            base.replace("\"timestamp is timestamp\"", "\"timestamp >>= 0\""),
+            "timestamp >>= 0",
         ),
         (
             "unclosed table",
