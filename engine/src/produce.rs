@@ -235,13 +235,15 @@ impl ProducerContext for Counting {
     }
 }
 
-/// Malformed messages for `--bad-every`, one of each kind the parser quarantines.
+/// Malformed messages for `--bad-every`, one for each reason `pipelines/orders.toml` quarantines
+/// a record, in this order: not_json, not_object, wrong_type, missing_field (no `timestamp`, which
+/// the windows need), rule_broken (a `timestamp` that is not a time), empty_value.
 pub const BAD_MESSAGES: [&str; 6] = [
     r#"{"order_id": 1, "customer_id": "C0001", "timestamp": "2026-01-01T00:00:00Z", "items": [{"#,
     r#"[1, 2, 3]"#,
     r#"{"order_id": "not a number", "customer_id": "C0001", "timestamp": "2026-01-01T00:00:00Z"}"#,
-    r#"{"customer_id": "C0001", "timestamp": "2026-01-01T00:00:00Z", "total": 10.0}"#,
-    r#"{"order_id": 2, "customer_id": "C0001", "timestamp": "2026-01-01T00:00:00Z", "items": [], "total": -5.0}"#,
+    r#"{"order_id": 3, "customer_id": "C0001", "items": [], "total": 10.0}"#,
+    r#"{"order_id": 2, "customer_id": "C0001", "timestamp": "not a timestamp", "items": [], "total": 5.0}"#,
     "",
 ];
 
@@ -396,5 +398,82 @@ mod tests {
             assert!((sum - o["total"].as_f64().unwrap()).abs() < 0.011);
             assert!(o["timestamp"].as_str().unwrap().starts_with("2026-01-01T"));
         }
+    }
+
+    /// `--bad-every` exists to show every quarantine reason (`make demo`'s report): each bad
+    /// message must be quarantined by the shipped orders pipeline, each for a reason of its own.
+    #[test]
+    fn each_bad_message_is_quarantined_by_the_shipped_orders_pipeline_for_its_own_reason() {
+        use arrow::array::{
+            ArrayRef, AsArray, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+            TimestampMillisecondArray,
+        };
+        use engine_api::{BuildContext, Collector, OperatorConfig};
+        use operators::json_parse::{JsonParseConfig, reason};
+        use serde::Deserialize;
+
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/orders.toml");
+        let pipeline = crate::config::Pipeline::load(&path).unwrap();
+        let spec = pipeline.nodes.iter().find(|n| n.name == "parse").unwrap();
+        assert_eq!(spec.type_name, "json_parse");
+        let ctx = BuildContext {
+            pipeline: pipeline.name.clone(),
+            node: spec.name.clone(),
+            storage: pipeline.storage.clone(),
+            trigger: pipeline.trigger,
+            checkpoint: pipeline.checkpoint.clone(),
+        };
+        let mut op = JsonParseConfig::deserialize(spec.config.clone())
+            .unwrap()
+            .build(&ctx)
+            .unwrap();
+        op.init(&engine_api::kafka_record_schema()).unwrap();
+
+        let n = BAD_MESSAGES.len();
+        let batch = RecordBatch::try_new(
+            engine_api::kafka_record_schema(),
+            vec![
+                Arc::new(StringArray::from(vec!["commandes-json"; n])) as ArrayRef,
+                Arc::new(Int32Array::from(vec![0; n])),
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
+                Arc::new(TimestampMillisecondArray::from(vec![0; n]).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec!["k"; n])),
+                Arc::new(BinaryArray::from_iter_values(
+                    BAD_MESSAGES.iter().map(|m| m.as_bytes()),
+                )),
+            ],
+        )
+        .unwrap();
+        let mut out = Collector::new(2);
+        op.process(batch, &mut out).unwrap();
+        let parsed: usize = out.port(0).iter().map(|b| b.num_rows()).sum();
+        assert_eq!(parsed, 0, "every bad message is quarantined");
+        let mut got = Vec::new();
+        for b in out.port(1) {
+            let offsets = b
+                .column_by_name("offset")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            let reasons = b.column_by_name("reason").unwrap().as_string::<i32>();
+            for i in 0..b.num_rows() {
+                got.push((offsets.value(i), reasons.value(i).to_string()));
+            }
+        }
+        got.sort();
+        let want = [
+            reason::NOT_JSON,
+            reason::NOT_OBJECT,
+            reason::WRONG_TYPE,
+            reason::MISSING_FIELD,
+            reason::RULE_BROKEN,
+            reason::EMPTY_VALUE,
+        ];
+        let want: Vec<(i64, String)> = want
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as i64, r.to_string()))
+            .collect();
+        assert_eq!(got, want);
     }
 }

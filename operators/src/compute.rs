@@ -20,7 +20,7 @@ pub struct ComputeConfig {
 impl OperatorConfig for ComputeConfig {
     fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
         if self.columns.is_empty() {
-            return Err(EngineError::config("`columns` is empty"));
+            return Err(EngineError::invalid("columns", "is empty"));
         }
         let exprs = self
             .columns

@@ -4,13 +4,33 @@ use arrow::array::{ArrayRef, AsArray, Int64Array};
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{DateTime, NaiveDateTime};
 use engine_api::{EngineError, Result};
+use std::borrow::Cow;
 
-/// Parses `2026-01-01T10:00:00Z`, `2026-01-01T10:00:00.123+02:00`, and, taken as UTC,
-/// `2026-01-01T10:00:00` or `2026-01-01 10:00:00(.fff)`.
+/// Parses the event-time text producers write, to ms since the Unix epoch:
+///
+/// - RFC 3339 / ISO 8601 with an offset: `2026-01-01T10:00:00Z`, `2026-01-01T10:00:00.123+02:00`
+///   (Python's `isoformat()` of an aware time), `2026-01-01T10:00:00.123456789Z` (Java's
+///   `Instant.toString()`), with `T` or a space between date and time;
+/// - offsets written without a colon or without minutes: `+0000`, `+0200`, `+02`;
+/// - no offset, taken as UTC: `2026-01-01T10:00:00`, `2026-01-01 10:00:00.123456` (Python's
+///   naive `isoformat()` and `str()`);
+/// - a comma before the fraction, as ISO 8601 allows: `2026-01-01 10:00:00,123` (Python
+///   logging's `asctime`, log4j's default) and `2026-01-01T10:00:00,123` (log4j's `ISO8601`);
+/// - lowercase `t` and `z`.
+///
+/// Anything else (a date alone, an epoch number, out-of-range fields) is `None`.
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
-    let s = s.trim();
+    let s = normalize(s.trim());
+    let s = s.as_ref();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
+    }
+    // `%#z` takes `+02:00`, `+0200`, `+02` and `Z`. (`NaiveDateTime` would skip an offset, so
+    // text with one is parsed as a `DateTime` first.)
+    for f in ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, f) {
+            return Some(t.timestamp_millis());
+        }
     }
     for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
@@ -18,6 +38,19 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
         }
     }
     None
+}
+
+/// A decimal comma becomes a point and `t`/`z` become upper case; text without them is not
+/// copied (the common case, since this runs once per row).
+fn normalize(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| matches!(b, b',' | b't' | b'z')) {
+        return Cow::Borrowed(s);
+    }
+    let mut owned = s.to_ascii_uppercase();
+    if owned.contains(',') {
+        owned = owned.replace(',', ".");
+    }
+    Cow::Owned(owned)
 }
 
 /// Event times in ms of a string or timestamp column; unparseable or null values are null.
@@ -58,10 +91,24 @@ pub fn fmt_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
+
+    /// Ms since the epoch of a UTC wall-clock time, computed by chrono's calendar, not by the
+    /// parser under test.
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32, milli: u32) -> i64 {
+        NaiveDate::from_ymd_opt(y, mo, d)
+            .unwrap()
+            .and_hms_milli_opt(h, mi, s, milli)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis()
+    }
+
+    const HOUR: i64 = 3_600_000;
 
     #[test]
     fn parses_iso_forms() {
-        let base = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+        let base = utc(2026, 1, 1, 0, 0, 0, 0);
         assert_eq!(parse_timestamp_ms("2026-01-01T00:00:00Z"), Some(base));
         assert_eq!(
             parse_timestamp_ms("2026-01-01T01:00:00.250+01:00"),
@@ -72,6 +119,82 @@ mod tests {
             parse_timestamp_ms("2026-01-01 00:00:01.5"),
             Some(base + 1500)
         );
-        assert_eq!(parse_timestamp_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn parses_what_real_producers_write() {
+        let t = utc(2026, 3, 1, 10, 0, 0, 123);
+        let whole = utc(2026, 3, 1, 10, 0, 0, 0);
+        let cases: [(&str, &str, i64); 19] = [
+            // Python logging's default asctime (`%(asctime)s`), and log4j's default `%d`.
+            ("python asctime", "2026-03-01 10:00:00,123", t),
+            // log4j `%d{ISO8601}`.
+            ("log4j ISO8601", "2026-03-01T10:00:00,123", t),
+            (
+                "log4j ISO8601 with offset",
+                "2026-03-01T12:00:00,123+02:00",
+                t,
+            ),
+            // Java `Instant.toString()` with nanoseconds and with millis.
+            ("java Instant nanos", "2026-03-01T10:00:00.123456789Z", t),
+            ("java Instant millis", "2026-03-01T10:00:00.123Z", t),
+            ("java Instant whole", "2026-03-01T10:00:00Z", whole),
+            // Python `datetime.isoformat()`: aware, naive, with and without microseconds.
+            ("python aware", "2026-03-01T10:00:00.123000+00:00", t),
+            ("python aware whole", "2026-03-01T10:00:00+00:00", whole),
+            ("python naive", "2026-03-01T10:00:00.123000", t),
+            ("python naive whole", "2026-03-01T10:00:00", whole),
+            ("python str()", "2026-03-01 10:00:00.123000", t),
+            ("python str() aware", "2026-03-01 10:00:00.123000+00:00", t),
+            // Offsets without a colon (Java's `Z` pattern letter, strftime's `%z`), or hours only.
+            ("offset +0000", "2026-03-01T10:00:00.123+0000", t),
+            ("offset +0200", "2026-03-01T12:00:00.123+0200", t),
+            ("offset -0530", "2026-03-01T04:30:00.123-0530", t),
+            ("offset +02", "2026-03-01T12:00:00.123+02", t),
+            ("space and +0000", "2026-03-01 10:00:00,123+0000", t),
+            // Lowercase separators.
+            ("lowercase t z", "2026-03-01t10:00:00.123z", t),
+            ("lowercase t naive", "2026-03-01t10:00:00.123", t),
+        ];
+        for (what, text, want) in cases {
+            assert_eq!(parse_timestamp_ms(text), Some(want), "{what}: {text}");
+        }
+        // Surrounding whitespace, as a line-oriented producer may leave.
+        assert_eq!(parse_timestamp_ms(" 2026-03-01 10:00:00,123\n"), Some(t));
+        // An offset moves the instant; the same wall-clock text without one is UTC.
+        assert_eq!(
+            parse_timestamp_ms("2026-03-01T10:00:00+02:00"),
+            Some(whole - 2 * HOUR)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2026-03-01T10:00:00+0200"),
+            Some(whole - 2 * HOUR)
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_time() {
+        for text in [
+            "",
+            "yesterday",
+            "the day before yesterday",
+            "2026-03-01",
+            "10:00:00",
+            "1772359200000",
+            "2026-13-01T10:00:00Z",
+            "2026-02-30 10:00:00",
+            "2026-03-01T25:00:00Z",
+            "2026-03-01T10:61:00",
+            "2026-03-01T10:00:00,",
+            "2026-03-01T10:00:00,abc",
+            "2026-03-01T10:00:00,123,456",
+            "2026-03-01T10:00:00.123+",
+            "2026-03-01T10:00:00+25:00",
+            "2026-03-01T10:00:00 garbage",
+            "2026-03-01X10:00:00",
+            "Sun, 01 Mar 2026 10:00:00 GMT",
+        ] {
+            assert_eq!(parse_timestamp_ms(text), None, "{text:?}");
+        }
     }
 }

@@ -12,7 +12,6 @@ use engine_api::{Collector, EngineError, Operator, OperatorConfig};
 use indexmap::IndexMap;
 use operators::json_parse::{JsonParseConfig, OnError};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
 
 const ORDER_FIELDS: [&str; 6] = [
     "order_id",
@@ -102,52 +101,6 @@ fn bytes(v: &Value) -> Option<Vec<u8>> {
 
 fn text(s: &str) -> Option<Vec<u8>> {
     Some(s.as_bytes().to_vec())
-}
-
-/// Runs `values` through `op`; returns (out, quarantine, the messages sent) after checking that
-/// every message lands on exactly one port.
-fn parse_all(
-    op: &mut Box<dyn Operator>,
-    out_schema: &SchemaRef,
-    q_schema: &SchemaRef,
-    values: Vec<Option<Vec<u8>>>,
-) -> (RecordBatch, RecordBatch, Vec<Msg>) {
-    let sent = msgs(values);
-    let collected = run(op, kafka_batch(&sent));
-    let good = port(&collected, 0, out_schema);
-    let bad = port(&collected, 1, q_schema);
-    assert_eq!(good.schema(), *out_schema);
-    assert_eq!(bad.schema(), *q_schema);
-    let g: BTreeSet<i64> = offsets(&good).into_iter().collect();
-    let b: BTreeSet<i64> = offsets(&bad).into_iter().collect();
-    assert_eq!(g.len(), good.num_rows(), "an offset twice on the out port");
-    assert_eq!(
-        b.len(),
-        bad.num_rows(),
-        "an offset twice on the quarantine port"
-    );
-    assert!(
-        g.is_disjoint(&b),
-        "an offset on both ports: {:?}",
-        g.intersection(&b)
-    );
-    assert_eq!(
-        good.num_rows() + bad.num_rows(),
-        sent.len(),
-        "a message was lost"
-    );
-    assert_coordinates(&good, &sent);
-    assert_coordinates(&bad, &sent);
-    (good, bad, sent)
-}
-
-/// The quarantine reason of each offset.
-fn reasons(bad: &RecordBatch) -> Vec<(i64, String)> {
-    offsets(bad)
-        .into_iter()
-        .zip(strings(bad, "reason"))
-        .map(|(o, r)| (o, r.unwrap()))
-        .collect()
 }
 
 fn reason_of(bad: &RecordBatch, offset: i64) -> String {

@@ -380,8 +380,8 @@ fn a_pipeline_with_every_kind_of_mistake_gets_a_clear_error_naming_the_key() {
         ),
         (
             "bad rule",
-            base.replace("\"total >= 0\"", "\"total >>= 0\""),
-            "total >>= 0",
+            base.replace("\"timestamp is timestamp\"", "\"timestamp >>= 0\""),
+            "timestamp >>= 0",
         ),
         (
             "unclosed table",
@@ -430,7 +430,7 @@ fn a_pipeline_with_every_kind_of_mistake_gets_a_clear_error_naming_the_key() {
             "unknown column" => Some(("column = \"itemz\"", 1)),
             "bad schema type" => Some(("total = \"dubble\"", 1)),
             "bad duration" => Some(("window = \"one minute\"", 1)),
-            "bad rule" => Some(("total >>= 0", 1)),
+            "bad rule" => Some(("timestamp >>= 0", 1)),
             "unclosed table" => Some(("[nodes.source\n", 1)),
             "missing required key" => Some(("[nodes.source]", 1)),
             "unset variable" => Some(("${NO_SUCH_VAR_FOR_TEST}", 1)),

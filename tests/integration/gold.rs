@@ -406,3 +406,192 @@ async fn logs_and_metrics_gold_tables_equal_an_independent_computation() {
         assert!(approx(row["load_score"].as_f64().unwrap(), loads[i].0));
     }
 }
+
+/// How one foreign producer writes a log line's level and time.
+struct Producer {
+    levels: &'static [&'static str],
+    /// The event time `ms` as this producer writes it.
+    time: fn(i64) -> String,
+}
+
+fn utc_text(ms: i64, layout: &str) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format(layout)
+        .to_string()
+}
+
+/// Log lines as applications we did not write send them: Python's logging (asctime, and a JSON
+/// formatter's isoformat), log4j (its default and ISO8601 layouts), a Java service stamping
+/// `Instant.toString()`, syslog severities, lowercase levels and a local time with an offset.
+const FOREIGN: [Producer; 6] = [
+    Producer {
+        levels: &["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        time: |ms| utc_text(ms, "%Y-%m-%d %H:%M:%S,%3f"),
+    },
+    Producer {
+        levels: &["INFO", "WARNING", "CRITICAL"],
+        time: |ms| utc_text(ms, "%Y-%m-%dT%H:%M:%S%.6f+00:00"),
+    },
+    Producer {
+        levels: &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"],
+        time: |ms| utc_text(ms, "%Y-%m-%dT%H:%M:%S,%3f"),
+    },
+    Producer {
+        levels: &["TRACE", "INFO", "FATAL"],
+        time: |ms| utc_text(ms, "%Y-%m-%dT%H:%M:%S%.9fZ"),
+    },
+    Producer {
+        levels: &["notice", "err", "emerg", "alert", "crit", "info"],
+        time: |ms| utc_text(ms, "%Y-%m-%dT%H:%M:%S%.3f+0000"),
+    },
+    Producer {
+        levels: &["warn", "info", "debug", "error"],
+        // Local time two hours ahead of UTC, with its offset.
+        time: |ms| utc_text(ms + 2 * 3_600_000, "%Y-%m-%dT%H:%M:%S%.3f+02:00"),
+    },
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_from_foreign_producers_all_land_and_the_gold_tables_count_them() {
+    let topic = unique("it-foreign-logs");
+    create_topic(&topic, 3).await;
+    let paths = EnginePaths::new("foreign-logs");
+    let gold = format!("s3://gold/it/{}", unique("foreign-logs"));
+    let t0 = ms("2026-04-05T09:00:00Z");
+    let mut r = fastrand::Rng::with_seed(47);
+    // Event time of each line, by request id, as generated (not parsed back from the text).
+    let mut event_ms: BTreeMap<String, i64> = BTreeMap::new();
+    let msgs: Vec<_> = (0..480)
+        .map(|i| {
+            let p = &FOREIGN[i % FOREIGN.len()];
+            let t = t0 + i as i64 * 1_000;
+            let request_id = format!("r{i}");
+            event_ms.insert(request_id.clone(), t);
+            let module = ["auth", "payment", "search"][r.usize(0..3)];
+            let mut v = json!({"timestamp": (p.time)(t), "level": p.levels[r.usize(0..p.levels.len())],
+                "module": module, "message": format!("line {i}"), "request_id": request_id,
+                "user_id": "u", "duration_ms": r.i32(-50..1000)});
+            // A few lines without a level, or with a null module: stored and counted as null.
+            if i % 97 == 5 {
+                v.as_object_mut().unwrap().remove("level");
+            }
+            if i % 89 == 7 {
+                v["module"] = Value::Null;
+            }
+            (Some(module.to_string()), serde_json::to_vec(&v).unwrap())
+        })
+        .collect();
+    let sent = produce(&topic, msgs).await;
+    let env = [
+        ("LOGS_TOPIC", topic.as_str()),
+        ("BRONZE_URL", &paths.bronze),
+        ("CHECKPOINT_URL", &paths.checkpoints),
+        ("GOLD_URL", &gold),
+        ("TRIGGER", "1h"),
+    ];
+    assert_success(&engine(&["run", &pipeline("logs.toml"), "--batch"], &env));
+
+    // Bronze: every line once, with its level and time text as written; nothing quarantined.
+    let quarantine = rows(&read_table(&paths.table(&format!("_quarantine/{topic}"))).await);
+    assert!(
+        quarantine.is_empty(),
+        "foreign log lines were quarantined: {:?}",
+        quarantine
+            .iter()
+            .take(5)
+            .map(|q| (&q["reason"], &q["detail"], &q["raw_value"]))
+            .collect::<Vec<_>>()
+    );
+    let bronze = rows(&read_table(&paths.table("logs")).await);
+    let mut seen = BTreeSet::new();
+    for row in &bronze {
+        let k = (
+            row["partition"].as_i64().unwrap() as i32,
+            row["offset"].as_i64().unwrap(),
+        );
+        assert!(seen.insert(k), "{k:?} twice in bronze");
+        let v: Value = serde_json::from_slice(&sent[&k].value).unwrap();
+        for f in ["timestamp", "level", "module", "request_id", "duration_ms"] {
+            assert_eq!(row[f], v[f], "{f} of {k:?}");
+        }
+    }
+    assert_eq!(
+        seen,
+        sent.keys().copied().collect::<BTreeSet<_>>(),
+        "bronze holds exactly the acknowledged lines"
+    );
+
+    // Gold, computed here from the lines sent.
+    let lines: Vec<(i32, Value)> = sent
+        .iter()
+        .map(|((partition, _), s)| (*partition, serde_json::from_slice(&s.value).unwrap()))
+        .collect();
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let mut levels: BTreeMap<Option<String>, i64> = BTreeMap::new();
+    let mut modules: BTreeMap<Option<String>, (i64, f64)> = BTreeMap::new();
+    for (_, v) in &lines {
+        *levels.entry(text(&v["level"])).or_default() += 1;
+        let m = modules.entry(text(&v["module"])).or_default();
+        m.0 += 1;
+        m.1 += v["duration_ms"].as_f64().unwrap();
+    }
+    assert!(
+        levels.len() >= 15,
+        "most level names were produced: {levels:?}"
+    );
+    assert!(levels.contains_key(&None), "some lines have no level");
+    let got: BTreeMap<Option<String>, i64> = rows(&read_table(&format!("{gold}/log_levels")).await)
+        .iter()
+        .map(|r| (text(&r["level"]), r["nb_logs"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(got, levels, "log_levels");
+    let table = rows(&read_table(&format!("{gold}/log_modules")).await);
+    assert_eq!(table.len(), modules.len());
+    for row in &table {
+        let (n, sum) = modules[&text(&row["module"])];
+        assert_eq!(row["nb_logs"], json!(n));
+        assert!(approx(
+            row["duree_moyenne_ms"].as_f64().unwrap(),
+            sum / n as f64
+        ));
+    }
+
+    // The 1-minute error-rate windows place every line by its event time, whatever its layout:
+    // the windows the watermark (slowest partition's latest time minus 2 minutes) closed.
+    let time_of = |v: &Value| event_ms[v["request_id"].as_str().unwrap()];
+    let mut latest: BTreeMap<i32, i64> = BTreeMap::new();
+    for (partition, v) in &lines {
+        let e = latest.entry(*partition).or_insert(i64::MIN);
+        *e = (*e).max(time_of(v));
+    }
+    let watermark = latest.values().min().unwrap() - WATERMARK;
+    let mut windows: BTreeMap<(Option<String>, i64), (i64, i64)> = BTreeMap::new();
+    for (_, v) in &lines {
+        let start = time_of(v).div_euclid(MINUTE) * MINUTE;
+        if start + MINUTE <= watermark {
+            let w = windows.entry((text(&v["module"]), start)).or_default();
+            w.0 += 1;
+            w.1 += i64::from(v["level"] == "ERROR");
+        }
+    }
+    assert!(windows.len() >= 15, "{windows:?}");
+    let table = rows(&read_table(&format!("{gold}/log_error_rate_1min")).await);
+    let got: BTreeMap<(Option<String>, i64), (i64, i64)> = table
+        .iter()
+        .map(|r| {
+            let n = r["nb_logs"].as_i64().unwrap();
+            let e = r["nb_errors"].as_i64().unwrap();
+            assert!(approx(
+                r["error_rate"].as_f64().unwrap(),
+                e as f64 / n as f64
+            ));
+            (
+                (text(&r["module"]), r["window_start"].as_i64().unwrap()),
+                (n, e),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), table.len(), "each window once");
+    assert_eq!(got, windows, "log_error_rate_1min");
+}

@@ -288,17 +288,30 @@ async fn malformed_records_go_to_quarantine_with_their_reason_and_nothing_is_los
             "wrong_type",
             br#"{"order_id": "abc", "customer_id": "c", "timestamp": "t"}"#.to_vec(),
         ),
+        // The windows need an event time: an order without one, or with one that is not a time,
+        // is set aside.
         (
             "missing_field",
-            br#"{"customer_id": "c", "timestamp": "2026-03-01T10:00:00Z"}"#.to_vec(),
+            br#"{"order_id": 6, "customer_id": "c", "items": [], "total": 1.0}"#.to_vec(),
         ),
         ("empty_value", b"".to_vec()),
-        ("rule_broken", br#"{"order_id": 7, "customer_id": "c", "timestamp": "2026-03-01T10:00:00Z", "items": [], "total": -1.0}"#.to_vec()),
-        ("rule_broken", br#"{"order_id": 8, "customer_id": "c", "timestamp": "2026-03-01T10:00:00Z", "items": [{"product_id": 1, "quantity": 0, "subtotal": 0.0}], "total": 0.0}"#.to_vec()),
         ("rule_broken", br#"{"order_id": 9, "customer_id": "c", "timestamp": "the day before yesterday", "items": [], "total": 1.0}"#.to_vec()),
+    ];
+    // Unusual but faithful orders: a refund, a zero-quantity line, no order id, a Python-style
+    // timestamp. They land in bronze as written.
+    let unusual: Vec<Value> = vec![
+        json!({"order_id": 7, "customer_id": "c", "timestamp": "2026-03-01T10:00:00Z", "items": [], "total": -1.0, "status": "refunded"}),
+        json!({"order_id": 8, "customer_id": "c", "timestamp": "2026-03-01T10:00:00Z",
+               "items": [{"product_id": 1, "product_name": "p", "quantity": 0, "unit_price": 2.5, "subtotal": 0.0},
+                         {"product_id": 2, "product_name": "q", "quantity": -1, "unit_price": 4.0, "subtotal": -4.0}],
+               "total": -4.0}),
+        json!({"customer_id": "c", "timestamp": "2026-03-01 10:00:00,250", "items": [], "total": 3.0}),
     ];
     for (reason, v) in &bad {
         msgs.push((Some(format!("bad-{reason}")), v.clone()));
+    }
+    for v in &unusual {
+        msgs.push((Some("unusual".into()), serde_json::to_vec(v).unwrap()));
     }
     let mut sent = produce(&topic, msgs).await;
     let tombstones = produce_tombstones(&topic, 2).await;
@@ -338,7 +351,33 @@ async fn malformed_records_go_to_quarantine_with_their_reason_and_nothing_is_los
         good_set.union(&bad_set).copied().collect::<BTreeSet<_>>(),
         sent.keys().copied().collect()
     );
-    assert_eq!(good.len(), 100);
+    assert_eq!(good.len(), 100 + unusual.len());
+
+    // The unusual orders are in bronze with their values (null where a field was missing), and
+    // their lines in `items`.
+    let items = rows(&read_table(&paths.table("items")).await);
+    for v in &unusual {
+        let (k, _) = sent
+            .iter()
+            .find(|(_, s)| s.value == serde_json::to_vec(v).unwrap())
+            .unwrap();
+        let row = good
+            .iter()
+            .find(|r| coord(r) == *k)
+            .unwrap_or_else(|| panic!("{v} is not in bronze"));
+        for f in ["order_id", "customer_id", "timestamp", "total", "status"] {
+            assert!(close(&row[f], &v[f]), "{f} of {v}: {}", row[f]);
+        }
+        let mut lines: Vec<_> = items.iter().filter(|r| coord(r) == *k).collect();
+        lines.sort_by_key(|r| r["item_index"].as_i64().unwrap());
+        let written = v["items"].as_array().unwrap();
+        assert_eq!(lines.len(), written.len(), "item lines of {v}");
+        for (line, item) in lines.iter().zip(written) {
+            for f in ["product_id", "quantity", "unit_price", "subtotal"] {
+                assert!(close(&line[f], &item[f]), "{f} of {item}: {}", line[f]);
+            }
+        }
+    }
 
     // Each bad record is there with its reason and raw value.
     for q in &quarantined {

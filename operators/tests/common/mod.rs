@@ -10,8 +10,11 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{
     DataType, Float64Type, Int32Type, Int64Type, SchemaRef, TimestampMillisecondType,
 };
-use engine_api::{BuildContext, Collector, Operator, StorageConfig};
+use engine_api::{BuildContext, Collector, Operator, OperatorConfig, StorageConfig};
+use operators::json_parse::JsonParseConfig;
+use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,4 +218,88 @@ pub fn assert_row_is(batch: &RecordBatch, row: usize, json: &Value, fields: &[&s
             &format!("row {row} `{name}`"),
         );
     }
+}
+
+/// Runs `values` through `op`; returns (out, quarantine, the messages sent) after checking that
+/// every message lands on exactly one port.
+pub fn parse_all(
+    op: &mut Box<dyn Operator>,
+    out_schema: &SchemaRef,
+    q_schema: &SchemaRef,
+    values: Vec<Option<Vec<u8>>>,
+) -> (RecordBatch, RecordBatch, Vec<Msg>) {
+    let sent = msgs(values);
+    let collected = run(op, kafka_batch(&sent));
+    let good = port(&collected, 0, out_schema);
+    let bad = port(&collected, 1, q_schema);
+    assert_eq!(good.schema(), *out_schema);
+    assert_eq!(bad.schema(), *q_schema);
+    let g: BTreeSet<i64> = offsets(&good).into_iter().collect();
+    let b: BTreeSet<i64> = offsets(&bad).into_iter().collect();
+    assert_eq!(g.len(), good.num_rows(), "an offset twice on the out port");
+    assert_eq!(
+        b.len(),
+        bad.num_rows(),
+        "an offset twice on the quarantine port"
+    );
+    assert!(
+        g.is_disjoint(&b),
+        "an offset on both ports: {:?}",
+        g.intersection(&b)
+    );
+    assert_eq!(
+        good.num_rows() + bad.num_rows(),
+        sent.len(),
+        "a message was lost"
+    );
+    assert_coordinates(&good, &sent);
+    assert_coordinates(&bad, &sent);
+    (good, bad, sent)
+}
+
+/// The quarantine reason of each offset.
+pub fn reasons(bad: &RecordBatch) -> Vec<(i64, String)> {
+    offsets(bad)
+        .into_iter()
+        .zip(strings(bad, "reason"))
+        .map(|(o, r)| (o, r.unwrap()))
+        .collect()
+}
+
+/// The `[nodes.parse]` table of a shipped pipeline (`pipelines/<file>`), as its `json_parse`
+/// config: tests that use it follow the file, so they check the rules the pipeline really ships.
+pub fn shipped_parse_config(file: &str) -> JsonParseConfig {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipelines")
+        .join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let doc: toml::Table = toml::from_str(&text).unwrap();
+    let mut parse = doc["nodes"]["parse"]
+        .as_table()
+        .unwrap_or_else(|| panic!("{file} has no [nodes.parse]"))
+        .clone();
+    assert_eq!(
+        parse
+            .remove("type")
+            .and_then(|t| t.as_str().map(str::to_string)),
+        Some("json_parse".to_string()),
+        "{file}: [nodes.parse] is a json_parse"
+    );
+    parse.remove("inputs");
+    assert!(
+        !toml::to_string(&parse).unwrap().contains("${"),
+        "{file}: [nodes.parse] uses environment variables, which this helper does not expand"
+    );
+    JsonParseConfig::deserialize(toml::Value::Table(parse))
+        .unwrap_or_else(|e| panic!("{file}: [nodes.parse]: {e}"))
+}
+
+/// A built and initialised operator with its output schemas (out, quarantine).
+pub fn init_parser(cfg: JsonParseConfig) -> (Box<dyn Operator>, SchemaRef, SchemaRef) {
+    let mut op = cfg.build(&ctx()).unwrap();
+    let mut schemas = op.init(&kafka_schema()).unwrap();
+    assert_eq!(schemas.len(), 2);
+    let q = schemas.remove(1);
+    (op, schemas.remove(0), q)
 }
