@@ -11,6 +11,8 @@ mod config_props;
 pub mod failpoint;
 pub mod graph;
 pub mod produce;
+#[cfg(test)]
+mod repo_checks;
 pub mod report;
 pub mod runtime;
 

@@ -211,7 +211,10 @@ fn compute_configuration_mistakes() {
             .unwrap()
             .init(&abn_schema()),
     );
-    assert!(e.contains("`nope`") && e.starts_with("`columns.load`"), "{e}");
+    assert!(
+        e.contains("`nope`") && e.starts_with("`columns.load`"),
+        "{e}"
+    );
     assert!(e.contains("a, b, name"), "lists the columns: {e}");
     let e = config_error(compute(&[("bad", "(a + b")]).build(&ctx()));
     assert!(e.starts_with("`columns.bad`"), "{e}");

@@ -605,3 +605,122 @@ fn validate_rejects_an_output_mode_the_sink_cannot_take() {
         assert_success(&engine(&["validate", &pipeline(p)], &[]));
     }
 }
+
+/// `engine validate` checks every file it is given, prints one line per error, exits non-zero
+/// if any fails, and writes nothing, even for `file://` tables and checkpoints that do not exist
+/// yet. `--connect` then asks the services: the broker and topic, the buckets, the credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_checks_every_file_writes_nothing_and_connect_asks_the_services() {
+    let topic = unique("it-validate");
+    create_topic(&topic, 1).await;
+    let dir = std::env::temp_dir().join(unique("engine-validate"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let local = dir.join("lake");
+    let local_url = format!("file://{}", local.display());
+    let orders = std::fs::read_to_string(pipeline("orders.toml")).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, &orders).unwrap();
+    let bad_type = dir.join("bad_type.toml");
+    std::fs::write(
+        &bad_type,
+        orders.replace(
+            "[nodes.source]\n",
+            "[nodes.source]\nbatch_size = \"many\"\n",
+        ),
+    )
+    .unwrap();
+    let bad_scheme = dir.join("bad_scheme.toml");
+    std::fs::write(
+        &bad_scheme,
+        orders.replace(
+            "checkpoint = \"${CHECKPOINT_URL:-s3://bronze/_checkpoints}/orders\"",
+            "checkpoint = \"hdfs://namenode/checkpoints\"",
+        ),
+    )
+    .unwrap();
+    let files = [&good, &bad_type, &good, &bad_scheme];
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let env = [
+        ("ORDERS_TOPIC", topic.as_str()),
+        ("BRONZE_URL", local_url.as_str()),
+        ("GOLD_URL", local_url.as_str()),
+        ("CHECKPOINT_URL", local_url.as_str()),
+    ];
+    let out = engine(&args, &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    let oks: Vec<_> = stdout.lines().filter(|l| l.contains(": ok (")).collect();
+    assert_eq!(oks.len(), 2, "both good files checked: {stdout}");
+    assert!(
+        oks.iter().all(|l| l.starts_with(good.to_str().unwrap())),
+        "{stdout}"
+    );
+    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 2, "one line per bad file: {stderr}");
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    assert!(
+        errors[0].starts_with(&format!(
+            "error: {}:{}: node `source` (kafka): `batch_size`: expected usize",
+            bad_type.display(),
+            line_of(
+                &std::fs::read_to_string(&bad_type).unwrap(),
+                "batch_size = \"many\""
+            )
+        )),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].starts_with(&format!(
+            "error: {}:{}: `pipeline.checkpoint`: unsupported URL scheme",
+            bad_scheme.display(),
+            line_of(&orders, "checkpoint = ")
+        )),
+        "{}",
+        errors[1]
+    );
+    assert!(!local.exists(), "validate created {}", local.display());
+
+    // --connect, against the real stack.
+    let paths = EnginePaths::new("validate");
+    let connect = |topic: &str, extra: &[(&'static str, &'static str)]| {
+        let mut env = env_for("ORDERS_TOPIC", topic, &paths);
+        env.extend(extra.iter().copied());
+        engine(&["validate", "--connect", good.to_str().unwrap()], &env)
+    };
+    let out = connect(&topic, &[]);
+    assert_success(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("services answered"));
+    let missing = unique("no-such-topic");
+    for (what, out, code, needle) in [
+        (
+            "missing topic",
+            connect(&missing, &[]),
+            2,
+            format!("topic `{missing}` does not exist"),
+        ),
+        (
+            "missing bucket",
+            connect(&topic, &[("GOLD_URL", "s3://no-such-bucket-for-validate")]),
+            2,
+            "bucket `no-such-bucket-for-validate` does not exist".to_string(),
+        ),
+        (
+            "wrong S3 secret",
+            connect(&topic, &[("AWS_SECRET_ACCESS_KEY", "not-the-secret")]),
+            3,
+            "rejected the credentials".to_string(),
+        ),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{what}: {stderr}");
+        let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{what}: {stderr}");
+        assert!(errors[0].contains(&needle), "{what}: {}", errors[0]);
+        assert!(!stderr.contains("not-the-secret"), "{what}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
