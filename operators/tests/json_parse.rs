@@ -13,15 +13,6 @@ use indexmap::IndexMap;
 use operators::json_parse::{JsonParseConfig, OnError};
 use serde_json::{Value, json};
 
-const ORDER_FIELDS: [&str; 6] = [
-    "order_id",
-    "customer_id",
-    "timestamp",
-    "items",
-    "total",
-    "status",
-];
-
 /// The course's orders schema, as in `pipelines/orders.toml`.
 fn orders_schema() -> IndexMap<String, String> {
     [

@@ -38,15 +38,6 @@ fn count(outcomes: &Outcomes, outcome: &str, n: usize) {
         .or_default() += n;
 }
 
-const ORDER_FIELDS: [&str; 6] = [
-    "order_id",
-    "customer_id",
-    "timestamp",
-    "items",
-    "total",
-    "status",
-];
-
 /// One Kafka value of a batch.
 #[derive(Debug, Clone)]
 enum Row {

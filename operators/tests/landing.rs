@@ -23,14 +23,6 @@ const LOG_FIELDS: [&str; 7] = [
     "user_id",
     "duration_ms",
 ];
-const ORDER_FIELDS: [&str; 6] = [
-    "order_id",
-    "customer_id",
-    "timestamp",
-    "items",
-    "total",
-    "status",
-];
 const METRIC_FIELDS: [&str; 5] = [
     "timestamp",
     "server_id",

@@ -54,6 +54,16 @@ impl Msg {
 
 pub const TOPIC: &str = "commandes-json";
 
+/// The top-level fields of the course's orders, as in `pipelines/orders.toml`.
+pub const ORDER_FIELDS: [&str; 6] = [
+    "order_id",
+    "customer_id",
+    "timestamp",
+    "items",
+    "total",
+    "status",
+];
+
 /// Messages at offsets 100, 101, ... holding `values`.
 pub fn msgs(values: Vec<Option<Vec<u8>>>) -> Vec<Msg> {
     values
