@@ -17,7 +17,7 @@ test: ## Lints, unit tests, then integration tests against the real local stack
 	scripts/test
 
 test-faults: build stack-up ## The fault-injection suite (kill -9 x FAULT_KILLS, failpoints, fencing) against the real stack
-	FAULT_KILLS=$${FAULT_KILLS:-20} cargo test --release --locked -p engine --test faults -- --nocapture --test-threads 1
+	FAULT_KILLS=$${FAULT_KILLS:-20} cargo test --release --locked --workspace --test faults -- --nocapture --test-threads 1
 
 bench: ## Throughput side by side: raw Kafka read, the engine, Spark (if installed); results in bench/results/
 	bench/run
