@@ -42,6 +42,9 @@ fn make_test_unit_runs_every_test_that_needs_no_services() {
             .find(|t| t.contains(&format!("name = \"{name}\"")))
             .unwrap_or_else(|| panic!("engine/Cargo.toml has no test `{name}`"));
         assert!(target.contains("test = false"), "{target}");
-        assert!(TEST_SCRIPT.contains(&format!("--test {name}")), "scripts/test runs {name}");
+        assert!(
+            TEST_SCRIPT.contains(&format!("--test {name}")),
+            "scripts/test runs {name}"
+        );
     }
 }

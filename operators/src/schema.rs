@@ -40,28 +40,7 @@ pub fn schema_from_pairs<'a>(
 }
 
 /// The type expression for an Arrow type, the inverse of [`parse_type`] (used by `engine graph`).
-pub fn type_name(dt: &DataType) -> String {
-    match dt {
-        DataType::Int32 => "int".into(),
-        DataType::Int64 => "long".into(),
-        DataType::Float32 => "float".into(),
-        DataType::Float64 => "double".into(),
-        DataType::Utf8 => "string".into(),
-        DataType::Boolean => "boolean".into(),
-        DataType::Timestamp(_, _) => "timestamp".into(),
-        DataType::Date32 => "date".into(),
-        DataType::Binary => "binary".into(),
-        DataType::List(f) => format!("list<{}>", type_name(f.data_type())),
-        DataType::Struct(fs) => format!(
-            "struct<{}>",
-            fs.iter()
-                .map(|f| format!("{}: {}", f.name(), type_name(f.data_type())))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        other => other.to_string(),
-    }
-}
+pub use engine_api::type_name;
 
 /// How deep `list<...>` and `struct<...>` may nest: deeper is surely a mistake, and the parser
 /// and Arrow's decoders recurse once per level.

@@ -12,6 +12,8 @@ pub mod operator;
 pub mod registry;
 pub mod secret;
 pub mod storage;
+pub mod store;
+pub mod types;
 
 pub use config::{ConfigValue, check_range, parse_duration};
 pub use error::{EngineError, Result, local_stack_hint};
@@ -23,6 +25,8 @@ pub use operator::{
 pub use registry::{BuildContext, Node, OperatorConfig, Registry, SinkConfig, SourceConfig};
 pub use secret::Secret;
 pub use storage::StorageConfig;
+pub use store::Location;
+pub use types::type_name;
 
 /// Arrow types re-exported so operator authors depend on the same arrow version as the engine.
 pub use arrow;

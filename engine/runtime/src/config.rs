@@ -130,7 +130,7 @@ impl Pipeline {
             return Err(at("pipeline.name", "must be letters, digits, `-` and `_`"));
         }
         let storage = parsed.storage.unwrap_or_default();
-        connectors::store::Location::open(&s.checkpoint, &storage)
+        engine_api::Location::open(&s.checkpoint, &storage)
             .map_err(|e| p.at_key("", EngineError::invalid("pipeline.checkpoint", e)))?;
         let Some(ConfigValue::Table(nodes)) = nodes else {
             return Err(EngineError::config(format!(

@@ -5,7 +5,7 @@
 //! put-if-absent: that write is the commit point, and a second engine that tries to commit the
 //! same epoch of the same pipeline is refused.
 
-use connectors::store::Location;
+use engine_api::Location;
 use engine_api::{EngineError, Epoch, PendingCommit, Result, StorageConfig};
 use futures::TryStreamExt;
 use object_store::path::Path;

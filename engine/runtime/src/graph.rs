@@ -329,13 +329,7 @@ impl Graph {
                 let cols: Vec<String> = schema
                     .fields()
                     .iter()
-                    .map(|f| {
-                        format!(
-                            "{}: {}",
-                            f.name(),
-                            operators::schema::type_name(f.data_type())
-                        )
-                    })
+                    .map(|f| format!("{}: {}", f.name(), engine_api::type_name(f.data_type())))
                     .collect();
                 let _ = writeln!(s, "    {port} -> {}", cols.join(", "));
             }
