@@ -408,7 +408,7 @@ mod tests {
             ArrayRef, AsArray, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
             TimestampMillisecondArray,
         };
-        use engine_api::{BuildContext, Collector, OperatorConfig};
+        use engine_api::{Collector, OperatorConfig};
         use operators::json_parse::{JsonParseConfig, reason};
         use serde::Deserialize;
 
@@ -417,13 +417,7 @@ mod tests {
         let pipeline = crate::config::Pipeline::load(&path).unwrap();
         let spec = pipeline.nodes.iter().find(|n| n.name == "parse").unwrap();
         assert_eq!(spec.type_name, "json_parse");
-        let ctx = BuildContext {
-            pipeline: pipeline.name.clone(),
-            node: spec.name.clone(),
-            storage: pipeline.storage.clone(),
-            trigger: pipeline.trigger,
-            checkpoint: pipeline.checkpoint.clone(),
-        };
+        let ctx = pipeline.build_context(spec);
         let mut op = JsonParseConfig::deserialize(spec.config.clone())
             .unwrap()
             .build(&ctx)

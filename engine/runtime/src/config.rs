@@ -6,7 +6,9 @@
 //! in an inline table. Strings are interpolated while the document is converted into
 //! [`ConfigValue`]s; text that came from the environment takes the type of the field it fills.
 
-use engine_api::{ConfigValue, EngineError, Result, StorageConfig, check_range, parse_duration};
+use engine_api::{
+    BuildContext, ConfigValue, EngineError, Result, StorageConfig, check_range, parse_duration,
+};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -197,6 +199,17 @@ impl Pipeline {
         p.storage = storage;
         p.nodes = specs;
         Ok(p)
+    }
+
+    /// What a node's factory is told about this pipeline.
+    pub fn build_context(&self, node: &NodeSpec) -> BuildContext {
+        BuildContext {
+            pipeline: self.name.clone(),
+            node: node.name.clone(),
+            storage: self.storage.clone(),
+            trigger: self.trigger,
+            checkpoint: self.checkpoint.clone(),
+        }
     }
 
     /// The line of `key` (a path such as `nodes.parse.aggregates[0].fn`), or of the nearest

@@ -3,7 +3,7 @@
 
 use crate::config::{NodeSpec, Pipeline};
 use arrow::datatypes::SchemaRef;
-use engine_api::{BuildContext, EngineError, MAIN_PORT, Node, OutputMode, Registry, Result};
+use engine_api::{EngineError, MAIN_PORT, Node, OutputMode, Registry, Result};
 use std::fmt::Write as _;
 
 pub struct GraphNode {
@@ -33,13 +33,7 @@ impl Graph {
     pub fn build(pipeline: Pipeline, registry: &Registry) -> Result<Graph> {
         let mut built = Vec::new();
         for spec in &pipeline.nodes {
-            let ctx = BuildContext {
-                pipeline: pipeline.name.clone(),
-                node: spec.name.clone(),
-                storage: pipeline.storage.clone(),
-                trigger: pipeline.trigger,
-                checkpoint: pipeline.checkpoint.clone(),
-            };
+            let ctx = pipeline.build_context(spec);
             let node = registry
                 .build(&spec.type_name, spec.config.clone(), &ctx)
                 .map_err(|e| pipeline.node_error(spec, e))?;
