@@ -362,3 +362,230 @@ impl Graph {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The graph builder on pipelines of test nodes: no Kafka, no S3, no built-in operator.
+    use super::*;
+    use arrow::array::RecordBatch;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use engine_api::{
+        BuildContext, Collector, Committer, Epoch, Operator, OperatorConfig, PendingCommit, Sink,
+        SinkConfig, Source, SourceConfig, SourceContext,
+    };
+    use serde::Deserialize;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn schema(cols: &[&str]) -> SchemaRef {
+        Arc::new(Schema::new(
+            cols.iter()
+                .map(|c| Field::new(*c, DataType::Int64, true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TestSource {
+        columns: Vec<String>,
+    }
+    struct TestSourceNode(SchemaRef);
+    impl SourceConfig for TestSource {
+        fn build(self, _: &BuildContext) -> Result<Box<dyn Source>> {
+            let cols: Vec<&str> = self.columns.iter().map(String::as_str).collect();
+            Ok(Box::new(TestSourceNode(schema(&cols))))
+        }
+    }
+    impl Source for TestSourceNode {
+        fn schema(&self) -> SchemaRef {
+            self.0.clone()
+        }
+        fn open(&mut self, _: Option<&serde_json::Value>) -> Result<()> {
+            Ok(())
+        }
+        fn run(&mut self, _: &mut dyn SourceContext) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Keeps the input and, with `split`, also sends rows to a second port `rejected` that must
+    /// be read; `mode` sets its output mode.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TestOp {
+        #[serde(default)]
+        split: bool,
+        #[serde(default)]
+        mode: Option<OutputMode>,
+        #[serde(default)]
+        needs: Option<String>,
+    }
+    struct TestOpNode(TestOp);
+    impl OperatorConfig for TestOp {
+        fn build(self, _: &BuildContext) -> Result<Box<dyn Operator>> {
+            Ok(Box::new(TestOpNode(self)))
+        }
+    }
+    impl Operator for TestOpNode {
+        fn output_ports(&self) -> Vec<String> {
+            let mut p = vec![MAIN_PORT.to_string()];
+            if self.0.split {
+                p.push("rejected".into());
+            }
+            p
+        }
+        fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
+            if let Some(c) = &self.0.needs {
+                input
+                    .index_of(c)
+                    .map_err(|_| EngineError::invalid("needs", format!("no column `{c}`")))?;
+            }
+            Ok(self.output_ports().iter().map(|_| input.clone()).collect())
+        }
+        fn output_mode(&self, input: OutputMode) -> Result<OutputMode> {
+            Ok(self.0.mode.unwrap_or(input))
+        }
+        fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+            out.emit(batch);
+            Ok(())
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TestSink {}
+    struct TestSinkNode;
+    struct NoCommit;
+    #[async_trait::async_trait]
+    impl Committer for NoCommit {
+        async fn commit(&self, _: &[PendingCommit]) -> Result<()> {
+            Ok(())
+        }
+    }
+    impl SinkConfig for TestSink {
+        fn build(self, _: &BuildContext) -> Result<Box<dyn Sink>> {
+            Ok(Box::new(TestSinkNode))
+        }
+    }
+    #[async_trait::async_trait]
+    impl Sink for TestSinkNode {
+        fn init(&mut self, _: &SchemaRef) -> Result<()> {
+            Ok(())
+        }
+        async fn open(&mut self) -> Result<()> {
+            Ok(())
+        }
+        async fn write(&mut self, _: RecordBatch) -> Result<()> {
+            Ok(())
+        }
+        async fn prepare_commit(&mut self, _: Epoch) -> Result<Vec<PendingCommit>> {
+            Ok(Vec::new())
+        }
+        fn committer(&self) -> Arc<dyn Committer> {
+            Arc::new(NoCommit)
+        }
+        fn describe(&self) -> String {
+            "test sink".into()
+        }
+        fn accepts(&self) -> Vec<OutputMode> {
+            vec![OutputMode::Append]
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        r.register_source::<TestSource>("src");
+        r.register_operator::<TestOp>("op");
+        r.register_sink::<TestSink>("sink");
+        r
+    }
+
+    const HEAD: &str = "[pipeline]\nname = \"t\"\ncheckpoint = \"file:///tmp/graph-test\"\n\n";
+
+    fn build(nodes: &str) -> std::result::Result<Graph, String> {
+        let text = format!("{HEAD}{nodes}");
+        let p = Pipeline::parse(Path::new("g.toml"), &text).map_err(|e| e.to_string())?;
+        Graph::build(p, &registry()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn nodes_come_in_topological_order_with_their_schemas() {
+        // Written sinks first: the builder orders them after their inputs.
+        let g = build(
+            r#"
+[nodes.out]
+type = "sink"
+inputs = ["b"]
+[nodes.b]
+type = "op"
+inputs = ["a"]
+[nodes.a]
+type = "op"
+inputs = ["in"]
+[nodes.in]
+type = "src"
+columns = ["x", "y"]
+"#,
+        )
+        .unwrap();
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.spec.name.as_str()).collect();
+        assert_eq!(names, ["in", "a", "b", "out"]);
+        assert_eq!(g.nodes[3].in_schema.as_ref().unwrap(), &schema(&["x", "y"]));
+        assert_eq!(g.readers(2, 0), vec![(3, 0)]);
+        assert!(g.warnings.is_empty(), "{:?}", g.warnings);
+    }
+
+    #[test]
+    fn wiring_mistakes_are_located_errors() {
+        let src = "[nodes.in]\ntype = \"src\"\ncolumns = [\"x\"]\n";
+        let cases = [
+            (
+                "[nodes.a]\ntype = \"op\"\ninputs = [\"b\"]\n[nodes.b]\ntype = \"op\"\ninputs = [\"a\"]\n[nodes.out]\ntype = \"sink\"\ninputs = [\"a\"]\n",
+                "g.toml: the nodes a, b, out form a cycle",
+            ),
+            (
+                "[nodes.out]\ntype = \"sink\"\ninputs = [\"nowhere\"]\n",
+                "g.toml:10: node `out` (sink): input `nowhere` names no node; nodes are: in, out",
+            ),
+            (
+                "[nodes.out]\ntype = \"sink\"\ninputs = [\"in.side\"]\n",
+                "g.toml:10: node `out` (sink): node `in` has no port `side`; its ports are: out",
+            ),
+            (
+                "[nodes.out]\ntype = \"sink\"\n",
+                "g.toml:8: node `out` (sink): missing `inputs`",
+            ),
+            (
+                "[nodes.a]\ntype = \"op\"\ninputs = [\"in\"]\nsplit = true\n[nodes.out]\ntype = \"sink\"\ninputs = [\"a\"]\n",
+                "g.toml:8: node `a` (op): nothing reads its `rejected` port",
+            ),
+            (
+                "[nodes.a]\ntype = \"op\"\ninputs = [\"in\"]\nmode = \"complete\"\n[nodes.out]\ntype = \"sink\"\ninputs = [\"a\"]\n",
+                "g.toml:12: node `out` (sink): cannot write complete-mode output of `a`",
+            ),
+            (
+                "[nodes.a]\ntype = \"op\"\ninputs = [\"in\"]\nneeds = \"zz\"\n[nodes.out]\ntype = \"sink\"\ninputs = [\"a\"]\n",
+                "g.toml:11: node `a` (op): `needs`: no column `zz`",
+            ),
+            (
+                "[nodes.a]\ntype = \"op\"\ninputs = [\"in\"]\nsplt = true\n",
+                "g.toml:11: node `a` (op): `splt`: unknown field `splt`",
+            ),
+            (
+                "[nodes.a]\ntype = \"op\"\ninputs = [\"in\"]\n",
+                "g.toml: the pipeline has no sink",
+            ),
+            (
+                "[nodes.in2]\ntype = \"src\"\ncolumns = [\"x\"]\n[nodes.out]\ntype = \"sink\"\ninputs = [\"in\"]\n",
+                "g.toml: a pipeline needs exactly one source node, found 2",
+            ),
+        ];
+        for (nodes, want) in cases {
+            let e = build(&format!("{src}{nodes}"))
+                .err()
+                .unwrap_or_else(|| panic!("builds: {nodes}"));
+            assert!(e.starts_with(want), "want `{want}`, got `{e}`");
+        }
+    }
+}
