@@ -388,17 +388,20 @@ fn check(cfg: JsonParseConfig, rows: &[Row], all_good_kept: bool, outcomes: &Out
     check_quarantine(&bad, &sent);
 }
 
+/// Every quarantine reason json_parse gives.
+const REASONS: [&str; 7] = [
+    reason::NULL_VALUE,
+    reason::EMPTY_VALUE,
+    reason::NOT_JSON,
+    reason::NOT_OBJECT,
+    reason::WRONG_TYPE,
+    reason::MISSING_FIELD,
+    reason::RULE_BROKEN,
+];
+
 /// Each quarantined row has its raw value (text, or base64 when not UTF-8) and a known reason.
 fn check_quarantine(bad: &RecordBatch, sent: &[Msg]) {
-    let known = [
-        reason::NULL_VALUE,
-        reason::EMPTY_VALUE,
-        reason::NOT_JSON,
-        reason::NOT_OBJECT,
-        reason::WRONG_TYPE,
-        reason::MISSING_FIELD,
-        reason::RULE_BROKEN,
-    ];
+    let known = REASONS;
     let raw = strings(bad, "raw_value");
     let enc = strings(bad, "raw_encoding");
     for (i, (offset, why)) in reasons(bad).into_iter().enumerate() {
@@ -454,16 +457,7 @@ fn every_row_comes_out_once_and_nothing_panics() {
     let outcomes = outcomes.into_inner().unwrap();
     eprintln!("rows per outcome: {outcomes:?}");
     if cases() >= 64 {
-        for outcome in [
-            "out",
-            reason::NULL_VALUE,
-            reason::EMPTY_VALUE,
-            reason::NOT_JSON,
-            reason::NOT_OBJECT,
-            reason::WRONG_TYPE,
-            reason::MISSING_FIELD,
-            reason::RULE_BROKEN,
-        ] {
+        for outcome in std::iter::once("out").chain(REASONS) {
             assert!(
                 outcomes.get(outcome).copied().unwrap_or(0) >= 5,
                 "the generators rarely reach `{outcome}`: {outcomes:?}"
