@@ -62,8 +62,9 @@ const MAX_PREVIEW_ROWS: usize = 1000;
 fn parse_preview_order(text: &str) -> Result<(String, bool)> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let bad = || {
-        EngineError::config(
-            "`preview_order_by`: write a column name, optionally followed by asc or desc, such as \"ca_total\" or \"rank asc\"",
+        EngineError::invalid(
+            "preview_order_by",
+            "write a column name, optionally followed by asc or desc, such as \"ca_total\" or \"rank asc\"",
         )
     };
     match words.as_slice() {
@@ -367,17 +368,20 @@ impl Sink for ParquetSink {
             && input.index_of(col).is_err()
         {
             let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
-            return Err(EngineError::config(format!(
-                "`preview_order_by`: the table has no column `{col}`; its columns are: {}",
-                names.join(", ")
-            )));
+            return Err(EngineError::invalid(
+                "preview_order_by",
+                format!(
+                    "the table has no column `{col}`; its columns are: {}",
+                    names.join(", ")
+                ),
+            ));
         }
         self.schema = Some(input.clone());
         Ok(())
     }
 
     async fn open(&mut self) -> Result<()> {
-        self.location.check().await
+        self.check().await
     }
 
     async fn check(&mut self) -> Result<()> {

@@ -111,8 +111,8 @@ impl Pipeline {
             lines: conv.lines,
         };
         let nodes = root.remove("nodes");
-        let parsed: PipelineFile = root.deserialize_into().map_err(|e| p.at_key("", e))?;
-        let at = |key: &str, e| p.at_key("", EngineError::invalid(key, e));
+        let parsed: PipelineFile = root.deserialize_into().map_err(|e| p.at_key(e))?;
+        let at = |key: &str, e| p.at_key(EngineError::invalid(key, e));
         let s = parsed.pipeline;
         let trigger = parse_duration(
             "pipeline.trigger",
@@ -120,20 +120,20 @@ impl Pipeline {
             TRIGGER_RANGE.0,
             TRIGGER_RANGE.1,
         )
-        .map_err(|e| p.at_key("", e))?;
+        .map_err(|e| p.at_key(e))?;
         let mailbox = check_range(
             "pipeline.mailbox",
             s.mailbox,
             MAILBOX_RANGE.0,
             MAILBOX_RANGE.1,
         )
-        .map_err(|e| p.at_key("", e))?;
+        .map_err(|e| p.at_key(e))?;
         if !valid_name(&s.name) {
             return Err(at("pipeline.name", "must be letters, digits, `-` and `_`"));
         }
         let storage = parsed.storage.unwrap_or_default();
         engine_api::Location::open(&s.checkpoint, &storage)
-            .map_err(|e| p.at_key("", EngineError::invalid("pipeline.checkpoint", e)))?;
+            .map_err(|e| p.at_key(EngineError::invalid("pipeline.checkpoint", e)))?;
         let Some(ConfigValue::Table(nodes)) = nodes else {
             return Err(EngineError::config(format!(
                 "{file}: no [nodes.<name>] tables; a pipeline needs at least a source and a sink"
@@ -227,22 +227,15 @@ impl Pipeline {
         }
     }
 
-    /// A configuration error located in the file: an [`EngineError::Invalid`] from `prefix`'s
-    /// table points at its key's line; other errors keep their text.
-    fn at_key(&self, prefix: &str, e: EngineError) -> EngineError {
+    /// A configuration error about the file's top-level tables, located: an
+    /// [`EngineError::Invalid`] points at its key's line; other errors keep their text.
+    fn at_key(&self, e: EngineError) -> EngineError {
         match e {
-            EngineError::Invalid { key, message } => {
-                let full = match (prefix.is_empty(), key.is_empty()) {
-                    (true, _) => key,
-                    (false, true) => prefix.to_string(),
-                    (false, false) => format!("{prefix}.{key}"),
-                };
-                EngineError::config(format!(
-                    "{}:{}: `{full}`: {message}",
-                    self.path.display(),
-                    self.line_of(&full)
-                ))
-            }
+            EngineError::Invalid { key, message } => EngineError::config(format!(
+                "{}:{}: `{key}`: {message}",
+                self.path.display(),
+                self.line_of(&key)
+            )),
             other => other.context(self.path.display()),
         }
     }
