@@ -8,7 +8,8 @@ pub mod json_parse;
 pub mod rules;
 pub mod schema;
 pub mod select;
-pub mod time;
+/// Event-time parsing lives in the API, shared with the runtime's watermark tracking.
+pub use engine_api::time;
 pub mod top_n;
 
 use arrow::datatypes::Schema;

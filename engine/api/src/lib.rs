@@ -13,16 +13,19 @@ pub mod registry;
 pub mod secret;
 pub mod storage;
 pub mod store;
+pub mod time;
 pub mod types;
 
 pub use config::{ConfigValue, check_range, parse_duration};
 pub use error::{EngineError, Result, local_stack_hint};
-pub use message::{Barrier, Epoch, Message, OutputMode, kafka_record_schema};
+pub use message::{Barrier, Epoch, Message, OutputMode, PartitionId, kafka_record_schema};
 pub use operator::{
-    Collector, Committer, MAIN_PORT, Operator, PendingCommit, Sink, Source, SourceContext,
-    TableInfo, TablePreview,
+    Built, Collector, Committer, Input, MAIN_PORT, Operator, OutputPort, PendingCommit, Sink,
+    Source, SourceContext, TableInfo, TablePreview,
 };
-pub use registry::{BuildContext, Node, OperatorConfig, Registry, SinkConfig, SourceConfig};
+pub use registry::{
+    BuildContext, Node, NodeKind, OperatorConfig, Registry, SinkConfig, SourceConfig,
+};
 pub use secret::Secret;
 pub use storage::StorageConfig;
 pub use store::Location;

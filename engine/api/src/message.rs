@@ -3,11 +3,42 @@ use arrow::record_batch::RecordBatch;
 /// A checkpoint epoch. Epoch `n` covers everything the source read after barrier `n - 1`.
 pub type Epoch = u64;
 
+/// A source partition (Kafka: `topic/partition`): the unit of ordering, of event time and of
+/// ownership when several processes share a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct PartitionId(std::sync::Arc<str>);
+
+impl PartitionId {
+    pub fn new(id: impl AsRef<str>) -> Self {
+        PartitionId(id.as_ref().into())
+    }
+
+    /// A Kafka partition: `topic/partition`.
+    pub fn kafka(topic: &str, partition: i32) -> Self {
+        PartitionId(format!("{topic}/{partition}").into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// What actors send each other over their bounded mailboxes.
 #[derive(Debug, Clone)]
 pub enum Message {
-    /// A micro-batch of rows.
-    Batch(RecordBatch),
+    /// A micro-batch of rows. `partition` is the source partition every row came from; `None`
+    /// for rows an operator derived from several (an aggregate's output).
+    Batch {
+        batch: RecordBatch,
+        partition: Option<PartitionId>,
+    },
     /// A checkpoint barrier: everything before it belongs to `epoch`.
     Barrier(Barrier),
     /// Event time (milliseconds since the Unix epoch) below which no more rows are expected.

@@ -1,4 +1,4 @@
-use crate::{Epoch, OutputMode, Result};
+use crate::{Epoch, OutputMode, PartitionId, Result};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
@@ -6,33 +6,105 @@ use serde::{Deserialize, Serialize};
 /// The name of every node's main output port.
 pub const MAIN_PORT: &str = "out";
 
+/// What a node is built against: the schema and output mode of its input, and the event-time
+/// column the pipeline declared upstream (if it still exists in this schema). A node with
+/// several inputs gets one `Input`: the graph builder requires them to agree.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub schema: SchemaRef,
+    pub mode: OutputMode,
+    /// The pipeline's event-time column, when one is declared upstream and this schema still has
+    /// it. The runtime tracks it and sends watermarks; a window operator groups by it.
+    pub event_time: Option<String>,
+}
+
+impl Input {
+    /// An append-mode input with no event time, as most operator tests want.
+    pub fn new(schema: SchemaRef) -> Self {
+        Input {
+            schema,
+            mode: OutputMode::Append,
+            event_time: None,
+        }
+    }
+
+    pub fn with_mode(mut self, mode: OutputMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub fn with_event_time(mut self, column: impl Into<String>) -> Self {
+        self.event_time = Some(column.into());
+        self
+    }
+}
+
+/// One output port of a built operator: its name, the schema of what it emits and its output
+/// mode. Port 0 is the main port, [`MAIN_PORT`]; downstream nodes name the others as
+/// `"node.port"` in their `inputs`.
+#[derive(Debug, Clone)]
+pub struct OutputPort {
+    pub name: String,
+    pub schema: SchemaRef,
+    pub mode: OutputMode,
+    /// `Some(advice)` when rows sent here would be lost unless a node reads the port (a parser's
+    /// `quarantine`): the graph builder then rejects a pipeline that leaves it unread, adding
+    /// the advice (such as `set on_error = "drop"`) to the error.
+    pub must_read: Option<String>,
+}
+
+impl OutputPort {
+    /// The main port.
+    pub fn main(schema: SchemaRef, mode: OutputMode) -> Self {
+        Self::named(MAIN_PORT, schema, mode)
+    }
+
+    pub fn named(name: impl Into<String>, schema: SchemaRef, mode: OutputMode) -> Self {
+        OutputPort {
+            name: name.into(),
+            schema,
+            mode,
+            must_read: None,
+        }
+    }
+
+    /// Declares that the port must be read; `advice` says how else to silence the error
+    /// (empty for none).
+    pub fn must_be_read(mut self, advice: impl Into<String>) -> Self {
+        self.must_read = Some(advice.into());
+        self
+    }
+}
+
+/// A ready operator and its output ports, as [`crate::OperatorConfig::build`] returns it.
+pub struct Built {
+    pub operator: Box<dyn Operator>,
+    /// Main port first.
+    pub ports: Vec<OutputPort>,
+}
+
+impl Built {
+    pub fn new(operator: impl Operator, ports: Vec<OutputPort>) -> Self {
+        Built {
+            operator: Box::new(operator),
+            ports,
+        }
+    }
+
+    /// A stateless operator with one main port, in the input's mode.
+    pub fn main(operator: impl Operator, schema: SchemaRef, input: &Input) -> Self {
+        Self::new(operator, vec![OutputPort::main(schema, input.mode)])
+    }
+}
+
 /// A pipeline operator: pure over batches, no I/O.
 ///
-/// The engine wraps each operator in an actor with a bounded mailbox, aligns barriers,
-/// snapshots state and forwards what the operator collects, so an implementation never sees a
-/// mailbox. Built-in operators implement this trait and register like user code.
-///
-/// Output ports: port 0 is [`MAIN_PORT`]; an operator with more ports (such as the JSON parser's
-/// `quarantine`) lists them in [`Operator::output_ports`], and downstream nodes name them as
-/// `"node.port"` in their `inputs`.
+/// The engine wraps each operator in an actor with a bounded mailbox, aligns barriers, tracks
+/// event time, snapshots state and forwards what the operator collects, so an implementation
+/// never sees a mailbox, a barrier or a partition. It is built ready to run by its
+/// [`crate::OperatorConfig`], which checks its input schema and declares its output ports.
+/// Built-in operators implement this trait and register like user code.
 pub trait Operator: Send + 'static {
-    /// Names of the output ports, main port first.
-    fn output_ports(&self) -> Vec<String> {
-        vec![MAIN_PORT.to_string()]
-    }
-
-    /// Called once before any data with the schema of the input; returns the schema of each
-    /// output port, in the order of [`Operator::output_ports`]. Check column names and types here,
-    /// so `engine validate` reports mistakes before anything runs.
-    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>>;
-
-    /// The output mode of this operator given its input's. Stateless operators pass it on (the
-    /// default); aggregates set their own; an operator that needs a given input mode says so here
-    /// with a config error, so `engine validate` rejects the pipeline.
-    fn output_mode(&self, input: OutputMode) -> Result<OutputMode> {
-        Ok(input)
-    }
-
     /// Processes one micro-batch, pushing results to `out`.
     fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()>;
 
@@ -42,7 +114,9 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 
-    /// Called when the upstream watermark advances (event time in ms).
+    /// Called when the watermark advances: no event older than `watermark_ms` (ms since the
+    /// Unix epoch) is expected any more. The runtime computes it from the pipeline's declared
+    /// event time, per source partition, and calls this before the barrier it precedes.
     fn on_watermark(&mut self, _watermark_ms: i64, _out: &mut Collector) -> Result<()> {
         Ok(())
     }
@@ -86,7 +160,8 @@ impl Collector {
         self.emit_to(0, batch);
     }
 
-    /// Emits a batch on port `port` (an index into [`Operator::output_ports`]). Empty batches are dropped.
+    /// Emits a batch on port `port` (an index into the built operator's ports). Empty batches
+    /// are dropped.
     pub fn emit_to(&mut self, port: usize, batch: RecordBatch) {
         if batch.num_rows() == 0 {
             return;
@@ -114,8 +189,9 @@ impl Collector {
 /// What the runtime offers a source. Sources run on a dedicated thread, so these calls block:
 /// `emit` waits while the downstream mailbox is full, which is how backpressure reaches Kafka.
 pub trait SourceContext: Send {
-    /// Sends a batch downstream.
-    fn emit(&mut self, batch: RecordBatch) -> Result<()>;
+    /// Sends a batch read from one source partition downstream. Every row of a batch comes
+    /// from `partition`: the runtime tracks event time, and later ownership, per partition.
+    fn emit(&mut self, partition: &PartitionId, batch: RecordBatch) -> Result<()>;
     /// True when the trigger interval has elapsed and the source should call [`SourceContext::barrier`].
     fn checkpoint_due(&self) -> bool;
     /// Injects a barrier for the next epoch. `position` says where the source is (for Kafka, the
@@ -155,15 +231,28 @@ pub trait Source: Send + 'static {
 pub struct PendingCommit {
     /// The sink node that staged it.
     pub node: String,
+    /// The source partition whose rows it holds, when a sink stages per partition; `None` for
+    /// output that mixes partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PartitionId>,
     /// Sink-specific description (for the Parquet sink: the object path and its multipart upload).
     pub data: serde_json::Value,
+}
+
+impl PendingCommit {
+    /// Output of `node` that mixes source partitions.
+    pub fn new(node: impl Into<String>, data: serde_json::Value) -> Self {
+        PendingCommit {
+            node: node.into(),
+            partition: None,
+            data,
+        }
+    }
 }
 
 /// A sink: receives batches, stages them per epoch, and makes them visible on commit.
 #[async_trait::async_trait]
 pub trait Sink: Send + 'static {
-    /// Called once with the input schema, before anything runs. No I/O.
-    fn init(&mut self, input: &SchemaRef) -> Result<()>;
     /// Connects and checks (bucket exists, credentials accepted).
     async fn open(&mut self) -> Result<()>;
     /// Checks, for `engine validate --connect`, that the sink could open (bucket exists,

@@ -1,4 +1,4 @@
-use crate::{ConfigValue, EngineError, Operator, Result, Sink, Source, StorageConfig};
+use crate::{Built, ConfigValue, EngineError, Input, Result, Sink, Source, StorageConfig};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,7 +22,10 @@ pub struct BuildContext {
 /// A node config that builds an operator. Implement it on a `serde::Deserialize` struct
 /// (with `#[serde(deny_unknown_fields)]`) and register it with [`Registry::register_operator`].
 pub trait OperatorConfig: DeserializeOwned {
-    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Operator>>;
+    /// Builds a ready operator against its input: check column names and types here (errors
+    /// keyed with [`EngineError::invalid`] point at the config line), and declare the output
+    /// ports with their schemas and modes. No I/O: `engine validate` calls it.
+    fn build(self, ctx: &BuildContext, input: &Input) -> Result<Built>;
 }
 
 /// A node config that builds a source.
@@ -30,18 +33,36 @@ pub trait SourceConfig: DeserializeOwned {
     fn build(self, ctx: &BuildContext) -> Result<Box<dyn Source>>;
 }
 
-/// A node config that builds a sink.
+/// A node config that builds a sink, against the schema and mode of what it will write.
 pub trait SinkConfig: DeserializeOwned {
-    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Sink>>;
+    fn build(self, ctx: &BuildContext, input: &Input) -> Result<Box<dyn Sink>>;
 }
 
-type Factory<T> = Box<dyn Fn(ConfigValue, &BuildContext) -> Result<T> + Send + Sync>;
+type Factory = Box<dyn Fn(ConfigValue, &BuildContext, Option<&Input>) -> Result<Node> + Send + Sync>;
 
 /// A built node, before it is wrapped in an actor.
 pub enum Node {
     Source(Box<dyn Source>),
-    Operator(Box<dyn Operator>),
+    Operator(Built),
     Sink(Box<dyn Sink>),
+}
+
+/// The kind of node a registered type builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Source,
+    Operator,
+    Sink,
+}
+
+impl NodeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::Source => "source",
+            NodeKind::Operator => "operator",
+            NodeKind::Sink => "sink",
+        }
+    }
 }
 
 impl Node {
@@ -54,10 +75,15 @@ impl Node {
     }
 }
 
+/// The error for a node built without the input it needs (the graph builder always gives one).
+fn no_input() -> EngineError {
+    EngineError::config("missing `inputs`, the node(s) it reads from")
+}
+
 /// Maps a node's `type = "..."` to the factory that builds it.
 #[derive(Default)]
 pub struct Registry {
-    factories: BTreeMap<String, (&'static str, Factory<Node>)>,
+    factories: BTreeMap<String, (NodeKind, Factory)>,
 }
 
 impl Registry {
@@ -67,38 +93,52 @@ impl Registry {
 
     /// Registers an operator type under `name`.
     pub fn register_operator<C: OperatorConfig + 'static>(&mut self, name: &str) {
-        self.insert(name, "operator", |v, ctx| {
-            Ok(Node::Operator(v.deserialize_into::<C>()?.build(ctx)?))
+        self.insert(name, NodeKind::Operator, |v, ctx, input| {
+            let input = input.ok_or_else(no_input)?;
+            Ok(Node::Operator(v.deserialize_into::<C>()?.build(ctx, input)?))
         });
     }
 
     /// Registers a source type under `name`.
     pub fn register_source<C: SourceConfig + 'static>(&mut self, name: &str) {
-        self.insert(name, "source", |v, ctx| {
+        self.insert(name, NodeKind::Source, |v, ctx, _| {
             Ok(Node::Source(v.deserialize_into::<C>()?.build(ctx)?))
         });
     }
 
     /// Registers a sink type under `name`.
     pub fn register_sink<C: SinkConfig + 'static>(&mut self, name: &str) {
-        self.insert(name, "sink", |v, ctx| {
-            Ok(Node::Sink(v.deserialize_into::<C>()?.build(ctx)?))
+        self.insert(name, NodeKind::Sink, |v, ctx, input| {
+            let input = input.ok_or_else(no_input)?;
+            Ok(Node::Sink(v.deserialize_into::<C>()?.build(ctx, input)?))
         });
     }
 
     fn insert(
         &mut self,
         name: &str,
-        kind: &'static str,
-        f: impl Fn(ConfigValue, &BuildContext) -> Result<Node> + Send + Sync + 'static,
+        kind: NodeKind,
+        f: impl Fn(ConfigValue, &BuildContext, Option<&Input>) -> Result<Node> + Send + Sync + 'static,
     ) {
         self.factories.insert(name.to_string(), (kind, Box::new(f)));
     }
 
-    /// Builds a node of type `type_name` from its TOML table (without `type` and `inputs`).
-    pub fn build(&self, type_name: &str, config: ConfigValue, ctx: &BuildContext) -> Result<Node> {
+    /// The kind of node `type_name` builds, if it is registered.
+    pub fn kind(&self, type_name: &str) -> Option<NodeKind> {
+        self.factories.get(type_name).map(|(k, _)| *k)
+    }
+
+    /// Builds a node of type `type_name` from its TOML table (without the runtime's keys such
+    /// as `type` and `inputs`). Operators and sinks get their `input`; sources none.
+    pub fn build(
+        &self,
+        type_name: &str,
+        config: ConfigValue,
+        ctx: &BuildContext,
+        input: Option<&Input>,
+    ) -> Result<Node> {
         match self.factories.get(type_name) {
-            Some((_, f)) => f(config, ctx),
+            Some((_, f)) => f(config, ctx, input),
             None => Err(EngineError::invalid(
                 "type",
                 format!(
@@ -111,7 +151,7 @@ impl Registry {
 
     /// The registered type names with their kind.
     pub fn types(&self) -> impl Iterator<Item = (&str, &'static str)> {
-        self.factories.iter().map(|(n, (k, _))| (n.as_str(), *k))
+        self.factories.iter().map(|(n, (k, _))| (n.as_str(), k.name()))
     }
 
     pub fn names(&self) -> Vec<&str> {

@@ -3,7 +3,7 @@
 use arrow::array::{ArrayRef, AsArray, Int64Array};
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{DateTime, NaiveDateTime};
-use engine_api::{EngineError, Result};
+use crate::{EngineError, Result};
 use std::borrow::Cow;
 
 /// Parses the event-time text producers write, to ms since the Unix epoch:
