@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error;
+pub mod event_time;
 pub mod message;
 pub mod operator;
 pub mod registry;
@@ -17,6 +18,7 @@ pub mod time;
 pub mod types;
 
 pub use config::{ConfigValue, check_range, parse_duration};
+pub use event_time::{EventTime, TrackerState, WatermarkTracker};
 pub use error::{EngineError, Result, local_stack_hint};
 pub use message::{Barrier, Epoch, Message, OutputMode, PartitionId, kafka_record_schema};
 pub use operator::{
