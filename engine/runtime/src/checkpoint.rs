@@ -6,43 +6,133 @@
 //! same epoch of the same pipeline is refused.
 
 use engine_api::Location;
-use engine_api::{EngineError, Epoch, PendingCommit, Result, StorageConfig};
+use engine_api::{
+    EngineError, Epoch, PartitionId, PendingCommit, Result, StorageConfig, TrackerState,
+};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The manifest format this engine writes. Version 1 (one source, no event time, no partition
+/// keys) is still read.
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// What one committed epoch consists of. Everything that belongs to one source partition is
+/// keyed by it (`partitions`, and [`PendingCommit::partition`]), so that a partition's share can
+/// be handed to another process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    #[serde(default = "v1")]
     pub version: u32,
     pub pipeline: String,
     pub epoch: Epoch,
     pub created_at: String,
-    /// The source position after this epoch (for Kafka: the next offset per partition).
-    pub position: serde_json::Value,
-    /// Operator state objects, by node.
+    /// Each source's position after this epoch, by source node (for Kafka: the next offset per
+    /// partition). A version-1 manifest's single `position` is read under the key `""`, which
+    /// [`Manifest::position_of`] gives to the pipeline's only source.
+    #[serde(default)]
+    pub positions: BTreeMap<String, serde_json::Value>,
+    /// Operator state objects, by node (state that spans partitions, such as an aggregate's).
     pub state: BTreeMap<String, String>,
+    /// Runtime state per source partition.
+    #[serde(default)]
+    pub partitions: BTreeMap<PartitionId, PartitionState>,
+    /// The watermark each event-time node had sent (ms since the Unix epoch), by node.
+    #[serde(default)]
+    pub watermarks: BTreeMap<String, i64>,
     /// Staged sink output that this epoch makes visible.
     pub pending: Vec<PendingCommit>,
 }
 
+/// What the runtime keeps for one source partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The largest event time seen in this partition, by the node that declares event time.
+    #[serde(default)]
+    pub max_event_time: BTreeMap<String, i64>,
+}
+
+/// A manifest as stored: either version, before [`Manifest::from_stored`] upgrades it.
+#[derive(Deserialize)]
+struct StoredManifest {
+    #[serde(flatten)]
+    manifest: Manifest,
+    /// Version 1: the one source's position.
+    #[serde(default)]
+    position: Option<serde_json::Value>,
+}
+
+fn v1() -> u32 {
+    1
+}
+
 impl Manifest {
-    pub fn new(
-        pipeline: &str,
-        epoch: Epoch,
-        position: serde_json::Value,
-        state: BTreeMap<String, String>,
-        pending: Vec<PendingCommit>,
-    ) -> Self {
+    pub fn new(pipeline: &str, epoch: Epoch) -> Self {
         Manifest {
-            version: 1,
+            version: MANIFEST_VERSION,
             pipeline: pipeline.to_string(),
             epoch,
             created_at: chrono::Utc::now().to_rfc3339(),
-            position,
-            state,
-            pending,
+            positions: BTreeMap::new(),
+            state: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            watermarks: BTreeMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Parses a stored manifest of either version.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+        let stored: StoredManifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut m = stored.manifest;
+        if m.version > MANIFEST_VERSION {
+            return Err(format!(
+                "manifest version {} is newer than this engine's {MANIFEST_VERSION}",
+                m.version
+            ));
+        }
+        if let Some(p) = stored.position {
+            m.positions.entry(String::new()).or_insert(p);
+        }
+        m.version = MANIFEST_VERSION;
+        Ok(m)
+    }
+
+    /// The position stored for `source`, or a version-1 manifest's single position when the
+    /// pipeline has `sources` == 1.
+    pub fn position_of(&self, source: &str, sources: usize) -> Option<&serde_json::Value> {
+        self.positions
+            .get(source)
+            .or_else(|| (sources == 1).then(|| self.positions.get("")).flatten())
+    }
+
+    /// The event-time state of `node`, rebuilt from the per-partition entries.
+    pub fn tracker_state(&self, node: &str) -> Option<TrackerState> {
+        let watermark = self.watermarks.get(node).copied();
+        let max_event_time: BTreeMap<PartitionId, i64> = self
+            .partitions
+            .iter()
+            .filter_map(|(p, s)| s.max_event_time.get(node).map(|m| (p.clone(), *m)))
+            .collect();
+        (watermark.is_some() || !max_event_time.is_empty()).then_some(TrackerState {
+            max_event_time,
+            watermark,
+        })
+    }
+
+    /// Records `node`'s event-time state, keyed by partition.
+    pub fn set_tracker_state(&mut self, node: &str, state: &TrackerState) {
+        for (p, m) in &state.max_event_time {
+            self.partitions
+                .entry(p.clone())
+                .or_default()
+                .max_event_time
+                .insert(node.to_string(), *m);
+        }
+        if let Some(w) = state.watermark {
+            self.watermarks.insert(node.to_string(), w);
         }
     }
 }
@@ -64,6 +154,11 @@ impl CheckpointStore {
             location,
             pipeline: pipeline.to_string(),
         })
+    }
+
+    /// The path of epoch `epoch`'s manifest.
+    pub fn manifest_path(&self, epoch: Epoch) -> String {
+        self.location.child(&manifest_name(epoch)).to_string()
     }
 
     pub fn pipeline(&self) -> &str {
@@ -95,7 +190,7 @@ impl CheckpointStore {
             return Ok(None);
         };
         let bytes = self.read(newest.location.as_ref()).await?;
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        let m = Manifest::parse(&bytes).map_err(|e| {
             EngineError::runtime(format!("corrupt manifest {}: {e}", newest.location))
         })?;
         if m.pipeline != self.pipeline {
@@ -258,8 +353,18 @@ impl Lock {
         Ok(())
     }
 
-    /// Gives the lock up (a clean stop).
+    /// Gives the lock up, unless another engine has taken it over meanwhile.
     pub async fn release(self) {
-        let _ = self.location.store.delete(&self.path).await;
+        let held: Option<LockBody> = match self.location.store.get(&self.path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok()),
+            Err(_) => None,
+        };
+        if held.is_some_and(|h| h.owner == self.body.owner) {
+            let _ = self.location.store.delete(&self.path).await;
+        }
     }
 }

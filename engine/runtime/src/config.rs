@@ -7,7 +7,8 @@
 //! [`ConfigValue`]s; text that came from the environment takes the type of the field it fills.
 
 use engine_api::{
-    BuildContext, ConfigValue, EngineError, Result, StorageConfig, check_range, parse_duration,
+    BuildContext, ConfigValue, EngineError, EventTime, Result, StorageConfig, check_range,
+    parse_duration,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -64,6 +65,8 @@ pub struct NodeSpec {
     /// Upstream references: `node` (its main port) or `node.port`.
     pub inputs: Vec<String>,
     pub config: ConfigValue,
+    /// The pipeline's event time, when this node declares it (`event_time = { column = ... }`).
+    pub event_time: Option<EventTime>,
     /// The 1-based line of the node's table (`[nodes.<name>]`) in the file, for messages.
     pub line: usize,
 }
@@ -184,11 +187,22 @@ impl Pipeline {
                     )));
                 }
             };
+            let event_time = match table.remove("event_time") {
+                None => None,
+                Some(v) => Some(event_time(v).map_err(|e| match e.for_key("event_time") {
+                    EngineError::Invalid { key, message } => EngineError::config(format!(
+                        "{}: `{key}`: {message}",
+                        key_at(&key)
+                    )),
+                    other => other.context(key_at("event_time")),
+                })?),
+            };
             specs.push(NodeSpec {
                 name,
                 type_name,
                 inputs,
                 config: table,
+                event_time,
                 line,
             });
         }
@@ -268,6 +282,37 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// A node's `event_time = { column = "...", lateness = "2m", idle_timeout = "30s" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventTimeSection {
+    column: String,
+    #[serde(default)]
+    lateness: Option<String>,
+    #[serde(default)]
+    idle_timeout: Option<String>,
+}
+
+/// Default and range of the allowed lateness (how far the watermark trails event time).
+const LATENESS: (&str, Duration, Duration) = ("2m", Duration::ZERO, Duration::from_secs(31 * 86400));
+/// Default and range of the idle timeout of a source partition.
+const IDLE_TIMEOUT: (&str, Duration, Duration) = ("30s", Duration::ZERO, Duration::from_secs(86400));
+
+fn event_time(v: ConfigValue) -> Result<EventTime> {
+    let s: EventTimeSection = v.deserialize_into()?;
+    if s.column.is_empty() {
+        return Err(EngineError::invalid("column", "is empty; name the event-time column"));
+    }
+    let duration = |key: &str, value: Option<String>, (default, lo, hi): (&str, Duration, Duration)| {
+        parse_duration(key, value.as_deref().unwrap_or(default), lo, hi)
+    };
+    Ok(EventTime {
+        column: s.column,
+        lateness_ms: duration("lateness", s.lateness, LATENESS)?.as_millis() as i64,
+        idle_timeout: duration("idle_timeout", s.idle_timeout, IDLE_TIMEOUT)?,
+    })
 }
 
 /// The key named in a message such as "unknown field `topc`, expected ..." or

@@ -2,23 +2,35 @@
 //! together: sources, operators and sinks never know about each other.
 
 use crate::config::{NodeSpec, Pipeline};
-use arrow::datatypes::SchemaRef;
-use engine_api::{EngineError, MAIN_PORT, Node, OutputMode, Registry, Result};
+use arrow::datatypes::DataType;
+use engine_api::{
+    EngineError, EventTime, Input, MAIN_PORT, Node, NodeKind, OutputMode, OutputPort, Registry,
+    Result,
+};
 use std::fmt::Write as _;
 
 pub struct GraphNode {
     pub spec: NodeSpec,
     pub node: Node,
-    /// Upstream (node index, port index) pairs.
+    /// Upstream (node index, port index) pairs, one per input slot.
     pub inputs: Vec<(usize, usize)>,
-    /// Output port names (empty for sinks).
-    pub ports: Vec<String>,
-    /// Schema of each output port.
-    pub out_schemas: Vec<SchemaRef>,
-    /// Schema of the input (operators and sinks).
-    pub in_schema: Option<SchemaRef>,
-    /// The output mode of its output (the input's mode for a sink).
+    /// Output ports (a source's one main port; none for sinks).
+    pub ports: Vec<OutputPort>,
+    /// What it was built against (operators and sinks).
+    pub input: Option<Input>,
+    /// The output mode of its main output (the input's mode for a sink).
     pub mode: OutputMode,
+    /// The event time this node declares: the runtime tracks it on its output.
+    pub event_time: Option<EventTime>,
+    /// Per input slot: whether watermarks arrive on it (it is downstream of a declaration).
+    pub timed_inputs: Vec<bool>,
+}
+
+impl GraphNode {
+    /// Whether this node sends watermarks: it declares event time or receives them.
+    pub fn sends_watermarks(&self) -> bool {
+        self.event_time.is_some() || self.timed_inputs.iter().any(|t| *t)
+    }
 }
 
 pub struct Graph {
@@ -28,240 +40,67 @@ pub struct Graph {
     pub warnings: Vec<String>,
 }
 
-impl Graph {
-    /// Builds and checks every node. Does no I/O.
-    pub fn build(pipeline: Pipeline, registry: &Registry) -> Result<Graph> {
-        let mut built = Vec::new();
-        for spec in &pipeline.nodes {
-            let ctx = pipeline.build_context(spec);
-            let node = registry
-                .build(&spec.type_name, spec.config.clone(), &ctx)
-                .map_err(|e| pipeline.node_error(spec, e))?;
-            built.push((spec.clone(), node));
-        }
+/// `inputs = ["node"]` or `["node.port"]`, split.
+fn split_input(input: &str) -> (&str, &str) {
+    input.split_once('.').unwrap_or((input, MAIN_PORT))
+}
 
-        // Resolve inputs by name.
-        let ports_of = |n: &Node| -> Vec<String> {
-            match n {
-                Node::Source(_) => vec![MAIN_PORT.to_string()],
-                Node::Operator(op) => op.output_ports(),
-                Node::Sink(_) => Vec::new(),
-            }
-        };
-        let mut edges: Vec<Vec<(usize, usize)>> = Vec::new();
-        for (spec, node) in &built {
-            let at = pipeline.locate(spec, Some("inputs"));
-            match node {
-                Node::Source(_) if !spec.inputs.is_empty() => {
-                    return Err(EngineError::config(format!(
-                        "{at}: a source takes no `inputs`"
-                    )));
-                }
-                Node::Operator(_) | Node::Sink(_) if spec.inputs.is_empty() => {
-                    return Err(EngineError::config(format!(
-                        "{at}: missing `inputs`, the node(s) it reads from, such as inputs = [\"source\"]"
-                    )));
-                }
-                _ => {}
-            }
-            let mut ins = Vec::new();
-            for input in &spec.inputs {
-                let (name, port) = input.split_once('.').unwrap_or((input.as_str(), MAIN_PORT));
-                let Some(idx) = built.iter().position(|(s, _)| s.name == name) else {
-                    return Err(EngineError::config(format!(
-                        "{at}: input `{input}` names no node; nodes are: {}",
-                        built
-                            .iter()
-                            .map(|(s, _)| s.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                };
-                let ports = ports_of(&built[idx].1);
-                let Some(p) = ports.iter().position(|p| p == port) else {
-                    return Err(EngineError::config(if ports.is_empty() {
-                        format!("{at}: input `{input}` is a sink, which has no output")
-                    } else {
-                        format!(
-                            "{at}: node `{name}` has no port `{port}`; its ports are: {}",
-                            ports.join(", ")
-                        )
-                    }));
-                };
-                ins.push((idx, p));
-            }
-            edges.push(ins);
+impl Graph {
+    /// Builds and checks every node, in topological order, each against its input. Does no I/O.
+    pub fn build(pipeline: Pipeline, registry: &Registry) -> Result<Graph> {
+        let order = wiring_order(&pipeline, registry)?;
+        let mut nodes: Vec<GraphNode> = Vec::with_capacity(order.len());
+        for i in order {
+            let spec = pipeline.nodes[i].clone();
+            let node = build_node(&pipeline, registry, spec, &nodes)?;
+            nodes.push(node);
         }
-        let sources = built
-            .iter()
-            .filter(|(_, n)| matches!(n, Node::Source(_)))
-            .count();
-        let sinks = built
-            .iter()
-            .filter(|(_, n)| matches!(n, Node::Sink(_)))
-            .count();
         let file = pipeline.path.display();
-        if sources != 1 {
-            return Err(EngineError::config(format!(
-                "{file}: a pipeline needs exactly one source node, found {sources}"
-            )));
-        }
-        if sinks == 0 {
+        if !nodes.iter().any(|g| matches!(g.node, Node::Sink(_))) {
             return Err(EngineError::config(format!(
                 "{file}: the pipeline has no sink, so its output goes nowhere"
             )));
         }
-
-        // Topological order (Kahn); anything left over is in a cycle.
-        let n = built.len();
-        let mut order = Vec::with_capacity(n);
-        let mut placed = vec![false; n];
-        while order.len() < n {
-            let next = (0..n).find(|i| !placed[*i] && edges[*i].iter().all(|(u, _)| placed[*u]));
-            match next {
-                Some(i) => {
-                    placed[i] = true;
-                    order.push(i);
-                }
-                None => {
-                    let stuck: Vec<_> = (0..n)
-                        .filter(|i| !placed[*i])
-                        .map(|i| built[i].0.name.as_str())
-                        .collect();
-                    return Err(EngineError::config(format!(
-                        "{file}: the nodes {} form a cycle through their `inputs`",
-                        stuck.join(", ")
-                    )));
-                }
-            }
-        }
-
-        // Schemas, in order.
-        let mut slots: Vec<Option<GraphNode>> = Vec::with_capacity(n);
-        let mut built: Vec<Option<(NodeSpec, Node)>> = built.into_iter().map(Some).collect();
-        slots.resize_with(n, || None);
-        let mut new_index = vec![0; n];
-        for (pos, &i) in order.iter().enumerate() {
-            new_index[i] = pos;
-        }
-        let mut nodes: Vec<GraphNode> = Vec::with_capacity(n);
-        for &i in &order {
-            let (spec, mut node) = built[i].take().expect("each node once");
-            let inputs: Vec<(usize, usize)> =
-                edges[i].iter().map(|(u, p)| (new_index[*u], *p)).collect();
-            let at = pipeline.locate(&spec, None);
-            let in_schema = match inputs.first() {
-                None => None,
-                Some((u, p)) => {
-                    let s = nodes[*u].out_schemas[*p].clone();
-                    for (u2, p2) in &inputs[1..] {
-                        if nodes[*u2].out_schemas[*p2] != s {
-                            return Err(EngineError::config(format!(
-                                "{at}: its inputs have different schemas; a node with several inputs needs the same columns from each"
-                            )));
-                        }
-                    }
-                    Some(s)
-                }
-            };
-            let ports = ports_of(&node);
-            let in_mode = match inputs.first() {
-                None => OutputMode::Append,
-                Some((u, _)) => {
-                    let m = nodes[*u].mode;
-                    if inputs.iter().any(|(u2, _)| nodes[*u2].mode != m) {
-                        return Err(EngineError::config(format!(
-                            "{at}: its inputs have different output modes; read from nodes of one mode"
-                        )));
-                    }
-                    m
-                }
-            };
-            let mode = match &node {
-                Node::Operator(op) => op
-                    .output_mode(in_mode)
-                    .map_err(|e| pipeline.node_error(&spec, e))?,
-                Node::Sink(sink) => {
-                    let ok = sink.accepts();
-                    if !ok.contains(&in_mode) {
-                        let from = &nodes[inputs[0].0].spec.name;
-                        let accepted = ok
-                            .iter()
-                            .map(|m| m.to_string())
-                            .collect::<Vec<_>>()
-                            .join(" or ");
-                        return Err(EngineError::config(format!(
-                            "{at}: cannot write {in_mode}-mode output of `{from}`; this sink takes {accepted} mode (Spark's rules: a file table takes append mode, a whole-table object complete mode, the console all three); change output_mode on `{from}`, set mode = \"complete\" on a parquet sink for a small complete table, or use a console sink"
-                        )));
-                    }
-                    in_mode
-                }
-                Node::Source(_) => OutputMode::Append,
-            };
-            let out_schemas = match &mut node {
-                Node::Source(s) => vec![s.schema()],
-                Node::Operator(op) => {
-                    let out = op
-                        .init(in_schema.as_ref().expect("operators have inputs"))
-                        .map_err(|e| pipeline.node_error(&spec, e))?;
-                    if out.len() != ports.len() {
-                        return Err(EngineError::config(format!(
-                            "{at}: the operator returned {} schemas for {} ports",
-                            out.len(),
-                            ports.len()
-                        )));
-                    }
-                    out
-                }
-                Node::Sink(s) => {
-                    s.init(in_schema.as_ref().expect("sinks have inputs"))
-                        .map_err(|e| pipeline.node_error(&spec, e))?;
-                    Vec::new()
-                }
-            };
-            nodes.push(GraphNode {
-                spec,
-                node,
-                inputs,
-                ports,
-                out_schemas,
-                in_schema,
-                mode,
-            });
-        }
-
-        // Every port must be read, or its rows are lost.
-        let mut warnings = Vec::new();
-        for (i, g) in nodes.iter().enumerate() {
-            for (p, port) in g.ports.iter().enumerate() {
-                let read = nodes.iter().any(|d| d.inputs.contains(&(i, p)));
-                if read {
-                    continue;
-                }
-                if p == 0 {
-                    warnings.push(format!(
-                        "node `{}`: its output is not read by any node",
-                        g.spec.name
-                    ));
-                } else {
-                    return Err(EngineError::config(format!(
-                        "{}: nothing reads its `{port}` port, so those records would be lost; add a sink with inputs = [\"{}.{port}\"]{}",
-                        pipeline.locate(&g.spec, None),
-                        g.spec.name,
-                        if port == "quarantine" {
-                            " or set on_error = \"drop\""
-                        } else {
-                            ""
-                        }
-                    )));
-                }
-            }
-        }
+        let warnings = unread_ports(&pipeline, &nodes)?;
         Ok(Graph {
             pipeline,
             nodes,
             warnings,
         })
+    }
+    /// Replaces source `name` with another of the same schema (an in-process run's
+    /// [`crate::harness::VectorSource`]).
+    pub fn replace_source(&mut self, name: &str, source: Box<dyn engine_api::Source>) -> Result<()> {
+        let g = self.node_mut(name)?;
+        match &g.node {
+            Node::Source(old) if old.schema() == source.schema() => {
+                g.node = Node::Source(source);
+                Ok(())
+            }
+            Node::Source(_) => Err(EngineError::config(format!(
+                "the replacement of source `{name}` has another schema"
+            ))),
+            _ => Err(EngineError::config(format!("node `{name}` is not a source"))),
+        }
+    }
+
+    /// Replaces sink `name` (with a [`crate::harness::MemorySink`], say).
+    pub fn replace_sink(&mut self, name: &str, sink: Box<dyn engine_api::Sink>) -> Result<()> {
+        let g = self.node_mut(name)?;
+        match &g.node {
+            Node::Sink(_) => {
+                g.node = Node::Sink(sink);
+                Ok(())
+            }
+            _ => Err(EngineError::config(format!("node `{name}` is not a sink"))),
+        }
+    }
+
+    fn node_mut(&mut self, name: &str) -> Result<&mut GraphNode> {
+        self.nodes
+            .iter_mut()
+            .find(|g| g.spec.name == name)
+            .ok_or_else(|| EngineError::config(format!("the pipeline has no node `{name}`")))
     }
 
     /// Indices of nodes reading (node, port), with the input slot they read it on.
@@ -298,7 +137,7 @@ impl Graph {
                     if *port == 0 {
                         n.spec.name.clone()
                     } else {
-                        format!("{}.{}", n.spec.name, n.ports[*port])
+                        format!("{}.{}", n.spec.name, n.ports[*port].name)
                     }
                 })
                 .collect();
@@ -319,13 +158,14 @@ impl Graph {
                 g.spec.type_name,
                 g.mode
             );
-            for (port, schema) in g.ports.iter().zip(&g.out_schemas) {
-                let cols: Vec<String> = schema
+            for port in &g.ports {
+                let cols: Vec<String> = port
+                    .schema
                     .fields()
                     .iter()
                     .map(|f| format!("{}: {}", f.name(), engine_api::type_name(f.data_type())))
                     .collect();
-                let _ = writeln!(s, "    {port} -> {}", cols.join(", "));
+                let _ = writeln!(s, "    {} -> {}", port.name, cols.join(", "));
             }
         }
         for w in &self.warnings {
@@ -353,7 +193,7 @@ impl Graph {
                 let label = if *port == 0 {
                     String::new()
                 } else {
-                    format!(" [label=\"{}\"]", n.ports[*port])
+                    format!(" [label=\"{}\"]", n.ports[*port].name)
                 };
                 let _ = writeln!(s, "  \"{}\" -> \"{}\"{label};", n.spec.name, g.spec.name);
             }
@@ -363,143 +203,272 @@ impl Graph {
     }
 }
 
+/// Checks each node's `inputs` by name and returns the nodes' indices in topological order
+/// (Kahn's algorithm; anything left over is in a cycle).
+fn wiring_order(pipeline: &Pipeline, registry: &Registry) -> Result<Vec<usize>> {
+    let specs = &pipeline.nodes;
+    let mut edges: Vec<Vec<usize>> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let at = pipeline.locate(spec, Some("inputs"));
+        let kind = match registry.kind(&spec.type_name) {
+            Some(k) => k,
+            // The registry's own error names the known types.
+            None => {
+                let ctx = pipeline.build_context(spec);
+                return match registry.build(&spec.type_name, spec.config.clone(), &ctx, None) {
+                    Err(e) => Err(pipeline.node_error(spec, e)),
+                    Ok(_) => Err(EngineError::runtime("a type without a kind built")),
+                };
+            }
+        };
+        match kind {
+            NodeKind::Source if !spec.inputs.is_empty() => {
+                return Err(EngineError::config(format!(
+                    "{at}: a source takes no `inputs`"
+                )));
+            }
+            NodeKind::Operator | NodeKind::Sink if spec.inputs.is_empty() => {
+                return Err(EngineError::config(format!(
+                    "{at}: missing `inputs`, the node(s) it reads from, such as inputs = [\"source\"]"
+                )));
+            }
+            _ => {}
+        }
+        let mut ups = Vec::new();
+        for input in &spec.inputs {
+            let (name, _) = split_input(input);
+            let Some(u) = specs.iter().position(|s| s.name == name) else {
+                return Err(EngineError::config(format!(
+                    "{at}: input `{input}` names no node; nodes are: {}",
+                    specs
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            };
+            ups.push(u);
+        }
+        edges.push(ups);
+    }
+    let n = specs.len();
+    let mut order = Vec::with_capacity(n);
+    let mut placed = vec![false; n];
+    while order.len() < n {
+        match (0..n).find(|i| !placed[*i] && edges[*i].iter().all(|u| placed[*u])) {
+            Some(i) => {
+                placed[i] = true;
+                order.push(i);
+            }
+            None => {
+                let stuck: Vec<_> = (0..n)
+                    .filter(|i| !placed[*i])
+                    .map(|i| specs[i].name.as_str())
+                    .collect();
+                return Err(EngineError::config(format!(
+                    "{}: the nodes {} form a cycle through their `inputs`",
+                    pipeline.path.display(),
+                    stuck.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// Resolves a node's inputs against the nodes built so far, works out its [`Input`], builds it
+/// and checks what it declares.
+fn build_node(
+    pipeline: &Pipeline,
+    registry: &Registry,
+    spec: NodeSpec,
+    built: &[GraphNode],
+) -> Result<GraphNode> {
+    let at = pipeline.locate(&spec, None);
+    let mut inputs = Vec::new();
+    for input in &spec.inputs {
+        let (name, port) = split_input(input);
+        let u = built
+            .iter()
+            .position(|g| g.spec.name == name)
+            .ok_or_else(|| EngineError::runtime(format!("input `{name}` not built before")))?;
+        let ports = &built[u].ports;
+        let Some(p) = ports.iter().position(|p| p.name == port) else {
+            let at = pipeline.locate(&spec, Some("inputs"));
+            return Err(EngineError::config(if ports.is_empty() {
+                format!("{at}: input `{input}` is a sink, which has no output")
+            } else {
+                format!(
+                    "{at}: node `{name}` has no port `{port}`; its ports are: {}",
+                    ports
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }));
+        };
+        inputs.push((u, p));
+    }
+    let input = resolve_input(&at, &inputs, built)?;
+    let timed_inputs: Vec<bool> = inputs
+        .iter()
+        .map(|(u, _)| built[*u].sends_watermarks())
+        .collect();
+    if let (Some(_), Some(upstream)) = (&spec.event_time, input.as_ref().and_then(|i| i.event_time.as_ref())) {
+        return Err(EngineError::config(format!(
+            "{}: event time is already declared upstream (column `{upstream}`); declare it once, on the node where the column first exists",
+            pipeline.locate(&spec, Some("event_time"))
+        )));
+    }
+    let ctx = pipeline.build_context(&spec);
+    let node = registry
+        .build(&spec.type_name, spec.config.clone(), &ctx, input.as_ref())
+        .map_err(|e| pipeline.node_error(&spec, e))?;
+    let (ports, mode) = match &node {
+        Node::Source(s) => (vec![OutputPort::main(s.schema(), OutputMode::Append)], OutputMode::Append),
+        Node::Operator(b) => {
+            if b.ports.first().is_none_or(|p| p.name != MAIN_PORT) {
+                return Err(EngineError::config(format!(
+                    "{at}: the operator must declare its main port `{MAIN_PORT}` first"
+                )));
+            }
+            (b.ports.clone(), b.ports[0].mode)
+        }
+        Node::Sink(sink) => {
+            let input = input.as_ref().ok_or_else(|| EngineError::runtime("a sink without input"))?;
+            let ok = sink.accepts();
+            if !ok.contains(&input.mode) {
+                let from = &built[inputs[0].0].spec.name;
+                let accepted = ok
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                return Err(EngineError::config(format!(
+                    "{at}: cannot write {}-mode output of `{from}`; this sink takes {accepted} mode (Spark's rules: a file table takes append mode, a whole-table object complete mode, the console all three); change output_mode on `{from}`, set mode = \"complete\" on a parquet sink for a small complete table, or use a console sink",
+                    input.mode
+                )));
+            }
+            (Vec::new(), input.mode)
+        }
+    };
+    if let Some(e) = &spec.event_time {
+        let key = pipeline.locate(&spec, Some("event_time"));
+        let Some(port) = ports.first() else {
+            return Err(EngineError::config(format!(
+                "{key}: a sink has no output to take event time from; declare it on the node where the column first exists"
+            )));
+        };
+        match port.schema.field_with_name(&e.column).map(|f| f.data_type()) {
+            Ok(DataType::Utf8 | DataType::Timestamp(_, _)) => {}
+            Ok(other) => {
+                return Err(EngineError::config(format!(
+                    "{key}: column `{}` is {}; event time must be ISO-8601 text or a timestamp",
+                    e.column,
+                    engine_api::type_name(other)
+                )));
+            }
+            Err(_) => {
+                return Err(EngineError::config(format!(
+                    "{key}: the node's output has no column `{}`",
+                    e.column
+                )));
+            }
+        }
+    }
+    Ok(GraphNode {
+        event_time: spec.event_time.clone(),
+        spec,
+        node,
+        inputs,
+        ports,
+        input,
+        mode,
+        timed_inputs,
+    })
+}
+
+/// The [`Input`] a node reading `inputs` is built against: one schema and one mode, which
+/// every input must share, and the event-time column when one arrives and is still there.
+fn resolve_input(at: &str, inputs: &[(usize, usize)], built: &[GraphNode]) -> Result<Option<Input>> {
+    let Some((u, p)) = inputs.first() else {
+        return Ok(None);
+    };
+    let first = &built[*u].ports[*p];
+    for (u2, p2) in &inputs[1..] {
+        let other = &built[*u2].ports[*p2];
+        if other.schema != first.schema {
+            return Err(EngineError::config(format!(
+                "{at}: its inputs have different schemas; a node with several inputs needs the same columns from each"
+            )));
+        }
+        if other.mode != first.mode {
+            return Err(EngineError::config(format!(
+                "{at}: its inputs have different output modes; read from nodes of one mode"
+            )));
+        }
+    }
+    let event_time = inputs
+        .iter()
+        .find_map(|(u, _)| event_time_column(*u, built))
+        .filter(|c| first.schema.column_with_name(c).is_some());
+    Ok(Some(Input {
+        schema: first.schema.clone(),
+        mode: first.mode,
+        event_time,
+    }))
+}
+
+/// The event-time column on node `u`'s output: its own declaration, or its input's.
+fn event_time_column(u: usize, built: &[GraphNode]) -> Option<String> {
+    let g = &built[u];
+    g.event_time
+        .as_ref()
+        .map(|e| e.column.clone())
+        .or_else(|| g.input.as_ref().and_then(|i| i.event_time.clone()))
+}
+
+/// Every port that must be read is read (or the pipeline is rejected); an unread main port is a
+/// warning.
+fn unread_ports(pipeline: &Pipeline, nodes: &[GraphNode]) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    for (i, g) in nodes.iter().enumerate() {
+        for (p, port) in g.ports.iter().enumerate() {
+            if nodes.iter().any(|d| d.inputs.contains(&(i, p))) {
+                continue;
+            }
+            if let Some(advice) = &port.must_read {
+                let advice = if advice.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {advice}")
+                };
+                return Err(EngineError::config(format!(
+                    "{}: nothing reads its `{}` port, so those records would be lost; add a sink with inputs = [\"{}.{}\"]{advice}",
+                    pipeline.locate(&g.spec, None),
+                    port.name,
+                    g.spec.name,
+                    port.name,
+                )));
+            }
+            if p == 0 {
+                warnings.push(format!(
+                    "node `{}`: its output is not read by any node",
+                    g.spec.name
+                ));
+            }
+        }
+    }
+    Ok(warnings)
+}
+
 #[cfg(test)]
 mod tests {
     //! The graph builder on pipelines of test nodes: no Kafka, no S3, no built-in operator.
     use super::*;
-    use arrow::array::RecordBatch;
-    use arrow::datatypes::{DataType, Field, Schema};
-    use engine_api::{
-        BuildContext, Collector, Committer, Epoch, Operator, OperatorConfig, PendingCommit, Sink,
-        SinkConfig, Source, SourceConfig, SourceContext,
-    };
-    use serde::Deserialize;
+    use crate::test_nodes::{registry, schema};
     use std::path::Path;
-    use std::sync::Arc;
-
-    fn schema(cols: &[&str]) -> SchemaRef {
-        Arc::new(Schema::new(
-            cols.iter()
-                .map(|c| Field::new(*c, DataType::Int64, true))
-                .collect::<Vec<_>>(),
-        ))
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct TestSource {
-        columns: Vec<String>,
-    }
-    struct TestSourceNode(SchemaRef);
-    impl SourceConfig for TestSource {
-        fn build(self, _: &BuildContext) -> Result<Box<dyn Source>> {
-            let cols: Vec<&str> = self.columns.iter().map(String::as_str).collect();
-            Ok(Box::new(TestSourceNode(schema(&cols))))
-        }
-    }
-    impl Source for TestSourceNode {
-        fn schema(&self) -> SchemaRef {
-            self.0.clone()
-        }
-        fn open(&mut self, _: Option<&serde_json::Value>) -> Result<()> {
-            Ok(())
-        }
-        fn run(&mut self, _: &mut dyn SourceContext) -> Result<()> {
-            Ok(())
-        }
-    }
-
-    /// Keeps the input and, with `split`, also sends rows to a second port `rejected` that must
-    /// be read; `mode` sets its output mode.
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct TestOp {
-        #[serde(default)]
-        split: bool,
-        #[serde(default)]
-        mode: Option<OutputMode>,
-        #[serde(default)]
-        needs: Option<String>,
-    }
-    struct TestOpNode(TestOp);
-    impl OperatorConfig for TestOp {
-        fn build(self, _: &BuildContext) -> Result<Box<dyn Operator>> {
-            Ok(Box::new(TestOpNode(self)))
-        }
-    }
-    impl Operator for TestOpNode {
-        fn output_ports(&self) -> Vec<String> {
-            let mut p = vec![MAIN_PORT.to_string()];
-            if self.0.split {
-                p.push("rejected".into());
-            }
-            p
-        }
-        fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
-            if let Some(c) = &self.0.needs {
-                input
-                    .index_of(c)
-                    .map_err(|_| EngineError::invalid("needs", format!("no column `{c}`")))?;
-            }
-            Ok(self.output_ports().iter().map(|_| input.clone()).collect())
-        }
-        fn output_mode(&self, input: OutputMode) -> Result<OutputMode> {
-            Ok(self.0.mode.unwrap_or(input))
-        }
-        fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
-            out.emit(batch);
-            Ok(())
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct TestSink {}
-    struct TestSinkNode;
-    struct NoCommit;
-    #[async_trait::async_trait]
-    impl Committer for NoCommit {
-        async fn commit(&self, _: &[PendingCommit]) -> Result<()> {
-            Ok(())
-        }
-    }
-    impl SinkConfig for TestSink {
-        fn build(self, _: &BuildContext) -> Result<Box<dyn Sink>> {
-            Ok(Box::new(TestSinkNode))
-        }
-    }
-    #[async_trait::async_trait]
-    impl Sink for TestSinkNode {
-        fn init(&mut self, _: &SchemaRef) -> Result<()> {
-            Ok(())
-        }
-        async fn open(&mut self) -> Result<()> {
-            Ok(())
-        }
-        async fn write(&mut self, _: RecordBatch) -> Result<()> {
-            Ok(())
-        }
-        async fn prepare_commit(&mut self, _: Epoch) -> Result<Vec<PendingCommit>> {
-            Ok(Vec::new())
-        }
-        fn committer(&self) -> Arc<dyn Committer> {
-            Arc::new(NoCommit)
-        }
-        fn describe(&self) -> String {
-            "test sink".into()
-        }
-        fn accepts(&self) -> Vec<OutputMode> {
-            vec![OutputMode::Append]
-        }
-    }
-
-    fn registry() -> Registry {
-        let mut r = Registry::new();
-        r.register_source::<TestSource>("src");
-        r.register_operator::<TestOp>("op");
-        r.register_sink::<TestSink>("sink");
-        r
-    }
 
     const HEAD: &str = "[pipeline]\nname = \"t\"\ncheckpoint = \"file:///tmp/graph-test\"\n\n";
 
@@ -531,14 +500,14 @@ columns = ["x", "y"]
         .unwrap();
         let names: Vec<&str> = g.nodes.iter().map(|n| n.spec.name.as_str()).collect();
         assert_eq!(names, ["in", "a", "b", "out"]);
-        assert_eq!(g.nodes[3].in_schema.as_ref().unwrap(), &schema(&["x", "y"]));
+        assert_eq!(g.nodes[3].input.as_ref().unwrap().schema, schema(&["x", "y"]));
         assert_eq!(g.readers(2, 0), vec![(3, 0)]);
         assert!(g.warnings.is_empty(), "{:?}", g.warnings);
     }
 
     #[test]
     fn wiring_mistakes_are_located_errors() {
-        let src = "[nodes.in]\ntype = \"src\"\ncolumns = [\"x\"]\n";
+        let src = "[nodes.in]\ntype = \"src\"\ncolumns = [\"x\", \"t:string\"]\n";
         let cases = [
             (
                 "[nodes.a]\ntype = \"op\"\ninputs = [\"b\"]\n[nodes.b]\ntype = \"op\"\ninputs = [\"a\"]\n[nodes.out]\ntype = \"sink\"\ninputs = [\"a\"]\n",
@@ -558,7 +527,7 @@ columns = ["x", "y"]
             ),
             (
                 "[nodes.a]\ntype = \"op\"\ninputs = [\"in\"]\nsplit = true\n[nodes.out]\ntype = \"sink\"\ninputs = [\"a\"]\n",
-                "g.toml:8: node `a` (op): nothing reads its `rejected` port",
+                "g.toml:8: node `a` (op): nothing reads its `rejected` port, so those records would be lost; add a sink with inputs = [\"a.rejected\"] or set split = false",
             ),
             (
                 "[nodes.a]\ntype = \"op\"\ninputs = [\"in\"]\nmode = \"complete\"\n[nodes.out]\ntype = \"sink\"\ninputs = [\"a\"]\n",
@@ -577,8 +546,20 @@ columns = ["x", "y"]
                 "g.toml: the pipeline has no sink",
             ),
             (
-                "[nodes.in2]\ntype = \"src\"\ncolumns = [\"x\"]\n[nodes.out]\ntype = \"sink\"\ninputs = [\"in\"]\n",
-                "g.toml: a pipeline needs exactly one source node, found 2",
+                "[nodes.a]\ntype = \"op\"\ninputs = [\"in\"]\nevent_time = { column = \"nope\" }\n[nodes.out]\ntype = \"sink\"\ninputs = [\"a\"]\n",
+                "g.toml:11: node `a` (op): the node's output has no column `nope`",
+            ),
+            (
+                "[nodes.a]\ntype = \"op\"\ninputs = [\"in\"]\nevent_time = { column = \"t\", lateness = \"soon\" }\n[nodes.out]\ntype = \"sink\"\ninputs = [\"a\"]\n",
+                "g.toml:11: node `a`: `event_time.lateness`:",
+            ),
+            (
+                "[nodes.a]\ntype = \"op\"\ninputs = [\"in\"]\nevent_time = { column = \"t\" }\n[nodes.b]\ntype = \"op\"\ninputs = [\"a\"]\nevent_time = { column = \"t\" }\n[nodes.out]\ntype = \"sink\"\ninputs = [\"b\"]\n",
+                "g.toml:15: node `b` (op): event time is already declared upstream (column `t`)",
+            ),
+            (
+                "[nodes.w]\ntype = \"watermarks\"\ninputs = [\"in\"]\n[nodes.out]\ntype = \"sink\"\ninputs = [\"w\"]\n",
+                "g.toml:9: node `w` (watermarks): `type`: needs event time",
             ),
         ];
         for (nodes, want) in cases {
@@ -587,5 +568,49 @@ columns = ["x", "y"]
                 .unwrap_or_else(|| panic!("builds: {nodes}"));
             assert!(e.starts_with(want), "want `{want}`, got `{e}`");
         }
+    }
+
+    #[test]
+    fn event_time_flows_to_the_nodes_that_still_have_its_column_and_sources_can_be_many() {
+        let g = build(
+            r#"
+[nodes.in]
+type = "src"
+columns = ["x:string", "y"]
+[nodes.in2]
+type = "src"
+columns = ["x:string", "y"]
+[nodes.a]
+type = "op"
+inputs = ["in", "in2"]
+event_time = { column = "x", lateness = "5s", idle_timeout = "1m" }
+[nodes.w]
+type = "watermarks"
+inputs = ["a"]
+[nodes.plain]
+type = "op"
+inputs = ["in2"]
+[nodes.out]
+type = "sink"
+inputs = ["w"]
+[nodes.out2]
+type = "sink"
+inputs = ["plain"]
+"#,
+        )
+        .unwrap();
+        let node = |n: &str| g.nodes.iter().find(|g| g.spec.name == n).unwrap();
+        let e = node("a").event_time.as_ref().unwrap();
+        assert_eq!((e.column.as_str(), e.lateness_ms), ("x", 5_000));
+        assert_eq!(e.idle_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(node("a").timed_inputs, [false, false]);
+        assert!(node("a").sends_watermarks());
+        assert_eq!(node("w").input.as_ref().unwrap().event_time.as_deref(), Some("x"));
+        assert_eq!(node("w").timed_inputs, [true]);
+        // `w` outputs no `x`: event time stops there, watermarks still flow.
+        assert_eq!(node("out").input.as_ref().unwrap().event_time, None);
+        assert_eq!(node("out").timed_inputs, [true]);
+        assert_eq!(node("plain").timed_inputs, [false]);
+        assert!(!node("out2").sends_watermarks());
     }
 }

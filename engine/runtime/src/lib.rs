@@ -9,4 +9,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod failpoint;
 pub mod graph;
+pub mod harness;
 pub mod runtime;
+
+#[cfg(test)]
+mod test_nodes;

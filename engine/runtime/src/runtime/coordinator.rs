@@ -1,0 +1,256 @@
+//! The checkpoint coordinator: collects, per epoch, each source's position and every other
+//! node's acknowledgement (operator state, event-time state, sinks' staged output), then commits
+//! the epoch in order: state objects, then the manifest (put-if-absent: the commit point), then
+//! the sinks' staged output. Epochs commit strictly in sequence: one that never completes (a lost
+//! acknowledgement) holds back every later one, so nothing is committed out of order.
+
+use crate::checkpoint::{CheckpointStore, Lock, Manifest};
+use engine_api::{Committer, EngineError, Epoch, PendingCommit, Result, TrackerState};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use super::outputs::{Flow, Stop};
+use tokio::sync::mpsc;
+
+/// What actors and sources tell the coordinator.
+pub(crate) enum CoordMsg {
+    /// A source injected the barrier of `epoch` at `position`.
+    Position {
+        source: String,
+        epoch: Epoch,
+        position: serde_json::Value,
+        event_time: Option<TrackerState>,
+    },
+    /// A source finished (batch mode, or a clean stop) after its last barrier.
+    SourceEnded { source: String },
+    /// An operator or sink handled the barrier of `epoch`.
+    Ack {
+        node: String,
+        epoch: Epoch,
+        state: Option<Vec<u8>>,
+        event_time: Option<TrackerState>,
+        pending: Vec<PendingCommit>,
+    },
+}
+
+/// Where actors send [`CoordMsg`]s.
+#[derive(Clone)]
+pub(crate) struct CoordinatorHandle(pub(crate) mpsc::UnboundedSender<CoordMsg>);
+
+impl CoordinatorHandle {
+    /// Fails only when the coordinator is gone: a consequence of its own failure.
+    pub(crate) fn send(&self, msg: CoordMsg) -> Flow {
+        self.0
+            .send(msg)
+            .map_err(|_| Stop::Cascade("the checkpoint coordinator stopped"))
+    }
+}
+
+/// The newest committed position per source, for sources to report lag.
+pub(crate) type Committed = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
+
+#[derive(Default)]
+struct EpochProgress {
+    positions: BTreeMap<String, serde_json::Value>,
+    acks: usize,
+    state: BTreeMap<String, Vec<u8>>,
+    event_time: BTreeMap<String, TrackerState>,
+    pending: Vec<PendingCommit>,
+}
+
+/// What the coordinator did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub(crate) epochs: u64,
+    pub(crate) last: Option<Epoch>,
+}
+
+pub(crate) struct Coordinator {
+    pub(crate) lock: Option<Lock>,
+    pub(crate) store: CheckpointStore,
+    /// Acknowledgements an epoch needs: one per operator and sink.
+    pub(crate) acks_needed: usize,
+    pub(crate) sources: BTreeSet<String>,
+    pub(crate) first_epoch: Epoch,
+    pub(crate) committers: HashMap<String, Arc<dyn Committer>>,
+    pub(crate) committed: Committed,
+    /// The last committed manifest, if any.
+    pub(crate) last: Option<Manifest>,
+}
+
+impl Coordinator {
+    /// Runs until every actor and source has dropped its handle; the lock is given up at the
+    /// end, also after a failure (this process writes nothing more).
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<CoordMsg>) -> Result<Progress> {
+        let mut lock = self.lock.take();
+        let result = self.commit_all(&mut lock, &mut rx).await;
+        if let Some(l) = lock {
+            l.release().await;
+        }
+        result
+    }
+
+    async fn commit_all(
+        self,
+        lock: &mut Option<Lock>,
+        rx: &mut mpsc::UnboundedReceiver<CoordMsg>,
+    ) -> Result<Progress> {
+        let Coordinator {
+            lock: _,
+            store,
+            acks_needed,
+            sources,
+            first_epoch,
+            committers,
+            committed,
+            mut last,
+        } = self;
+        let mut epochs: BTreeMap<Epoch, EpochProgress> = BTreeMap::new();
+        let mut ended: BTreeSet<String> = BTreeSet::new();
+        let mut next = first_epoch;
+        let mut done = Progress::default();
+        let mut last_commit = Instant::now();
+        let mut beat = tokio::time::interval(Duration::from_secs(5));
+        beat.tick().await;
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = beat.tick() => {
+                    if let Some(l) = lock.as_mut() {
+                        l.heartbeat().await?;
+                    }
+                    continue;
+                }
+            };
+            match msg {
+                CoordMsg::Position {
+                    source,
+                    epoch,
+                    position,
+                    event_time,
+                } => {
+                    let e = epochs.entry(epoch).or_default();
+                    if let Some(t) = event_time {
+                        e.event_time.insert(source.clone(), t);
+                    }
+                    e.positions.insert(source, position);
+                }
+                CoordMsg::SourceEnded { source } => {
+                    ended.insert(source);
+                }
+                CoordMsg::Ack {
+                    node,
+                    epoch,
+                    state,
+                    event_time,
+                    pending,
+                } => {
+                    let e = epochs.entry(epoch).or_default();
+                    e.acks += 1;
+                    if let Some(s) = state {
+                        e.state.insert(node.clone(), s);
+                    }
+                    if let Some(t) = event_time {
+                        e.event_time.insert(node, t);
+                    }
+                    e.pending.extend(pending);
+                }
+            }
+            while let Some(e) = epochs.get(&next) {
+                let positioned = sources
+                    .iter()
+                    .all(|s| e.positions.contains_key(s) || ended.contains(s));
+                if e.acks < acks_needed || !positioned {
+                    break;
+                }
+                let e = epochs.remove(&next).expect("present");
+                let t0 = Instant::now();
+                if let Some(m) = commit_epoch(&store, &committers, last.as_ref(), next, e).await? {
+                    tracing::info!(
+                        epoch = next,
+                        files = m.pending.len(),
+                        commit_ms = t0.elapsed().as_millis() as u64,
+                        since_last_ms = last_commit.elapsed().as_millis() as u64,
+                        "epoch committed"
+                    );
+                    last_commit = Instant::now();
+                    done.epochs += 1;
+                    done.last = Some(next);
+                    if let Ok(mut c) = committed.lock() {
+                        c.extend(m.positions.clone());
+                    }
+                    last = Some(m);
+                }
+                next += 1;
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Commits one complete epoch, unless nothing changed since `last`. Returns its manifest.
+async fn commit_epoch(
+    store: &CheckpointStore,
+    committers: &HashMap<String, Arc<dyn Committer>>,
+    last: Option<&Manifest>,
+    epoch: Epoch,
+    e: EpochProgress,
+) -> Result<Option<Manifest>> {
+    let mut m = Manifest::new(store.pipeline(), epoch);
+    // A source that ended keeps the position of its last barrier.
+    if let Some(l) = last {
+        m.positions = l.positions.clone();
+        m.partitions = l.partitions.clone();
+        m.watermarks = l.watermarks.clone();
+    }
+    m.positions.extend(e.positions);
+    for (node, t) in &e.event_time {
+        m.set_tracker_state(node, t);
+    }
+    let unchanged = e.pending.is_empty()
+        && e.state.is_empty()
+        && last.is_some_and(|l| {
+            l.positions == m.positions
+                && l.partitions == m.partitions
+                && l.watermarks == m.watermarks
+        });
+    if unchanged {
+        return Ok(None);
+    }
+    for (node, bytes) in e.state {
+        let path = store.write_state(epoch, &node, bytes).await?;
+        m.state.insert(node, path);
+    }
+    m.pending = e.pending;
+    crate::failpoint::hit("before_manifest");
+    store.commit(&m).await?;
+    crate::failpoint::hit("after_manifest");
+    finish_commits(committers, &m.pending).await?;
+    Ok(Some(m))
+}
+
+/// Makes the staged output of a committed manifest visible, sink by sink. Idempotent.
+pub(crate) async fn finish_commits(
+    committers: &HashMap<String, Arc<dyn Committer>>,
+    pending: &[PendingCommit],
+) -> Result<()> {
+    let mut by_node: BTreeMap<&str, Vec<PendingCommit>> = BTreeMap::new();
+    for p in pending {
+        by_node.entry(p.node.as_str()).or_default().push(p.clone());
+    }
+    for (node, items) in by_node {
+        let c = committers.get(node).ok_or_else(|| {
+            EngineError::config(format!(
+                "the checkpoint has output of sink `{node}`, which is no longer in the pipeline; restore the node or use a new checkpoint location"
+            ))
+        })?;
+        c.commit(&items)
+            .await
+            .map_err(|e| e.context(format!("committing output of `{node}`")))?;
+        crate::failpoint::hit("mid_commit");
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The one send path: every node, source or operator, sends through its [`Outputs`]. Batches
+//! keep the source partition they came from; the node that declares the pipeline's event time
+//! tracks it here, on what it sends, and turns it into watermarks at each trigger.
+
+use engine_api::{
+    Collector, EngineError, EventTime, Message, PartitionId, TrackerState, WatermarkTracker,
+};
+use arrow::array::RecordBatch;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// A message and the input slot of the receiving node it arrives on.
+pub(crate) struct Envelope {
+    pub(crate) slot: usize,
+    pub(crate) msg: Message,
+}
+
+/// Why an actor or source stopped early.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// It failed: this is a cause, reported to the user.
+    Failed(EngineError),
+    /// Another part stopped first (a downstream node, the coordinator): a consequence, which
+    /// supervision reports only when no cause is known.
+    Cascade(&'static str),
+}
+
+impl From<EngineError> for Stop {
+    fn from(e: EngineError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl From<arrow::error::ArrowError> for Stop {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Stop::Failed(e.into())
+    }
+}
+
+impl Stop {
+    pub(crate) fn into_error(self) -> EngineError {
+        match self {
+            Stop::Failed(e) => e,
+            Stop::Cascade(what) => EngineError::runtime(what),
+        }
+    }
+}
+
+pub(crate) type Flow<T = ()> = std::result::Result<T, Stop>;
+
+fn downstream_stopped() -> Stop {
+    Stop::Cascade("a downstream node stopped")
+}
+
+/// Event time tracked on the main port.
+struct Tracked {
+    column: usize,
+    tracker: WatermarkTracker,
+}
+
+/// A node's output edges, per port: the receiving node's mailbox and input slot.
+pub(crate) struct Outputs {
+    ports: Vec<Vec<(mpsc::Sender<Envelope>, usize)>>,
+    tracked: Option<Tracked>,
+}
+
+impl Outputs {
+    pub(crate) fn new(ports: Vec<Vec<(mpsc::Sender<Envelope>, usize)>>) -> Self {
+        Outputs {
+            ports,
+            tracked: None,
+        }
+    }
+
+    /// Tracks `event_time` on the main port, whose column `column` holds it.
+    pub(crate) fn track(&mut self, event_time: &EventTime, column: usize) {
+        self.tracked = Some(Tracked {
+            column,
+            tracker: WatermarkTracker::for_event_time(event_time),
+        });
+    }
+
+    pub(crate) fn ports(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// Sends a batch on `port` to every reader.
+    pub(crate) async fn batch(
+        &mut self,
+        port: usize,
+        batch: RecordBatch,
+        partition: Option<&PartitionId>,
+    ) -> Flow {
+        if port == 0
+            && let Some(t) = &mut self.tracked
+        {
+            t.tracker.observe(partition, batch.column(t.column))?;
+        }
+        let Some(readers) = self.ports.get(port) else {
+            return Ok(());
+        };
+        let msg = Message::Batch {
+            batch,
+            partition: partition.cloned(),
+        };
+        send(readers, msg).await
+    }
+
+    /// Sends what an operator collected.
+    pub(crate) async fn collected(
+        &mut self,
+        col: &mut Collector,
+        partition: Option<&PartitionId>,
+    ) -> Flow {
+        let batches: Vec<_> = col.drain().collect();
+        for (port, batch) in batches {
+            self.batch(port, batch, partition).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a control message on every port.
+    pub(crate) async fn broadcast(&self, msg: Message) -> Flow {
+        for readers in &self.ports {
+            send(readers, msg.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// At a trigger, on the node that declares event time: the new watermark, if it advanced,
+    /// is sent downstream (before the barrier that follows).
+    pub(crate) async fn advance_watermark(&mut self) -> Flow {
+        let advanced = match &mut self.tracked {
+            Some(t) => t.tracker.advance(Instant::now()),
+            None => None,
+        };
+        if let Some(w) = advanced {
+            self.broadcast(Message::Watermark(w)).await?;
+        }
+        Ok(())
+    }
+
+    /// The event-time state to checkpoint, on the node that declares it.
+    pub(crate) fn tracker_state(&self) -> Option<TrackerState> {
+        self.tracked.as_ref().map(|t| t.tracker.state().clone())
+    }
+
+    /// Restores checkpointed event-time state.
+    pub(crate) fn restore_tracker(&mut self, state: TrackerState) {
+        if let Some(t) = &mut self.tracked {
+            t.tracker.restore(state, Instant::now());
+        }
+    }
+}
+
+async fn send(readers: &[(mpsc::Sender<Envelope>, usize)], msg: Message) -> Flow {
+    // The last reader takes the message itself: no clone on a single edge.
+    let Some(((last, last_slot), rest)) = readers.split_last() else {
+        return Ok(());
+    };
+    for (tx, slot) in rest {
+        tx.send(Envelope {
+            slot: *slot,
+            msg: msg.clone(),
+        })
+        .await
+        .map_err(|_| downstream_stopped())?;
+    }
+    last.send(Envelope {
+        slot: *last_slot,
+        msg,
+    })
+    .await
+    .map_err(|_| downstream_stopped())
+}

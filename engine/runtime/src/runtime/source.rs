@@ -1,0 +1,122 @@
+//! A source runs on its own thread, calling the runtime through [`SourceContext`]: its batches
+//! and barriers go out through the same [`Outputs`] as every other node's, and its barrier
+//! positions go to the coordinator.
+
+use super::coordinator::{Committed, CoordMsg, CoordinatorHandle};
+use super::outputs::{Flow, Outputs, Stop};
+use arrow::array::RecordBatch;
+use engine_api::{Barrier, Epoch, Message, PartitionId, Result, SourceContext};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct SourceCtx {
+    pub(crate) name: String,
+    pub(crate) outputs: Outputs,
+    pub(crate) handle: Handle,
+    pub(crate) coord: CoordinatorHandle,
+    pub(crate) next_epoch: Epoch,
+    pub(crate) last_barrier: Instant,
+    pub(crate) trigger: Duration,
+    /// Stop reading (Ctrl-C, SIGTERM, or a failure elsewhere).
+    pub(crate) stop: CancellationToken,
+    /// Another node failed: sending anything more is pointless.
+    pub(crate) failed: CancellationToken,
+    pub(crate) batch: bool,
+    pub(crate) committed: Committed,
+    pub(crate) records: Arc<AtomicU64>,
+    /// Set when a send failed because another part stopped first: the source's own error is
+    /// then a consequence.
+    pub(crate) cascade: Option<&'static str>,
+}
+
+impl SourceCtx {
+    fn check_failed(&mut self) -> Result<()> {
+        if self.failed.is_cancelled() {
+            return self.flow(Err(Stop::Cascade(
+                "the pipeline is stopping after a failure",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Turns the outcome of a send into the source's `Result`, remembering a cascade.
+    fn flow<T>(&mut self, r: Flow<T>) -> Result<T> {
+        r.map_err(|stop| {
+            if let Stop::Cascade(what) = &stop {
+                self.cascade = Some(what);
+            }
+            stop.into_error()
+        })
+    }
+
+    /// The source's `run` returned: the end of its input when it succeeded. A failure that
+    /// followed a cascade is a cascade too.
+    pub(crate) fn finish(&mut self, ran: Result<()>) -> Flow {
+        if let Err(e) = ran {
+            return Err(match self.cascade {
+                Some(what) => Stop::Cascade(what),
+                None => Stop::Failed(e),
+            });
+        }
+        if self.failed.is_cancelled() {
+            return Err(Stop::Cascade("the pipeline is stopping after a failure"));
+        }
+        self.handle
+            .block_on(self.outputs.broadcast(Message::EndOfInput))?;
+        self.coord.send(CoordMsg::SourceEnded {
+            source: self.name.clone(),
+        })
+    }
+}
+
+impl SourceContext for SourceCtx {
+    fn emit(&mut self, partition: &PartitionId, batch: RecordBatch) -> Result<()> {
+        self.check_failed()?;
+        self.records
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        let sent = self
+            .handle
+            .block_on(self.outputs.batch(0, batch, Some(partition)));
+        self.flow(sent)
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.last_barrier.elapsed() >= self.trigger
+    }
+
+    fn barrier(&mut self, position: serde_json::Value) -> Result<Epoch> {
+        self.check_failed()?;
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        self.last_barrier = Instant::now();
+        let sent = self.handle.block_on(self.outputs.advance_watermark());
+        self.flow(sent)?;
+        let sent = self.coord.send(CoordMsg::Position {
+            source: self.name.clone(),
+            epoch,
+            position,
+            event_time: self.outputs.tracker_state(),
+        });
+        self.flow(sent)?;
+        let sent = self
+            .handle
+            .block_on(self.outputs.broadcast(Message::Barrier(Barrier { epoch })));
+        self.flow(sent)?;
+        Ok(epoch)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    fn batch_mode(&self) -> bool {
+        self.batch
+    }
+
+    fn take_committed(&mut self) -> Option<serde_json::Value> {
+        self.committed.lock().ok()?.remove(&self.name)
+    }
+}

@@ -1,0 +1,405 @@
+//! The runtime in-process: real actors, coordinator and checkpoint store (on a temporary
+//! folder), with vector sources and memory sinks. No Kafka, no S3.
+
+use super::coordinator::{CoordMsg, CoordinatorHandle, Coordinator};
+use super::*;
+use crate::checkpoint::Manifest;
+use crate::config::Pipeline;
+use crate::harness::{MemorySink, MemoryTable, Step, VectorSource};
+use crate::test_nodes::{ints, key_n, registry, rows, schema};
+use engine_api::{PartitionId, PendingCommit, TrackerState};
+use std::path::Path;
+
+fn temp_checkpoint() -> String {
+    let dir = std::env::temp_dir().join(format!("engine-runtime-test-{}", uuid::Uuid::new_v4()));
+    format!("file://{}", dir.display())
+}
+
+fn pipeline(checkpoint: &str, nodes: &str) -> Pipeline {
+    let text = format!(
+        "[pipeline]\nname = \"t\"\ncheckpoint = \"{checkpoint}\"\ntrigger = \"1h\"\n\n{nodes}"
+    );
+    Pipeline::parse(Path::new("t.toml"), &text).unwrap()
+}
+
+const SUM: &str = r#"
+[nodes.in]
+type = "src"
+columns = ["key:string", "ts:string", "n"]
+[nodes.sum]
+type = "sum"
+inputs = ["in"]
+[nodes.out]
+type = "sink"
+inputs = ["sum"]
+any_mode = true
+"#;
+
+fn p(n: i32) -> PartitionId {
+    PartitionId::kafka("t", n)
+}
+
+/// Builds `nodes`, swaps in `steps` for source `in` and a memory sink on `table` for `out`.
+fn graph(checkpoint: &str, nodes: &str, source: VectorSource, table: &MemoryTable) -> Graph {
+    let mut g = Graph::build(pipeline(checkpoint, nodes), &registry()).unwrap();
+    g.replace_source("in", Box::new(source)).unwrap();
+    g.replace_sink("out", Box::new(MemorySink::new("out", table.clone())))
+        .unwrap();
+    g
+}
+
+async fn run_batch(g: Graph) -> Result<RunSummary> {
+    run(g, RunOptions { batch: true }, CancellationToken::new()).await
+}
+
+fn sum_script() -> Vec<Step> {
+    vec![
+        Step::Batch(p(0), rows(&[("a", "", 1), ("b", "", 2)])),
+        Step::Barrier,
+        Step::Batch(p(1), rows(&[("a", "", 3)])),
+        Step::Barrier,
+        Step::Batch(p(0), rows(&[("c", "", 5)])),
+    ]
+}
+
+fn src(steps: Vec<Step>) -> VectorSource {
+    VectorSource::new(schema(&["key:string", "ts:string", "n"]), steps)
+}
+
+async fn manifests(checkpoint: &str) -> Vec<Manifest> {
+    let store = CheckpointStore::open(checkpoint, &Default::default(), "t").unwrap();
+    let mut out = Vec::new();
+    for e in 1..20 {
+        let path = store.manifest_path(e);
+        if let Ok(b) = store.read(&path).await {
+            out.push(Manifest::parse(&b).unwrap());
+        }
+    }
+    out
+}
+
+/// Every commit of the complete-mode table, one table per epoch.
+fn per_epoch(table: &MemoryTable) -> Vec<Vec<(String, i64)>> {
+    table.committed().iter().map(|b| key_n(std::slice::from_ref(b))).collect()
+}
+
+fn kv(v: &[(&str, i64)]) -> Vec<(String, i64)> {
+    v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_epoch_commits_once_with_the_state_and_positions_it_covers() {
+    let cp = temp_checkpoint();
+    let table = MemoryTable::new();
+    let s = run_batch(graph(&cp, SUM, src(sum_script()), &table))
+        .await
+        .unwrap();
+    assert_eq!(s.records, 4);
+    assert_eq!((s.epochs_committed, s.last_epoch), (3, Some(3)));
+    assert_eq!(
+        per_epoch(&table),
+        [
+            kv(&[("a", 1), ("b", 2)]),
+            kv(&[("a", 4), ("b", 2)]),
+            kv(&[("a", 4), ("b", 2), ("c", 5)]),
+        ]
+    );
+    let m = manifests(&cp).await;
+    assert_eq!(m.len(), 3);
+    assert_eq!(m[2].positions["in"], serde_json::json!({ "next_step": 5 }));
+    assert!(m[2].state.contains_key("sum"));
+    assert_eq!(table.staged(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_resumes_from_the_last_committed_epoch_with_its_state_and_nothing_twice() {
+    let cp = temp_checkpoint();
+    let table = MemoryTable::new();
+    // Dies after epoch 1 committed and epoch 2's rows were read (step 3 is its barrier).
+    let e = run_batch(graph(&cp, SUM, src(sum_script()).crash_before(3), &table))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("node `in` failed"), "{e}");
+    assert_eq!(per_epoch(&table), [kv(&[("a", 1), ("b", 2)])]);
+    // The restart replays from step 2 with the state of epoch 1.
+    let s = run_batch(graph(&cp, SUM, src(sum_script()), &table))
+        .await
+        .unwrap();
+    assert_eq!(s.records, 2, "only what epoch 1 did not cover");
+    assert_eq!(
+        per_epoch(&table),
+        [
+            kv(&[("a", 1), ("b", 2)]),
+            kv(&[("a", 4), ("b", 2)]),
+            kv(&[("a", 4), ("b", 2), ("c", 5)]),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_fails_to_stage_stops_the_run_and_commits_nothing_of_that_epoch() {
+    let cp = temp_checkpoint();
+    let table = MemoryTable::new();
+    let mut g = graph(&cp, SUM, src(sum_script()), &table);
+    g.replace_sink("out", Box::new(MemorySink::new("out", table.clone()).fail_prepare_of(2)))
+        .unwrap();
+    let e = run_batch(g).await.unwrap_err();
+    assert!(e.to_string().contains("node `out` failed"), "{e}");
+    assert!(e.to_string().contains("refuses epoch 2"), "{e}");
+    assert_eq!(e.exit_code(), 3, "the sink's own error kind");
+    assert_eq!(per_epoch(&table), [kv(&[("a", 1), ("b", 2)])]);
+    assert_eq!(manifests(&cp).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_fails_after_its_manifest_is_finished_by_the_next_run() {
+    let cp = temp_checkpoint();
+    let table = MemoryTable::new();
+    table.fail_commit_of(2);
+    let e = run_batch(graph(&cp, SUM, src(sum_script()), &table))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("checkpoint coordinator failed"), "{e}");
+    assert_eq!(per_epoch(&table), [kv(&[("a", 1), ("b", 2)])]);
+    assert_eq!(manifests(&cp).await.len(), 2, "epoch 2's manifest is the commit point");
+    let s = run_batch(graph(&cp, SUM, src(sum_script()), &table))
+        .await
+        .unwrap();
+    assert_eq!(s.records, 1, "epoch 2 is not read again");
+    assert_eq!(
+        per_epoch(&table),
+        [
+            kv(&[("a", 1), ("b", 2)]),
+            kv(&[("a", 4), ("b", 2)]),
+            kv(&[("a", 4), ("b", 2), ("c", 5)]),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fails_is_named_and_nothing_after_its_last_barrier_commits() {
+    let cp = temp_checkpoint();
+    let table = MemoryTable::new();
+    let mut steps = sum_script();
+    steps.insert(3, Step::Batch(p(1), rows(&[("bad", "", -1)])));
+    let e = run_batch(graph(&cp, SUM, src(steps), &table))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "node `sum` failed: negative n");
+    assert_eq!(per_epoch(&table), [kv(&[("a", 1), ("b", 2)])]);
+}
+
+const WATERMARKS: &str = r#"
+[nodes.in]
+type = "src"
+columns = ["key:string", "ts:string", "n"]
+[nodes.parse]
+type = "op"
+inputs = ["in"]
+event_time = { column = "ts", lateness = "1s", idle_timeout = "1h" }
+[nodes.w]
+type = "watermarks"
+inputs = ["parse"]
+[nodes.out]
+type = "sink"
+inputs = ["w"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarks_trail_the_slowest_partition_and_precede_their_barrier() {
+    let cp = temp_checkpoint();
+    let table = MemoryTable::new();
+    let t = |s: u32| format!("2026-01-01T00:00:{s:02}Z");
+    let ms = |s: i64| 1_767_225_600_000 + s * 1000;
+    let steps = vec![
+        Step::Batch(p(0), rows(&[("a", &t(30), 1), ("a", &t(50), 1)])),
+        Step::Batch(p(1), rows(&[("a", &t(10), 1)])),
+        Step::Barrier,
+        // Partition 0 jumps ahead; 1 holds the watermark at 20 s.
+        Step::Batch(p(0), rows(&[("a", &t(59), 1)])),
+        Step::Batch(p(1), rows(&[("a", &t(20), 1), ("a", "not a time", 1)])),
+        Step::Barrier,
+        Step::Barrier,
+    ];
+    run_batch(graph(&cp, WATERMARKS, src(steps), &table))
+        .await
+        .unwrap();
+    assert_eq!(
+        ints(&table.committed()),
+        [ms(9), -1, ms(19), -2, -3, -4],
+        "watermark (min of partition maxima less 1 s) before each barrier marker; none when it does not advance"
+    );
+    let m = manifests(&cp).await;
+    let last = m.last().unwrap();
+    assert_eq!(
+        last.tracker_state("parse"),
+        Some(TrackerState {
+            max_event_time: [(p(0), ms(59)), (p(1), ms(20))].into_iter().collect(),
+            watermark: Some(ms(19)),
+        })
+    );
+    assert_eq!(last.partitions[&p(1)].max_event_time["parse"], ms(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_time_state_is_restored_so_a_restart_does_not_lower_the_watermark() {
+    let cp = temp_checkpoint();
+    let table = MemoryTable::new();
+    let t = |s: u32| format!("2026-01-01T00:01:{s:02}Z");
+    let ms = |s: i64| 1_767_225_660_000 + s * 1000;
+    let steps = vec![
+        Step::Batch(p(0), rows(&[("a", &t(40), 1)])),
+        Step::Batch(p(1), rows(&[("a", &t(30), 1)])),
+        Step::Barrier,
+        // Only partition 0 after the restart: partition 1's maximum still holds.
+        Step::Batch(p(0), rows(&[("a", &t(50), 1)])),
+        Step::Barrier,
+    ];
+    run_batch(graph(&cp, WATERMARKS, src(steps.clone()).crash_before(3), &table))
+        .await
+        .unwrap_err();
+    run_batch(graph(&cp, WATERMARKS, src(steps), &table))
+        .await
+        .unwrap();
+    assert_eq!(ints(&table.committed()), [ms(29), -1, -2, -3]);
+}
+
+const TWO_SOURCES: &str = r#"
+[nodes.in]
+type = "src"
+columns = ["key:string", "ts:string", "n"]
+[nodes.in2]
+type = "src"
+columns = ["key:string", "ts:string", "n"]
+[nodes.sum]
+type = "sum"
+inputs = ["in", "in2"]
+[nodes.out]
+type = "sink"
+inputs = ["sum"]
+any_mode = true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_sources_align_their_barriers_and_each_keeps_its_position() {
+    let cp = temp_checkpoint();
+    let table = MemoryTable::new();
+    let mut g = graph(&cp, TWO_SOURCES, src(sum_script()), &table);
+    let other = vec![
+        Step::Batch(p(7), rows(&[("z", "", 10)])),
+        Step::Barrier,
+    ];
+    g.replace_source("in2", Box::new(src(other))).unwrap();
+    let s = run_batch(g).await.unwrap();
+    assert_eq!(s.records, 5);
+    let all = per_epoch(&table);
+    assert_eq!(all.last().unwrap(), &kv(&[("a", 4), ("b", 2), ("c", 5), ("z", 10)]));
+    assert_eq!(all[0], kv(&[("a", 1), ("b", 2), ("z", 10)]), "epoch 1 covers both sources' first batches");
+    let m = manifests(&cp).await;
+    let last = m.last().unwrap();
+    assert_eq!(last.positions["in"], serde_json::json!({ "next_step": 5 }));
+    assert_eq!(last.positions["in2"], serde_json::json!({ "next_step": 2 }));
+}
+
+fn coordinator(cp: &str, acks_needed: usize) -> Coordinator {
+    Coordinator {
+        lock: None,
+        store: CheckpointStore::open(cp, &Default::default(), "t").unwrap(),
+        acks_needed,
+        sources: ["in".to_string()].into_iter().collect(),
+        first_epoch: 1,
+        committers: HashMap::new(),
+        committed: Default::default(),
+        last: None,
+    }
+}
+
+fn position(epoch: Epoch) -> CoordMsg {
+    CoordMsg::Position {
+        source: "in".into(),
+        epoch,
+        position: serde_json::json!(epoch),
+        event_time: None,
+    }
+}
+
+fn ack(node: &str, epoch: Epoch) -> CoordMsg {
+    CoordMsg::Ack {
+        node: node.into(),
+        epoch,
+        state: Some(vec![epoch as u8]),
+        event_time: None,
+        pending: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_lost_ack_holds_back_its_epoch_and_every_later_one() {
+    let cp = temp_checkpoint();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let h = CoordinatorHandle(tx);
+    let task = tokio::spawn(coordinator(&cp, 2).run(rx));
+    for m in [position(1), ack("a", 1), ack("b", 1)] {
+        h.send(m).unwrap();
+    }
+    // Epoch 2 loses b's ack; epoch 3 is complete but must wait behind 2.
+    for m in [position(2), ack("a", 2), position(3), ack("a", 3), ack("b", 3)] {
+        h.send(m).unwrap();
+    }
+    drop(h);
+    let progress = task.await.unwrap().unwrap();
+    assert_eq!((progress.epochs, progress.last), (1, Some(1)));
+    let m = manifests(&cp).await;
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].state.len(), 2);
+}
+
+#[tokio::test]
+async fn a_committed_manifest_refuses_a_second_writer_of_the_same_epoch() {
+    let cp = temp_checkpoint();
+    for attempt in 0..2 {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let h = CoordinatorHandle(tx);
+        let task = tokio::spawn(coordinator(&cp, 1).run(rx));
+        h.send(position(1)).unwrap();
+        h.send(ack("a", 1)).unwrap();
+        drop(h);
+        let r = task.await.unwrap();
+        if attempt == 0 {
+            assert_eq!(r.unwrap().epochs, 1);
+        } else {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("epoch 1 of pipeline `t` was already committed"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn version_1_manifests_still_load() {
+    let v1 = serde_json::json!({
+        "version": 1,
+        "pipeline": "orders",
+        "epoch": 7,
+        "created_at": "2026-11-30T10:00:00Z",
+        "position": { "commandes": { "0": 42 } },
+        "state": { "windows": "ckpt/state/7/windows.bin" },
+        "pending": [{ "node": "bronze", "data": { "path": "x.parquet" } }]
+    });
+    let m = Manifest::parse(v1.to_string().as_bytes()).unwrap();
+    assert_eq!(m.version, crate::checkpoint::MANIFEST_VERSION);
+    assert_eq!(m.epoch, 7);
+    assert_eq!(m.position_of("kafka", 1), Some(&serde_json::json!({ "commandes": { "0": 42 } })));
+    assert_eq!(m.position_of("kafka", 2), None, "ambiguous with several sources");
+    assert_eq!(m.pending, [PendingCommit::new("bronze", serde_json::json!({ "path": "x.parquet" }))]);
+    assert_eq!(m.tracker_state("parse"), None);
+    // Written back as version 2, it reads the same.
+    let again = Manifest::parse(&serde_json::to_vec(&m).unwrap()).unwrap();
+    assert_eq!(again, m);
+}
+
+#[test]
+fn a_manifest_from_a_newer_engine_is_refused() {
+    let e = Manifest::parse(br#"{"version": 9, "pipeline": "p", "epoch": 1, "created_at": "", "state": {}, "pending": []}"#)
+        .unwrap_err();
+    assert!(e.contains("newer than this engine's"), "{e}");
+}
