@@ -418,11 +418,12 @@ mod tests {
         let spec = pipeline.nodes.iter().find(|n| n.name == "parse").unwrap();
         assert_eq!(spec.type_name, "json_parse");
         let ctx = pipeline.build_context(spec);
+        let input = engine_api::Input::new(engine_api::kafka_record_schema());
         let mut op = JsonParseConfig::deserialize(spec.config.clone())
             .unwrap()
-            .build(&ctx)
-            .unwrap();
-        op.init(&engine_api::kafka_record_schema()).unwrap();
+            .build(&ctx, &input)
+            .unwrap()
+            .operator;
 
         let n = BAD_MESSAGES.len();
         let batch = RecordBatch::try_new(

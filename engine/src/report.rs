@@ -138,7 +138,9 @@ pub fn tables(graph: &Graph) -> Vec<ReportTable> {
         let Some(info) = sink.table() else {
             continue;
         };
-        let schema = g.in_schema.clone().expect("sinks have an input");
+        let Some(schema) = g.input.as_ref().map(|i| i.schema.clone()) else {
+            continue;
+        };
         // The nodes upstream of the sink, nearest first, and whether a quarantine port is
         // on the way.
         let mut seen = HashSet::new();
@@ -147,7 +149,7 @@ pub fn tables(graph: &Graph) -> Vec<ReportTable> {
         let mut queue: VecDeque<(usize, usize)> = g.inputs.iter().copied().collect();
         while let Some((u, port)) = queue.pop_front() {
             let n = &graph.nodes[u];
-            quarantine |= n.ports.get(port).is_some_and(|p| p == "quarantine");
+            quarantine |= n.ports.get(port).is_some_and(|p| p.name == "quarantine");
             if seen.insert(u) {
                 upstream.push(u);
                 queue.extend(n.inputs.iter().copied());
@@ -191,7 +193,7 @@ fn default_order(graph: &Graph, upstream: &[usize], schema: &SchemaRef) -> Optio
     for &u in upstream {
         let n = &graph.nodes[u];
         if n.spec.type_name == "top_n"
-            && let Some(rank) = n.out_schemas.first().and_then(|s| s.fields().first())
+            && let Some(rank) = n.ports.first().and_then(|p| p.schema.fields().first())
             && schema.index_of(rank.name()).is_ok()
         {
             return Some((rank.name().clone(), true));
@@ -201,8 +203,8 @@ fn default_order(graph: &Graph, upstream: &[usize], schema: &SchemaRef) -> Optio
         .iter()
         .map(|u| &graph.nodes[*u])
         .find(|n| matches!(n.spec.type_name.as_str(), "aggregate" | "window_aggregate"))?;
-    let input = n.in_schema.as_ref()?;
-    n.out_schemas.first()?.fields().iter().find_map(|f| {
+    let input = &n.input.as_ref()?.schema;
+    n.ports.first()?.schema.fields().iter().find_map(|f| {
         let name = f.name();
         let added = input.index_of(name).is_err() && name != "window_start" && name != "window_end";
         let numeric = schema

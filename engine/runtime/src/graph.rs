@@ -146,10 +146,21 @@ impl Graph {
             } else {
                 format!(" <- {}", from.join(", "))
             };
-            let extra = match &g.node {
+            let mut extra = match &g.node {
                 Node::Sink(sink) => format!(": {}", sink.describe()),
                 _ => String::new(),
             };
+            if let Some(e) = &g.event_time {
+                let _ = write!(
+                    extra,
+                    "; event time `{}`, lateness {}, idle partitions released after {}",
+                    e.column,
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        e.lateness_ms as u64
+                    )),
+                    humantime::format_duration(e.idle_timeout)
+                );
+            }
             let _ = writeln!(
                 s,
                 "\n  {} [{} {}, {} mode]{arrow}{extra}",
