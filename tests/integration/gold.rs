@@ -139,7 +139,7 @@ async fn orders_gold_tables_equal_an_independent_computation_and_late_events_ski
     let t0 = ms("2026-04-01T08:00:00Z");
 
     // 12 minutes of orders, one every 2 s.
-    let mut sent = produce(&topic, TIMED.messages(360, 5, 1, t0, 2_000)).await;
+    let mut sent = produce(&topic, by_customer(&TIMED.values(360, 5, 1, t0, 2_000))).await;
     assert_success(&ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env));
     check_product_sales(gold, &sent).await;
     let first_windows = expected_customer_windows(&sent);
@@ -147,10 +147,14 @@ async fn orders_gold_tables_equal_an_independent_computation_and_late_events_ski
     check_customer_windows(gold, &first_windows).await;
 
     // A late order (its window closed long ago) and 5 more minutes of orders.
-    let late = produce(&topic, TIMED.messages(1, 99, 50_000, t0 + 30_000, 0)).await;
+    let late = produce(
+        &topic,
+        by_customer(&TIMED.values(1, 99, 50_000, t0 + 30_000, 0)),
+    )
+    .await;
     let more = produce(
         &topic,
-        TIMED.messages(150, 6, 1_000, t0 + 12 * MINUTE, 2_000),
+        by_customer(&TIMED.values(150, 6, 1_000, t0 + 12 * MINUTE, 2_000)),
     )
     .await;
     let out = ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env);
@@ -194,13 +198,13 @@ async fn gold_tables_after_a_streaming_run_fed_in_bursts() {
         sent.extend(
             produce(
                 &topic,
-                TIMED.messages(
+                by_customer(&TIMED.values(
                     120,
                     40 + burst as u64,
                     burst * 1000,
                     t0 + burst * 10 * MINUTE,
                     2_000,
-                ),
+                )),
             )
             .await,
         );

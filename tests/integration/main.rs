@@ -41,7 +41,7 @@ const ORDERS: OrderShape = OrderShape {
 
 /// `n` [`ORDERS`], one a second from 2026-03-01T10:00:00Z.
 fn orders(n: usize, seed: u64, first_id: i64) -> Vec<(Option<String>, Vec<u8>)> {
-    ORDERS.messages(n, seed, first_id, ms("2026-03-01T10:00:00Z"), 1_000)
+    by_customer(&ORDERS.values(n, seed, first_id, ms("2026-03-01T10:00:00Z"), 1_000))
 }
 
 /// Checks the `commandes` and `items` tables against exactly what was acknowledged.
@@ -155,6 +155,30 @@ async fn orders_batch_lands_every_message_once_and_a_second_run_takes_only_new_o
     );
 }
 
+/// Runs the shipped `pipeline_file` in batch and returns the rows of the bronze table at
+/// `table_url`, each with its (partition, offset) and the message it came from, after checking
+/// that the table holds one row per acknowledged message and none twice.
+async fn landed(
+    pipeline_file: &str,
+    env: &[(&str, &str)],
+    table_url: &str,
+    sent: &Acked,
+) -> Vec<((i32, i64), Row, Value)> {
+    assert_success(&ENGINE.run(&["run", &pipeline(pipeline_file), "--batch"], env));
+    let table = rows(&read_table(table_url).await);
+    assert_eq!(table.len(), sent.len());
+    let mut seen = BTreeSet::new();
+    table
+        .into_iter()
+        .map(|row| {
+            let k = coord(&row);
+            assert!(seen.insert(k), "duplicate {k:?}");
+            let v: Value = serde_json::from_slice(&sent[&k].value).unwrap();
+            (k, row, v)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_and_metrics_land_with_their_values() {
     let mut r = fastrand::Rng::with_seed(7);
@@ -173,17 +197,8 @@ async fn logs_and_metrics_land_with_their_values() {
         })
         .collect();
     let sent = produce(&topic, msgs).await;
-    assert_success(&ENGINE.run(
-        &["run", &pipeline("logs.toml"), "--batch"],
-        &paths.env(&[("LOGS_TOPIC", &topic)]),
-    ));
-    let table = rows(&read_table(&paths.table("logs")).await);
-    assert_eq!(table.len(), sent.len());
-    let mut seen = BTreeSet::new();
-    for row in &table {
-        let k = coord(row);
-        assert!(seen.insert(k), "duplicate {k:?}");
-        let v: Value = serde_json::from_slice(&sent[&k].value).unwrap();
+    let env = paths.env(&[("LOGS_TOPIC", &topic)]);
+    for (k, row, v) in landed("logs.toml", &env, &paths.table("logs"), &sent).await {
         for f in [
             "timestamp",
             "level",
@@ -210,17 +225,8 @@ async fn logs_and_metrics_land_with_their_values() {
         })
         .collect();
     let sent = produce(&topic, msgs).await;
-    assert_success(&ENGINE.run(
-        &["run", &pipeline("metrics.toml"), "--batch"],
-        &paths.env(&[("METRICS_TOPIC", &topic)]),
-    ));
-    let table = rows(&read_table(&paths.table("metrics")).await);
-    assert_eq!(table.len(), sent.len());
-    let mut seen = BTreeSet::new();
-    for row in &table {
-        let k = coord(row);
-        assert!(seen.insert(k), "duplicate {k:?}");
-        let v: Value = serde_json::from_slice(&sent[&k].value).unwrap();
+    let env = paths.env(&[("METRICS_TOPIC", &topic)]);
+    for (k, row, v) in landed("metrics.toml", &env, &paths.table("metrics"), &sent).await {
         for f in [
             "timestamp",
             "server_id",

@@ -66,77 +66,65 @@ pub async fn produce(topic: &str, messages: Vec<(Option<String>, Vec<u8>)>) -> A
         .set("message.timeout.ms", "30000")
         .create()
         .expect("producer");
-    let mut futures = Vec::new();
-    for (key, value) in messages {
-        let p = producer.clone();
-        let topic = topic.to_string();
-        futures.push(async move {
-            let mut rec: FutureRecord<'_, String, Vec<u8>> =
-                FutureRecord::to(&topic).payload(&value);
-            if let Some(k) = &key {
-                rec = rec.key(k);
-            }
-            let delivery = p
-                .send(rec, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| e)
-                .expect("delivered");
-            Sent {
-                partition: delivery.partition,
-                offset: delivery.offset,
-                key,
-                value,
-            }
-        });
-    }
-    let sent = futures::future::join_all(futures).await;
+    let sends = messages.into_iter().map(|(key, value)| {
+        let record = Record {
+            partition: None,
+            key,
+            value: Some(value),
+        };
+        send(&producer, topic, record)
+    });
+    let sent = futures::future::join_all(sends).await;
     sent.into_iter()
         .map(|s| ((s.partition, s.offset), s))
         .collect()
 }
 
-/// One message of [`produce_one_by_one`]: its partition (else the producer's choice), key and
-/// value (`None`: a tombstone).
+/// One message to send: its partition (else the producer's choice), key and value (`None`: a
+/// tombstone).
 struct Record {
     partition: Option<i32>,
     key: Option<String>,
     value: Option<Vec<u8>>,
 }
 
+/// Sends one message and returns it as the broker acknowledged it.
+async fn send(producer: &FutureProducer, topic: &str, record: Record) -> Sent {
+    let Record {
+        partition,
+        key,
+        value,
+    } = record;
+    let mut rec: FutureRecord<'_, String, Vec<u8>> = FutureRecord::to(topic);
+    if let Some(p) = partition {
+        rec = rec.partition(p);
+    }
+    if let Some(k) = &key {
+        rec = rec.key(k);
+    }
+    if let Some(v) = &value {
+        rec = rec.payload(v);
+    }
+    let delivery = producer
+        .send(rec, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    Sent {
+        partition: delivery.partition,
+        offset: delivery.offset,
+        key,
+        value: value.unwrap_or_default(),
+    }
+}
+
 /// Produces messages one after the other, each acknowledged before the next is sent.
 async fn produce_one_by_one(topic: &str, records: Vec<Record>) -> Acked {
     let producer: FutureProducer = config().create().expect("producer");
     let mut out = BTreeMap::new();
-    for Record {
-        partition,
-        key,
-        value,
-    } in records
-    {
-        let mut rec: FutureRecord<'_, String, Vec<u8>> = FutureRecord::to(topic);
-        if let Some(p) = partition {
-            rec = rec.partition(p);
-        }
-        if let Some(k) = &key {
-            rec = rec.key(k);
-        }
-        if let Some(v) = &value {
-            rec = rec.payload(v);
-        }
-        let d = producer
-            .send(rec, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("delivered");
-        out.insert(
-            (d.partition, d.offset),
-            Sent {
-                partition: d.partition,
-                offset: d.offset,
-                key,
-                value: value.unwrap_or_default(),
-            },
-        );
+    for record in records {
+        let s = send(&producer, topic, record).await;
+        out.insert((s.partition, s.offset), s);
     }
     out
 }

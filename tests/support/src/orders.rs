@@ -91,24 +91,17 @@ impl OrderShape {
             })
             .collect()
     }
+}
 
-    /// [`values`](Self::values) as Kafka messages keyed by customer id.
-    pub fn messages(
-        &self,
-        n: usize,
-        seed: u64,
-        first_id: i64,
-        start_ms: i64,
-        step_ms: i64,
-    ) -> Vec<(Option<String>, Vec<u8>)> {
-        self.values(n, seed, first_id, start_ms, step_ms)
-            .into_iter()
-            .map(|v| {
-                let key = v["customer_id"].as_str().unwrap().to_string();
-                (Some(key), serde_json::to_vec(&v).unwrap())
-            })
-            .collect()
-    }
+/// Orders as Kafka messages keyed by their customer id.
+pub fn by_customer(orders: &[Value]) -> Vec<(Option<String>, Vec<u8>)> {
+    orders
+        .iter()
+        .map(|v| {
+            let key = v["customer_id"].as_str().unwrap().to_string();
+            (Some(key), serde_json::to_vec(v).unwrap())
+        })
+        .collect()
 }
 
 /// Small orders of the fault tests: 6 customers, 1 or 2 lines of 3 products at listed prices,
@@ -126,7 +119,7 @@ pub const BURST: OrderShape = OrderShape {
 
 /// A burst of [`BURST`] orders, one every 100 ms of event time from `start_ms`.
 pub fn burst(n: usize, seed: u64, first_id: i64, start_ms: i64) -> Vec<(Option<String>, Vec<u8>)> {
-    BURST.messages(n, seed, first_id, start_ms, 100)
+    by_customer(&BURST.values(n, seed, first_id, start_ms, 100))
 }
 
 #[cfg(test)]
@@ -198,7 +191,7 @@ mod tests {
                 .iter()
                 .all(|o| o.get("status").is_none())
         );
-        let messages = BURST.messages(20, 1, 0, 0, 100);
+        let messages = by_customer(&burst);
         for ((key, bytes), o) in messages.iter().zip(&burst) {
             assert_eq!(json!(key), o["customer_id"], "keyed by customer");
             assert_eq!(&serde_json::from_slice::<Value>(bytes).unwrap(), o);
