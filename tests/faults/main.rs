@@ -8,91 +8,22 @@
 //! `make test-faults` runs them all; `make test` runs them too (they are bounded: `FAULT_KILLS`,
 //! default 10).
 
-#[path = "../integration/support.rs"]
-mod support;
-
 mod scenarios;
 mod security;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::*;
+use test_support::*;
+
+/// The engine binary built for this test.
+pub const ENGINE: Engine = Engine(env!("CARGO_BIN_EXE_engine"));
 
 const MINUTE: i64 = 60_000;
 
-fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
-}
-
-/// A burst of orders within 20 s of event time, starting at `start_ms`.
-pub fn burst(n: usize, seed: u64, first_id: i64, start_ms: i64) -> Vec<(Option<String>, Vec<u8>)> {
-    let mut r = fastrand::Rng::with_seed(seed);
-    (0..n)
-        .map(|i| {
-            let customer = format!("c{}", r.u8(0..6));
-            let items: Vec<Value> = (0..r.usize(1..3))
-                .map(|_| {
-                    let pid = r.i32(1..4);
-                    let qty = r.i32(1..4);
-                    json!({"product_id": pid, "product_name": format!("p{pid}"), "quantity": qty,
-                           "unit_price": 1.5 * pid as f64, "subtotal": 1.5 * (pid * qty) as f64})
-                })
-                .collect();
-            let total: f64 = items.iter().map(|it| it["subtotal"].as_f64().unwrap()).sum();
-            let v = json!({"order_id": first_id + i as i64, "customer_id": customer,
-                "timestamp": iso(start_ms + i as i64 * 100), "items": items, "total": total, "status": "paid"});
-            (Some(customer), serde_json::to_vec(&v).unwrap())
-        })
-        .collect()
-}
-
-/// Incomplete multipart uploads under `prefix` in `bucket`, as S3's ListMultipartUploads says.
-pub fn incomplete_uploads(bucket: &str, prefix: &str) -> usize {
-    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "minioadmin".into());
-    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "minioadmin".into());
-    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-    let url = format!(
-        "{}/{bucket}?prefix={}&uploads=",
-        s3_endpoint(),
-        prefix.replace('/', "%2F")
-    );
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--aws-sigv4",
-            &format!("aws:amz:{region}:s3"),
-            "--user",
-            &format!("{key}:{secret}"),
-            &url,
-        ])
-        .output()
-        .expect("curl");
-    let body = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        body.contains("ListMultipartUploadsResult"),
-        "unexpected answer: {body}"
-    );
-    body.matches("<Upload>").count()
-}
-
 /// Fault tests stop and start the shared stack, so they run one at a time.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-pub fn coords(rows: &[BTreeMap<String, Value>]) -> Vec<(i32, i64)> {
-    rows.iter()
-        .map(|r| {
-            (
-                r["partition"].as_i64().unwrap() as i32,
-                r["offset"].as_i64().unwrap(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing() {
@@ -104,18 +35,10 @@ async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing
     let topic = unique("fault-kill");
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("fault-kill");
-    let gold_prefix = format!("it/{}", unique("fault-gold"));
-    let gold = format!("s3://gold/{gold_prefix}");
-    let env = [
-        ("ORDERS_TOPIC", topic.as_str()),
-        ("BRONZE_URL", paths.bronze.as_str()),
-        ("CHECKPOINT_URL", paths.checkpoints.as_str()),
-        ("GOLD_URL", gold.as_str()),
-        ("TRIGGER", "300ms"),
-    ];
-    let t0 = chrono::DateTime::parse_from_rfc3339("2026-05-01T00:00:00Z")
-        .unwrap()
-        .timestamp_millis();
+    let gold = &paths.gold;
+    let gold_prefix = gold.strip_prefix("s3://gold/").unwrap();
+    let env = paths.env(&[("ORDERS_TOPIC", &topic), ("TRIGGER", "300ms")]);
+    let t0 = ms("2026-05-01T00:00:00Z");
     let failpoints = [
         "",
         "before_manifest=abort@2",
@@ -134,7 +57,8 @@ async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing
             .await,
         );
         let fp = failpoints[i % failpoints.len()];
-        let mut child = Command::new(engine_bin())
+        let mut child = ENGINE
+            .command()
             .args(["run", &pipeline("orders.toml")])
             .envs(env.iter().copied())
             .env("ENGINE_FAILPOINTS", fp)
@@ -169,7 +93,7 @@ async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing
     assert!(aborted >= kills / 4, "the failpoints fired {aborted} times");
 
     // Recover: a batch run reads what is left and finishes pending commits.
-    assert_success(&engine(&["run", &pipeline("orders.toml"), "--batch"], &env));
+    assert_success(&ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env));
 
     // Bronze: exactly the acknowledged messages, once each, with their values.
     let commandes = rows(&read_table(&paths.table("commandes")).await);
@@ -186,14 +110,7 @@ async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing
         "lost or extra rows in bronze"
     );
     for r in &commandes {
-        let v: Value = serde_json::from_slice(
-            &sent[&(
-                r["partition"].as_i64().unwrap() as i32,
-                r["offset"].as_i64().unwrap(),
-            )]
-                .value,
-        )
-        .unwrap();
+        let v: Value = serde_json::from_slice(&sent[&coord(r)].value).unwrap();
         assert_eq!(r["order_id"], v["order_id"]);
         assert_eq!(r["customer_id"], v["customer_id"]);
     }
@@ -223,11 +140,7 @@ async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing
         .map(|s| serde_json::from_slice(&s.value).unwrap())
         .collect();
     for o in &orders {
-        max_t = max_t.max(
-            chrono::DateTime::parse_from_rfc3339(o["timestamp"].as_str().unwrap())
-                .unwrap()
-                .timestamp_millis(),
-        );
+        max_t = max_t.max(ms(o["timestamp"].as_str().unwrap()));
     }
     for o in &orders {
         for it in o["items"].as_array().unwrap() {
@@ -235,9 +148,7 @@ async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing
             e.0 += 1;
             e.1 += it["quantity"].as_i64().unwrap();
         }
-        let t = chrono::DateTime::parse_from_rfc3339(o["timestamp"].as_str().unwrap())
-            .unwrap()
-            .timestamp_millis();
+        let t = ms(o["timestamp"].as_str().unwrap());
         let start = t.div_euclid(MINUTE) * MINUTE;
         if start + MINUTE <= max_t - 2 * MINUTE {
             *windows
@@ -286,7 +197,7 @@ async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing
         "incomplete multipart uploads in bronze"
     );
     assert_eq!(
-        incomplete_uploads("gold", &gold_prefix),
+        incomplete_uploads("gold", gold_prefix),
         0,
         "incomplete multipart uploads in gold"
     );
@@ -302,27 +213,14 @@ async fn a_second_engine_on_the_same_checkpoint_cannot_commit_the_same_epoch() {
     let topic = unique("fault-fence");
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("fault-fence");
-    let env = [
-        ("ORDERS_TOPIC", topic.as_str()),
-        ("BRONZE_URL", paths.bronze.as_str()),
-        ("CHECKPOINT_URL", paths.checkpoints.as_str()),
-        ("GOLD_URL", paths.bronze.as_str()),
+    let env = paths.env(&[
+        ("ORDERS_TOPIC", &topic),
+        ("GOLD_URL", &paths.bronze),
         ("TRIGGER", "300ms"),
-    ];
-    let t0 = chrono::DateTime::parse_from_rfc3339("2026-05-02T00:00:00Z")
-        .unwrap()
-        .timestamp_millis();
+    ]);
+    let t0 = ms("2026-05-02T00:00:00Z");
     let mut sent = produce(&topic, burst(100, 1, 0, t0)).await;
-    let spawn = || {
-        Command::new(engine_bin())
-            .args(["run", &pipeline("orders.toml")])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start engine")
-    };
+    let spawn = || ENGINE.spawn(&pipeline("orders.toml"), &env);
     let mut a = spawn();
     let mut b = spawn();
     for i in 0..5 {
@@ -366,33 +264,9 @@ async fn a_second_engine_on_the_same_checkpoint_cannot_commit_the_same_epoch() {
     );
     running.kill().unwrap();
     running.wait().unwrap();
-    assert_success(&engine(&["run", &pipeline("orders.toml"), "--batch"], &env));
+    assert_success(&ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env));
     let got = coords(&rows(&read_table(&paths.table("commandes")).await));
     let set: BTreeSet<_> = got.iter().copied().collect();
     assert_eq!(got.len(), set.len(), "duplicates after two writers");
     assert_eq!(set, sent.keys().copied().collect::<BTreeSet<_>>());
-}
-
-/// Every object under a prefix (including hidden folders).
-pub async fn list_all(url: &str) -> Vec<String> {
-    use futures::TryStreamExt;
-    use object_store::ObjectStore;
-    let rest = url.strip_prefix("s3://").unwrap();
-    let (bucket, prefix) = rest.split_once('/').unwrap();
-    let s3 = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(s3_endpoint())
-        .with_region(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()))
-        .with_access_key_id(
-            std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "minioadmin".into()),
-        )
-        .with_secret_access_key(
-            std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "minioadmin".into()),
-        )
-        .with_allow_http(true)
-        .build()
-        .unwrap();
-    let p = object_store::path::Path::from(prefix);
-    let metas: Vec<_> = s3.list(Some(&p)).try_collect().await.unwrap();
-    metas.into_iter().map(|m| m.location.to_string()).collect()
 }

@@ -1,25 +1,21 @@
 //! Service faults and hostile input, one test each: produce, run, inject the fault, produce
 //! more, recover, check that every acknowledged message is in bronze or quarantine exactly once.
 
-use crate::support::*;
-use crate::{SERIAL, burst, coords, incomplete_uploads, list_all};
-use serde_json::{Value, json};
+use crate::{ENGINE, SERIAL};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Child;
 use std::time::{Duration, Instant};
+use test_support::*;
 
 const MINUTE: i64 = 60_000;
 
 fn t0(day: u32) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(&format!("2026-06-{day:02}T00:00:00Z"))
-        .unwrap()
-        .timestamp_millis()
+    ms(&format!("2026-06-{day:02}T00:00:00Z"))
 }
 
 struct Run {
     topic: String,
     paths: EnginePaths,
-    gold: String,
 }
 
 impl Run {
@@ -29,33 +25,27 @@ impl Run {
         Run {
             topic,
             paths: EnginePaths::new(name),
-            gold: format!("s3://gold/it/{}", unique(name)),
         }
     }
 
     fn env(&self) -> Vec<(&str, &str)> {
-        vec![
-            ("ORDERS_TOPIC", self.topic.as_str()),
-            ("BRONZE_URL", self.paths.bronze.as_str()),
-            ("CHECKPOINT_URL", self.paths.checkpoints.as_str()),
-            ("GOLD_URL", self.gold.as_str()),
-            ("TRIGGER", "500ms"),
-        ]
+        self.paths
+            .env(&[("ORDERS_TOPIC", &self.topic), ("TRIGGER", "500ms")])
     }
 
     fn spawn(&self) -> Child {
-        spawn_engine(&pipeline("orders.toml"), &self.env())
+        ENGINE.spawn(&pipeline("orders.toml"), &self.env())
     }
 
     fn batch(&self) -> std::process::Output {
-        engine(&["run", &pipeline("orders.toml"), "--batch"], &self.env())
+        ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &self.env())
     }
 
     async fn bronze(&self) -> Vec<(i32, i64)> {
         coords(&rows(&read_table(&self.paths.table("commandes")).await))
     }
 
-    async fn quarantine(&self) -> Vec<BTreeMap<String, Value>> {
+    async fn quarantine(&self) -> Vec<Row> {
         rows(&read_table(&self.paths.table(&format!("_quarantine/{}", self.topic))).await)
     }
 
@@ -68,7 +58,7 @@ impl Run {
     }
 
     /// Bronze ∪ quarantine equals `sent`, each exactly once, and nothing is left half-done.
-    async fn check(&self, sent: &BTreeMap<(i32, i64), Sent>) {
+    async fn check(&self, sent: &Acked) {
         let mut all = self.bronze().await;
         all.extend(coords(&self.quarantine().await));
         let set: BTreeSet<_> = all.iter().copied().collect();
@@ -161,7 +151,7 @@ async fn the_s3_server_down_for_30_s_fails_clearly_then_recovers_on_restart() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).ok();
     assert!(!status.success());
-    let errors: Vec<_> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    let errors = error_lines(&err);
     assert_eq!(errors.len(), 1, "{err}");
     assert!(errors[0].contains("object store"), "{}", errors[0]);
     let rest = Duration::from_secs(30).saturating_sub(down_at.elapsed());
@@ -178,12 +168,7 @@ async fn partitions_added_while_running_are_read_from_their_start() {
     let mut sent = produce(&run.topic, burst(60, 7, 0, t0(4))).await;
     let child = run.spawn();
     run.wait_visible(sent.len(), "the first partitions").await;
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        rdkafka::config::ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .unwrap();
-    let res = admin
+    let res = admin()
         .create_partitions(
             &[rdkafka::admin::NewPartitions::new(&run.topic, 4)],
             &rdkafka::admin::AdminOptions::new(),
@@ -212,12 +197,7 @@ async fn a_deleted_and_recreated_topic_fails_clearly() {
     let run = Run::new("fault-recreate", 3).await;
     produce(&run.topic, burst(90, 8, 0, t0(5))).await;
     assert_success(&run.batch());
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        rdkafka::config::ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .unwrap();
-    admin
+    admin()
         .delete_topics(&[&run.topic], &rdkafka::admin::AdminOptions::new())
         .await
         .unwrap();
@@ -227,7 +207,7 @@ async fn a_deleted_and_recreated_topic_fails_clearly() {
     let out = run.batch();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("deleted and recreated"), "{}", errors[0]);
 }
@@ -298,15 +278,7 @@ async fn hostile_payloads_are_parsed_as_documented_or_quarantined_while_the_stre
         .quarantine()
         .await
         .iter()
-        .map(|r| {
-            (
-                (
-                    r["partition"].as_i64().unwrap() as i32,
-                    r["offset"].as_i64().unwrap(),
-                ),
-                r["reason"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|r| (coord(r), r["reason"].as_str().unwrap().to_string()))
         .collect();
     for (k, dest) in &expected {
         if *dest == "bronze" {
@@ -442,11 +414,11 @@ fn a_pipeline_with_every_kind_of_mistake_gets_a_clear_error_naming_the_key() {
     for (what, text, needle) in cases {
         let file = dir.join(format!("{}.toml", what.replace(' ', "_")));
         std::fs::write(&file, &text).unwrap();
-        let out = engine(&["validate", file.to_str().unwrap()], &[]);
+        let out = ENGINE.run(&["validate", file.to_str().unwrap()], &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
-        let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        let errors = error_lines(&stderr);
         assert_eq!(errors.len(), 1, "{what}: one line: {stderr}");
         assert!(
             errors[0].contains(needle),
@@ -474,5 +446,4 @@ fn a_pipeline_with_every_kind_of_mistake_gets_a_clear_error_naming_the_key() {
             );
         }
     }
-    let _ = json!(null);
 }

@@ -7,22 +7,14 @@
 //! (as `scripts/stack` derives it); the user is `KAFKA_SASL_USERNAME` / `KAFKA_SASL_PASSWORD`
 //! (default `engine` / `engine-secret`).
 
-use crate::support::*;
-use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
-use serde_json::{Value, json};
+use crate::ENGINE;
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-fn env_or(k: &str, d: &str) -> String {
-    std::env::var(k)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| d.into())
-}
+use test_support::*;
 
 /// `host:port` of the SASL listener, derived like `scripts/stack` does.
 fn sasl_brokers() -> String {
@@ -133,7 +125,7 @@ impl Ran {
 /// Runs `engine <args>` with `env` (RUST_LOG defaults to info), killing it after `limit`.
 fn run_engine(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Ran {
     let start = Instant::now();
-    let mut cmd = Command::new(engine_bin());
+    let mut cmd = ENGINE.command();
     cmd.args(args)
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())
@@ -172,26 +164,6 @@ fn run_engine(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Ran {
     }
 }
 
-/// `n` valid orders with order ids `first_id..first_id + n`.
-fn orders(n: usize, first_id: i64) -> Vec<(Option<String>, Vec<u8>)> {
-    (0..n)
-        .map(|i| {
-            let customer = format!("c{}", i % 5);
-            let qty = 1 + (i % 3) as i64;
-            let v = json!({
-                "order_id": first_id + i as i64,
-                "customer_id": customer,
-                "timestamp": format!("2026-07-01T00:00:{:02}.000Z", i % 60),
-                "items": [{"product_id": 1, "product_name": "p1", "quantity": qty,
-                           "unit_price": 2.5, "subtotal": 2.5 * qty as f64}],
-                "total": 2.5 * qty as f64,
-                "status": "paid",
-            });
-            (Some(customer), serde_json::to_vec(&v).unwrap())
-        })
-        .collect()
-}
-
 /// A topic with `n` orders, and fresh bronze/checkpoint prefixes for one run.
 struct Case {
     topic: String,
@@ -202,7 +174,8 @@ impl Case {
     async fn new(name: &str, n: usize) -> Case {
         let topic = unique(name);
         create_topic(&topic, 3).await;
-        let sent = produce(&topic, orders(n, 1)).await;
+        // Order ids 1..=n.
+        let sent = produce(&topic, burst(n, 1, 1, ms("2026-07-01T00:00:00Z"))).await;
         assert_eq!(sent.len(), n, "acknowledged orders");
         Case {
             topic,
@@ -211,13 +184,11 @@ impl Case {
     }
 
     fn env(&self) -> Vec<(&str, &str)> {
-        vec![
-            ("ORDERS_TOPIC", self.topic.as_str()),
-            ("BRONZE_URL", self.paths.bronze.as_str()),
-            ("CHECKPOINT_URL", self.paths.checkpoints.as_str()),
-            ("GOLD_URL", self.paths.bronze.as_str()),
+        self.paths.env(&[
+            ("ORDERS_TOPIC", &self.topic),
+            ("GOLD_URL", &self.paths.bronze),
             ("TRIGGER", "500ms"),
-        ]
+        ])
     }
 
     async fn order_ids(&self) -> BTreeSet<i64> {
@@ -324,11 +295,7 @@ async fn wrong_sasl_password_is_one_clear_line_nonzero_exit() {
             "{mechanism}: the password is in the output: {}",
             ran.describe()
         );
-        let errors: Vec<&str> = ran
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("error:"))
-            .collect();
+        let errors = error_lines(&ran.stderr);
         assert_eq!(
             errors.len(),
             1,
@@ -364,35 +331,6 @@ async fn wrong_sasl_password_is_one_clear_line_nonzero_exit() {
         "a wrong SASL password must be reported as refused credentials, not as an unreachable broker:\n{}",
         unclear.join("\n")
     );
-}
-
-/// Every object under `url` (an `s3://bucket/prefix`), with its bytes.
-async fn all_objects(url: &str) -> Vec<(String, Vec<u8>)> {
-    let rest = url.strip_prefix("s3://").expect("s3 url");
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let s3 = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(s3_endpoint())
-        .with_region(env_or("AWS_REGION", "us-east-1"))
-        .with_access_key_id(env_or("AWS_ACCESS_KEY_ID", "minioadmin"))
-        .with_secret_access_key(env_or("AWS_SECRET_ACCESS_KEY", "minioadmin"))
-        .with_allow_http(true)
-        .build()
-        .expect("s3 client");
-    let p = object_store::path::Path::from(prefix);
-    let metas: Vec<_> = s3.list(Some(&p)).try_collect().await.expect("list");
-    let mut out = Vec::new();
-    for m in metas {
-        let bytes = s3
-            .get(&m.location)
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("bytes");
-        out.push((m.location.to_string(), bytes.to_vec()));
-    }
-    out
 }
 
 fn assert_no_sentinel(what: &str, text: &str, sentinel: &str) {
@@ -557,11 +495,7 @@ async fn a_misspelt_secret_property_is_refused_without_echoing_its_value() {
         Duration::from_secs(60),
     );
     assert!(!ran.status.success(), "{}", ran.describe());
-    let errors: Vec<&str> = ran
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
+    let errors = error_lines(&ran.stderr);
     assert_eq!(errors.len(), 1, "{}", ran.describe());
     assert!(errors[0].contains("sasl.pasword"), "{}", ran.describe());
     assert_no_sentinel("the output", &ran.all(), &sentinel);
@@ -683,11 +617,7 @@ async fn secrets_with_special_characters_never_show_whatever_the_error() {
                     let fails = code == 2 || !matches!(*command, "validate" | "graph");
                     if fails {
                         assert_eq!(ran.status.code(), Some(code), "{label}: {}", ran.describe());
-                        let errors: Vec<&str> = ran
-                            .stderr
-                            .lines()
-                            .filter(|l| l.starts_with("error:"))
-                            .collect();
+                        let errors = error_lines(&ran.stderr);
                         assert_eq!(
                             errors.len(),
                             1,

@@ -1,68 +1,34 @@
 //! Gold tables: each is compared with a result computed here, in plain Rust, from exactly the
 //! messages the test produced.
 
-use crate::support::*;
+use crate::ENGINE;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use test_support::*;
 
 const MINUTE: i64 = 60_000;
 const WATERMARK: i64 = 2 * MINUTE;
-
-fn ms(ts: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(ts)
-        .unwrap()
-        .timestamp_millis()
-}
-
-fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
-}
 
 fn approx(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
 }
 
-/// Orders whose event times start at `start_ms` and advance `step_ms` apiece.
-fn timed_orders(
-    n: usize,
-    seed: u64,
-    first_id: i64,
-    start_ms: i64,
-    step_ms: i64,
-) -> Vec<(Option<String>, Vec<u8>)> {
-    let mut r = fastrand::Rng::with_seed(seed);
-    let products = [
-        (1, "alpha", 2.5),
-        (2, "beta", 10.0),
-        (3, "gamma", 99.99),
-        (4, "delta", 0.5),
-    ];
-    (0..n)
-        .map(|i| {
-            let customer = format!("cust-{}", r.u8(0..8));
-            let items: Vec<Value> = (0..r.usize(1..4))
-                .map(|_| {
-                    let (pid, name, price) = products[r.usize(0..products.len())];
-                    let qty = r.i32(1..5);
-                    json!({"product_id": pid, "product_name": name, "quantity": qty, "unit_price": price,
-                           "subtotal": price * qty as f64})
-                })
-                .collect();
-            let total: f64 = items.iter().map(|it| it["subtotal"].as_f64().unwrap()).sum();
-            let v = json!({"order_id": first_id + i as i64, "customer_id": customer,
-                "timestamp": iso(start_ms + i as i64 * step_ms), "items": items, "total": total, "status": "paid"});
-            (Some(customer), serde_json::to_vec(&v).unwrap())
-        })
-        .collect()
-}
+/// Orders of 8 customers with 1 to 3 lines of 4 products at listed prices, all paid.
+const TIMED: OrderShape = OrderShape {
+    customer_prefix: "cust-",
+    customers: 8,
+    lines: 1..4,
+    products: &["alpha", "beta", "gamma", "delta"],
+    prices: Prices::Listed(&[2.5, 10.0, 99.99, 0.5]),
+    quantity: 1..5,
+    statuses: &["paid"],
+    time: iso,
+};
 
 type Sales = BTreeMap<i64, (String, i64, i64, f64)>;
 
-fn expected_product_sales(sent: &BTreeMap<(i32, i64), Sent>) -> Sales {
+fn expected_product_sales(sent: &Acked) -> Sales {
     let mut out: Sales = BTreeMap::new();
     for s in sent.values() {
         let v: Value = serde_json::from_slice(&s.value).unwrap();
@@ -81,7 +47,7 @@ fn expected_product_sales(sent: &BTreeMap<(i32, i64), Sent>) -> Sales {
     out
 }
 
-async fn check_product_sales(gold: &str, sent: &BTreeMap<(i32, i64), Sent>) {
+async fn check_product_sales(gold: &str, sent: &Acked) {
     let expected = expected_product_sales(sent);
     let table = rows(&read_table(&format!("{gold}/product_sales")).await);
     assert_eq!(
@@ -105,9 +71,7 @@ async fn check_product_sales(gold: &str, sent: &BTreeMap<(i32, i64), Sent>) {
 /// Windows closed by the watermark, per customer. The watermark trails the slowest Kafka
 /// partition: the smallest, over the partitions written to, of the latest event time in each,
 /// minus 2 minutes.
-fn expected_customer_windows(
-    sent: &BTreeMap<(i32, i64), Sent>,
-) -> BTreeMap<(String, i64), (i64, f64)> {
+fn expected_customer_windows(sent: &Acked) -> BTreeMap<(String, i64), (i64, f64)> {
     let orders: Vec<Value> = sent
         .values()
         .map(|s| serde_json::from_slice(&s.value).unwrap())
@@ -157,15 +121,12 @@ async fn check_customer_windows(gold: &str, expected: &BTreeMap<(String, i64), (
     assert_eq!(seen.len(), expected.len(), "every closed window, once");
 }
 
-fn gold_env<'a>(topic: &'a str, paths: &'a EnginePaths, gold: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
+fn gold_env<'a>(topic: &'a str, paths: &'a EnginePaths) -> Vec<(&'a str, &'a str)> {
+    paths.env(&[
         ("ORDERS_TOPIC", topic),
-        ("BRONZE_URL", &paths.bronze),
-        ("CHECKPOINT_URL", &paths.checkpoints),
-        ("GOLD_URL", gold),
         // One epoch per batch run, so the watermark moves once, at its end.
         ("TRIGGER", "1h"),
-    ]
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -173,22 +134,30 @@ async fn orders_gold_tables_equal_an_independent_computation_and_late_events_ski
     let topic = unique("it-gold");
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("gold");
-    let gold = format!("s3://gold/it/{}", unique("gold"));
-    let env = gold_env(&topic, &paths, &gold);
+    let gold = &paths.gold;
+    let env = gold_env(&topic, &paths);
     let t0 = ms("2026-04-01T08:00:00Z");
 
     // 12 minutes of orders, one every 2 s.
-    let mut sent = produce(&topic, timed_orders(360, 5, 1, t0, 2_000)).await;
-    assert_success(&engine(&["run", &pipeline("orders.toml"), "--batch"], &env));
-    check_product_sales(&gold, &sent).await;
+    let mut sent = produce(&topic, by_customer(&TIMED.values(360, 5, 1, t0, 2_000))).await;
+    assert_success(&ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env));
+    check_product_sales(gold, &sent).await;
     let first_windows = expected_customer_windows(&sent);
     assert!(first_windows.len() > 20);
-    check_customer_windows(&gold, &first_windows).await;
+    check_customer_windows(gold, &first_windows).await;
 
     // A late order (its window closed long ago) and 5 more minutes of orders.
-    let late = produce(&topic, timed_orders(1, 99, 50_000, t0 + 30_000, 0)).await;
-    let more = produce(&topic, timed_orders(150, 6, 1_000, t0 + 12 * MINUTE, 2_000)).await;
-    let out = engine(&["run", &pipeline("orders.toml"), "--batch"], &env);
+    let late = produce(
+        &topic,
+        by_customer(&TIMED.values(1, 99, 50_000, t0 + 30_000, 0)),
+    )
+    .await;
+    let more = produce(
+        &topic,
+        by_customer(&TIMED.values(150, 6, 1_000, t0 + 12 * MINUTE, 2_000)),
+    )
+    .await;
+    let out = ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env);
     assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -197,14 +166,8 @@ async fn orders_gold_tables_equal_an_independent_computation_and_late_events_ski
     );
 
     // The late order reaches bronze...
-    let bronze: BTreeSet<_> = rows(&read_table(&paths.table("commandes")).await)
-        .iter()
-        .map(|r| {
-            (
-                r["partition"].as_i64().unwrap() as i32,
-                r["offset"].as_i64().unwrap(),
-            )
-        })
+    let bronze: BTreeSet<_> = coords(&rows(&read_table(&paths.table("commandes")).await))
+        .into_iter()
         .collect();
     for k in late.keys().chain(more.keys()).chain(sent.keys()) {
         assert!(bronze.contains(k), "{k:?} missing from bronze");
@@ -213,9 +176,9 @@ async fn orders_gold_tables_equal_an_independent_computation_and_late_events_ski
     let mut all = sent.clone();
     all.extend(late.clone());
     all.extend(more.clone());
-    check_product_sales(&gold, &all).await;
+    check_product_sales(gold, &all).await;
     sent.extend(more);
-    check_customer_windows(&gold, &expected_customer_windows(&sent)).await;
+    check_customer_windows(gold, &expected_customer_windows(&sent)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -223,38 +186,32 @@ async fn gold_tables_after_a_streaming_run_fed_in_bursts() {
     let topic = unique("it-gold-stream");
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("gold-stream");
-    let gold = format!("s3://gold/it/{}", unique("gold-stream"));
-    let mut env = gold_env(&topic, &paths, &gold);
-    env.retain(|(k, _)| *k != "TRIGGER");
-    env.push(("TRIGGER", "1s"));
+    let gold = &paths.gold;
+    let mut env = gold_env(&topic, &paths);
+    set_env(&mut env, "TRIGGER", "1s");
     let t0 = ms("2026-04-02T08:00:00Z");
 
-    let child = spawn_engine(&pipeline("orders.toml"), &env);
+    let child = ENGINE.spawn(&pipeline("orders.toml"), &env);
     let mut sent = BTreeMap::new();
     // Bursts 10 minutes of event time apart, so no event is ever late.
     for burst in 0..3i64 {
         sent.extend(
             produce(
                 &topic,
-                timed_orders(
+                by_customer(&TIMED.values(
                     120,
                     40 + burst as u64,
                     burst * 1000,
                     t0 + burst * 10 * MINUTE,
                     2_000,
-                ),
+                )),
             )
             .await,
         );
-        let want = sent.len();
-        let url = paths.table("commandes");
-        eventually(
+        wait_rows(
             &format!("burst {burst} in bronze"),
-            Duration::from_secs(60),
-            || {
-                let url = url.clone();
-                async move { (rows(&read_table(&url).await).len() == want).then_some(()) }
-            },
+            &paths.table("commandes"),
+            sent.len(),
         )
         .await;
         // Product sales follow the stream at each trigger.
@@ -278,19 +235,19 @@ async fn gold_tables_after_a_streaming_run_fed_in_bursts() {
     let (status, stderr) = sigterm(child).await;
     assert!(status.success(), "{stderr}");
 
-    check_product_sales(&gold, &sent).await;
-    check_customer_windows(&gold, &expected_customer_windows(&sent)).await;
+    check_product_sales(gold, &sent).await;
+    check_customer_windows(gold, &expected_customer_windows(&sent)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_and_metrics_gold_tables_equal_an_independent_computation() {
     let mut r = fastrand::Rng::with_seed(21);
-    let gold = format!("s3://gold/it/{}", unique("gold-lm"));
 
     // Logs: per level, and count and average duration per module.
     let topic = unique("it-gold-logs");
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("gold-logs");
+    let gold = &paths.gold;
     let msgs: Vec<_> = (0..400)
         .map(|i| {
             let v = json!({"timestamp": iso(ms("2026-04-03T09:00:00Z") + i * 1000),
@@ -300,14 +257,8 @@ async fn logs_and_metrics_gold_tables_equal_an_independent_computation() {
         })
         .collect();
     let sent = produce(&topic, msgs).await;
-    let env = [
-        ("LOGS_TOPIC", topic.as_str()),
-        ("BRONZE_URL", &paths.bronze),
-        ("CHECKPOINT_URL", &paths.checkpoints),
-        ("GOLD_URL", &gold),
-        ("TRIGGER", "1h"),
-    ];
-    assert_success(&engine(&["run", &pipeline("logs.toml"), "--batch"], &env));
+    let env = paths.env(&[("LOGS_TOPIC", &topic), ("TRIGGER", "1h")]);
+    assert_success(&ENGINE.run(&["run", &pipeline("logs.toml"), "--batch"], &env));
     let mut levels: BTreeMap<String, i64> = BTreeMap::new();
     let mut modules: BTreeMap<String, (i64, f64)> = BTreeMap::new();
     for s in sent.values() {
@@ -347,6 +298,7 @@ async fn logs_and_metrics_gold_tables_equal_an_independent_computation() {
     let topic = unique("it-gold-metrics");
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("gold-metrics");
+    let gold = &paths.gold;
     let msgs: Vec<_> = (0..300)
         .map(|i| {
             let n = r.u8(0..8);
@@ -356,17 +308,8 @@ async fn logs_and_metrics_gold_tables_equal_an_independent_computation() {
         })
         .collect();
     let sent = produce(&topic, msgs).await;
-    let env = [
-        ("METRICS_TOPIC", topic.as_str()),
-        ("BRONZE_URL", &paths.bronze),
-        ("CHECKPOINT_URL", &paths.checkpoints),
-        ("GOLD_URL", &gold),
-        ("TRIGGER", "1h"),
-    ];
-    assert_success(&engine(
-        &["run", &pipeline("metrics.toml"), "--batch"],
-        &env,
-    ));
+    let env = paths.env(&[("METRICS_TOPIC", &topic), ("TRIGGER", "1h")]);
+    assert_success(&ENGINE.run(&["run", &pipeline("metrics.toml"), "--batch"], &env));
     let mut servers: BTreeMap<String, (f64, f64, f64, f64, f64)> = BTreeMap::new();
     for s in sent.values() {
         let v: Value = serde_json::from_slice(&s.value).unwrap();
@@ -414,41 +357,34 @@ struct Producer {
     time: fn(i64) -> String,
 }
 
-fn utc_text(ms: i64, layout: &str) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap()
-        .format(layout)
-        .to_string()
-}
-
 /// Log lines as applications we did not write send them: Python's logging (asctime, and a JSON
 /// formatter's isoformat), log4j (its default and ISO8601 layouts), a Java service stamping
 /// `Instant.toString()`, syslog severities, lowercase levels and a local time with an offset.
 const FOREIGN: [Producer; 6] = [
     Producer {
         levels: &["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-        time: |ms| utc_text(ms, "%Y-%m-%d %H:%M:%S,%3f"),
+        time: |ms| utc(ms, "%Y-%m-%d %H:%M:%S,%3f"),
     },
     Producer {
         levels: &["INFO", "WARNING", "CRITICAL"],
-        time: |ms| utc_text(ms, "%Y-%m-%dT%H:%M:%S%.6f+00:00"),
+        time: |ms| utc(ms, "%Y-%m-%dT%H:%M:%S%.6f+00:00"),
     },
     Producer {
         levels: &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"],
-        time: |ms| utc_text(ms, "%Y-%m-%dT%H:%M:%S,%3f"),
+        time: |ms| utc(ms, "%Y-%m-%dT%H:%M:%S,%3f"),
     },
     Producer {
         levels: &["TRACE", "INFO", "FATAL"],
-        time: |ms| utc_text(ms, "%Y-%m-%dT%H:%M:%S%.9fZ"),
+        time: |ms| utc(ms, "%Y-%m-%dT%H:%M:%S%.9fZ"),
     },
     Producer {
         levels: &["notice", "err", "emerg", "alert", "crit", "info"],
-        time: |ms| utc_text(ms, "%Y-%m-%dT%H:%M:%S%.3f+0000"),
+        time: |ms| utc(ms, "%Y-%m-%dT%H:%M:%S%.3f+0000"),
     },
     Producer {
         levels: &["warn", "info", "debug", "error"],
         // Local time two hours ahead of UTC, with its offset.
-        time: |ms| utc_text(ms + 2 * 3_600_000, "%Y-%m-%dT%H:%M:%S%.3f+02:00"),
+        time: |ms| utc(ms + 2 * 3_600_000, "%Y-%m-%dT%H:%M:%S%.3f+02:00"),
     },
 ];
 
@@ -457,7 +393,7 @@ async fn logs_from_foreign_producers_all_land_and_the_gold_tables_count_them() {
     let topic = unique("it-foreign-logs");
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("foreign-logs");
-    let gold = format!("s3://gold/it/{}", unique("foreign-logs"));
+    let gold = &paths.gold;
     let t0 = ms("2026-04-05T09:00:00Z");
     let mut r = fastrand::Rng::with_seed(47);
     // Event time of each line, by request id, as generated (not parsed back from the text).
@@ -483,14 +419,8 @@ async fn logs_from_foreign_producers_all_land_and_the_gold_tables_count_them() {
         })
         .collect();
     let sent = produce(&topic, msgs).await;
-    let env = [
-        ("LOGS_TOPIC", topic.as_str()),
-        ("BRONZE_URL", &paths.bronze),
-        ("CHECKPOINT_URL", &paths.checkpoints),
-        ("GOLD_URL", &gold),
-        ("TRIGGER", "1h"),
-    ];
-    assert_success(&engine(&["run", &pipeline("logs.toml"), "--batch"], &env));
+    let env = paths.env(&[("LOGS_TOPIC", &topic), ("TRIGGER", "1h")]);
+    assert_success(&ENGINE.run(&["run", &pipeline("logs.toml"), "--batch"], &env));
 
     // Bronze: every line once, with its level and time text as written; nothing quarantined.
     let quarantine = rows(&read_table(&paths.table(&format!("_quarantine/{topic}"))).await);
@@ -506,10 +436,7 @@ async fn logs_from_foreign_producers_all_land_and_the_gold_tables_count_them() {
     let bronze = rows(&read_table(&paths.table("logs")).await);
     let mut seen = BTreeSet::new();
     for row in &bronze {
-        let k = (
-            row["partition"].as_i64().unwrap() as i32,
-            row["offset"].as_i64().unwrap(),
-        );
+        let k = coord(row);
         assert!(seen.insert(k), "{k:?} twice in bronze");
         let v: Value = serde_json::from_slice(&sent[&k].value).unwrap();
         for f in ["timestamp", "level", "module", "request_id", "duration_ms"] {

@@ -8,12 +8,14 @@
 
 mod gold;
 mod report;
-mod support;
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use support::*;
+use test_support::*;
+
+/// The engine binary built for this test.
+pub const ENGINE: Engine = Engine(env!("CARGO_BIN_EXE_engine"));
 
 fn close(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
@@ -22,45 +24,32 @@ fn close(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// The test's own order generator (independent of `engine produce`).
+/// Orders of 30 customers with 0 to 3 lines of 5 products at drawn prices, in every status.
+const ORDERS: OrderShape = OrderShape {
+    customer_prefix: "cust-",
+    customers: 30,
+    lines: 0..4,
+    products: &["alpha", "beta", "gamma", "delta", "epsilon"],
+    prices: Prices::Drawn {
+        min_cents: 0.0,
+        max_cents: 1000.0,
+    },
+    quantity: 1..10,
+    statuses: &["paid", "shipped", "cancelled"],
+    time: iso_seconds,
+};
+
+/// `n` [`ORDERS`], one a second from 2026-03-01T10:00:00Z.
 fn orders(n: usize, seed: u64, first_id: i64) -> Vec<(Option<String>, Vec<u8>)> {
-    let mut r = fastrand::Rng::with_seed(seed);
-    let names = ["alpha", "beta", "gamma", "delta", "epsilon"];
-    (0..n)
-        .map(|i| {
-            let customer = format!("cust-{}", r.u8(0..30));
-            let items: Vec<Value> = (0..r.usize(0..4))
-                .map(|_| {
-                    let pid = r.i32(1..6);
-                    let qty = r.i32(1..10);
-                    let price = (r.f64() * 1000.0).round() / 100.0;
-                    json!({"product_id": pid, "product_name": names[(pid - 1) as usize], "quantity": qty,
-                           "unit_price": price, "subtotal": price * qty as f64})
-                })
-                .collect();
-            let total: f64 = items.iter().map(|it| it["subtotal"].as_f64().unwrap()).sum();
-            let v = json!({
-                "order_id": first_id + i as i64,
-                "customer_id": customer,
-                "timestamp": format!("2026-03-01T10:{:02}:{:02}Z", (i / 60) % 60, i % 60),
-                "items": items,
-                "total": total,
-                "status": (["paid", "shipped", "cancelled"][r.usize(0..3)]),
-            });
-            (Some(customer), serde_json::to_vec(&v).unwrap())
-        })
-        .collect()
+    by_customer(&ORDERS.values(n, seed, first_id, ms("2026-03-01T10:00:00Z"), 1_000))
 }
 
 /// Checks the `commandes` and `items` tables against exactly what was acknowledged.
-async fn check_orders_tables(paths: &EnginePaths, topic: &str, sent: &BTreeMap<(i32, i64), Sent>) {
+async fn check_orders_tables(paths: &EnginePaths, topic: &str, sent: &Acked) {
     let commandes = rows(&read_table(&paths.table("commandes")).await);
     let mut by_coord = BTreeMap::new();
     for r in &commandes {
-        let k = (
-            r["partition"].as_i64().unwrap() as i32,
-            r["offset"].as_i64().unwrap(),
-        );
+        let k = coord(r);
         assert!(
             by_coord.insert(k, r).is_none(),
             "duplicate row for {k:?} in commandes"
@@ -110,10 +99,7 @@ async fn check_orders_tables(paths: &EnginePaths, topic: &str, sent: &BTreeMap<(
     assert_eq!(items.len(), expected_items, "one items row per order line");
     let mut seen = BTreeSet::new();
     for r in &items {
-        let k = (
-            r["partition"].as_i64().unwrap() as i32,
-            r["offset"].as_i64().unwrap(),
-        );
+        let k = coord(r);
         let idx = r["item_index"].as_i64().unwrap() as usize;
         assert!(seen.insert((k, idx)), "duplicate item {k:?}#{idx}");
         let v: Value = serde_json::from_slice(&sent[&k].value).unwrap();
@@ -137,34 +123,21 @@ async fn check_orders_tables(paths: &EnginePaths, topic: &str, sent: &BTreeMap<(
     }
 }
 
-fn env_for<'a>(
-    topic_var: &'a str,
-    topic: &'a str,
-    paths: &'a EnginePaths,
-) -> Vec<(&'a str, &'a str)> {
-    vec![
-        (topic_var, topic),
-        ("BRONZE_URL", &paths.bronze),
-        ("GOLD_URL", &paths.gold),
-        ("CHECKPOINT_URL", &paths.checkpoints),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn orders_batch_lands_every_message_once_and_a_second_run_takes_only_new_ones() {
     let topic = unique("it-orders");
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("orders");
-    let env = env_for("ORDERS_TOPIC", &topic, &paths);
+    let env = paths.env(&[("ORDERS_TOPIC", &topic)]);
 
     let mut sent = produce(&topic, orders(600, 1, 1)).await;
-    let out = engine(&["run", &pipeline("orders.toml"), "--batch"], &env);
+    let out = ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env);
     assert_success(&out);
     check_orders_tables(&paths, &topic, &sent).await;
 
     // A second batch run with nothing new changes nothing.
     let files_before = list_table_files(&paths.table("commandes")).await.len();
-    assert_success(&engine(&["run", &pipeline("orders.toml"), "--batch"], &env));
+    assert_success(&ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env));
     assert_eq!(
         list_table_files(&paths.table("commandes")).await.len(),
         files_before
@@ -173,13 +146,37 @@ async fn orders_batch_lands_every_message_once_and_a_second_run_takes_only_new_o
 
     // New messages: the next batch run takes exactly those.
     sent.extend(produce(&topic, orders(250, 2, 10_000)).await);
-    assert_success(&engine(&["run", &pipeline("orders.toml"), "--batch"], &env));
+    assert_success(&ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env));
     check_orders_tables(&paths, &topic, &sent).await;
     let quarantine = read_table(&paths.table(&format!("_quarantine/{topic}"))).await;
     assert!(
         quarantine.is_empty(),
         "valid orders must not be quarantined"
     );
+}
+
+/// Runs the shipped `pipeline_file` in batch and returns the rows of the bronze table at
+/// `table_url`, each with its (partition, offset) and the message it came from, after checking
+/// that the table holds one row per acknowledged message and none twice.
+async fn landed(
+    pipeline_file: &str,
+    env: &[(&str, &str)],
+    table_url: &str,
+    sent: &Acked,
+) -> Vec<((i32, i64), Row, Value)> {
+    assert_success(&ENGINE.run(&["run", &pipeline(pipeline_file), "--batch"], env));
+    let table = rows(&read_table(table_url).await);
+    assert_eq!(table.len(), sent.len());
+    let mut seen = BTreeSet::new();
+    table
+        .into_iter()
+        .map(|row| {
+            let k = coord(&row);
+            assert!(seen.insert(k), "duplicate {k:?}");
+            let v: Value = serde_json::from_slice(&sent[&k].value).unwrap();
+            (k, row, v)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,20 +197,8 @@ async fn logs_and_metrics_land_with_their_values() {
         })
         .collect();
     let sent = produce(&topic, msgs).await;
-    assert_success(&engine(
-        &["run", &pipeline("logs.toml"), "--batch"],
-        &env_for("LOGS_TOPIC", &topic, &paths),
-    ));
-    let table = rows(&read_table(&paths.table("logs")).await);
-    assert_eq!(table.len(), sent.len());
-    let mut seen = BTreeSet::new();
-    for row in &table {
-        let k = (
-            row["partition"].as_i64().unwrap() as i32,
-            row["offset"].as_i64().unwrap(),
-        );
-        assert!(seen.insert(k), "duplicate {k:?}");
-        let v: Value = serde_json::from_slice(&sent[&k].value).unwrap();
+    let env = paths.env(&[("LOGS_TOPIC", &topic)]);
+    for (k, row, v) in landed("logs.toml", &env, &paths.table("logs"), &sent).await {
         for f in [
             "timestamp",
             "level",
@@ -240,20 +225,8 @@ async fn logs_and_metrics_land_with_their_values() {
         })
         .collect();
     let sent = produce(&topic, msgs).await;
-    assert_success(&engine(
-        &["run", &pipeline("metrics.toml"), "--batch"],
-        &env_for("METRICS_TOPIC", &topic, &paths),
-    ));
-    let table = rows(&read_table(&paths.table("metrics")).await);
-    assert_eq!(table.len(), sent.len());
-    let mut seen = BTreeSet::new();
-    for row in &table {
-        let k = (
-            row["partition"].as_i64().unwrap() as i32,
-            row["offset"].as_i64().unwrap(),
-        );
-        assert!(seen.insert(k), "duplicate {k:?}");
-        let v: Value = serde_json::from_slice(&sent[&k].value).unwrap();
+    let env = paths.env(&[("METRICS_TOPIC", &topic)]);
+    for (k, row, v) in landed("metrics.toml", &env, &paths.table("metrics"), &sent).await {
         for f in [
             "timestamp",
             "server_id",
@@ -317,19 +290,13 @@ async fn malformed_records_go_to_quarantine_with_their_reason_and_nothing_is_los
     let tombstones = produce_tombstones(&topic, 2).await;
     sent.extend(tombstones.clone());
 
-    assert_success(&engine(
+    assert_success(&ENGINE.run(
         &["run", &pipeline("orders.toml"), "--batch"],
-        &env_for("ORDERS_TOPIC", &topic, &paths),
+        &paths.env(&[("ORDERS_TOPIC", &topic)]),
     ));
 
     let good = rows(&read_table(&paths.table("commandes")).await);
     let quarantined = rows(&read_table(&paths.table(&format!("_quarantine/{topic}"))).await);
-    let coord = |r: &BTreeMap<String, Value>| {
-        (
-            r["partition"].as_i64().unwrap() as i32,
-            r["offset"].as_i64().unwrap(),
-        )
-    };
     let good_set: BTreeSet<_> = good.iter().map(coord).collect();
     let bad_set: BTreeSet<_> = quarantined.iter().map(coord).collect();
     assert_eq!(good.len(), good_set.len(), "no duplicates in bronze");
@@ -412,9 +379,9 @@ async fn malformed_records_go_to_quarantine_with_their_reason_and_nothing_is_los
 async fn a_missing_topic_is_one_clear_line_and_exit_code_2() {
     let paths = EnginePaths::new("missing");
     let topic = unique("does-not-exist");
-    let out = engine(
+    let out = ENGINE.run(
         &["run", &pipeline("orders.toml"), "--batch"],
-        &env_for("ORDERS_TOPIC", &topic, &paths),
+        &paths.env(&[("ORDERS_TOPIC", &topic)]),
     );
     assert_eq!(
         out.status.code(),
@@ -423,7 +390,7 @@ async fn a_missing_topic_is_one_clear_line_and_exit_code_2() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 1, "one error line: {stderr}");
     assert!(
         errors[0].contains(&format!("topic `{topic}` does not exist")),
@@ -455,9 +422,8 @@ async fn unreachable_broker_and_s3_fail_within_30s() {
         ),
     ] {
         let t0 = std::time::Instant::now();
-        let mut env = env_for("ORDERS_TOPIC", "commandes-json", &paths);
-        env.push((var, value));
-        let out = engine(&["run", &pipeline("orders.toml"), "--batch"], &env);
+        let env = paths.env(&[("ORDERS_TOPIC", "commandes-json"), (var, value)]);
+        let out = ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{var}: {stderr}");
         assert!(
@@ -465,7 +431,7 @@ async fn unreachable_broker_and_s3_fail_within_30s() {
             "{var}: took {:?}",
             t0.elapsed()
         );
-        let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        let errors = error_lines(&stderr);
         assert_eq!(errors.len(), 1, "{stderr}");
         assert!(errors[0].contains(needle), "{var}: {}", errors[0]);
         assert!(
@@ -481,20 +447,15 @@ async fn streaming_picks_up_new_messages_and_stops_cleanly_on_sigterm() {
     create_topic(&topic, 3).await;
     let paths = EnginePaths::new("stream");
     let mut sent = produce(&topic, orders(50, 11, 1)).await;
-    let mut env = env_for("ORDERS_TOPIC", &topic, &paths);
-    env.push(("TRIGGER", "1s"));
-    let child = spawn_engine(&pipeline("orders.toml"), &env);
+    let env = paths.env(&[("ORDERS_TOPIC", &topic), ("TRIGGER", "1s")]);
+    let child = ENGINE.spawn(&pipeline("orders.toml"), &env);
 
     for burst in 0..3 {
         let want = sent.len();
-        let url = paths.table("commandes");
-        eventually(
+        wait_rows(
             &format!("{want} orders visible after burst {burst}"),
-            Duration::from_secs(60),
-            || {
-                let url = url.clone();
-                async move { (rows(&read_table(&url).await).len() == want).then_some(()) }
-            },
+            &paths.table("commandes"),
+            want,
         )
         .await;
         sent.extend(produce(&topic, orders(40, 20 + burst, 1000 * (burst as i64 + 1))).await);
@@ -507,9 +468,9 @@ async fn streaming_picks_up_new_messages_and_stops_cleanly_on_sigterm() {
         "exit status {status:?}; stderr:\n{stderr}"
     );
     // The last burst was either read before the stop or is read by the next run: nothing lost.
-    assert_success(&engine(
+    assert_success(&ENGINE.run(
         &["run", &pipeline("orders.toml"), "--batch"],
-        &env_for("ORDERS_TOPIC", &topic, &paths),
+        &paths.env(&[("ORDERS_TOPIC", &topic)]),
     ));
     check_orders_tables(&paths, &topic, &sent).await;
 }
@@ -525,27 +486,18 @@ async fn two_pipelines_writing_one_table_leave_each_others_uploads_alone() {
     let sent_a = produce(&topic_a, orders(30, 31, 1)).await;
     let sent_b = produce(&topic_b, orders(20, 32, 5_000)).await;
     let shared = EnginePaths::new("share");
-    let gold = format!("s3://gold/it/{}", unique("share"));
     let (ck_a, ck_b) = (
         format!("{}/_checkpoints/a", shared.bronze),
         format!("{}/_checkpoints/b", shared.bronze),
     );
-    let bronze = shared.bronze.as_str();
-    let env_b = vec![
-        ("ORDERS_TOPIC", topic_b.as_str()),
-        ("BRONZE_URL", bronze),
-        ("GOLD_URL", gold.as_str()),
-        ("CHECKPOINT_URL", ck_b.as_str()),
-    ];
+    let env_b = shared.env(&[("ORDERS_TOPIC", &topic_b), ("CHECKPOINT_URL", &ck_b)]);
     // A streams with an hour-long trigger: its multipart uploads stay open until it stops.
-    let env_a = vec![
-        ("ORDERS_TOPIC", topic_a.as_str()),
-        ("BRONZE_URL", bronze),
-        ("GOLD_URL", gold.as_str()),
-        ("CHECKPOINT_URL", ck_a.as_str()),
+    let env_a = shared.env(&[
+        ("ORDERS_TOPIC", &topic_a),
+        ("CHECKPOINT_URL", &ck_a),
         ("TRIGGER", "1h"),
-    ];
-    let child = spawn_engine(&pipeline("orders.toml"), &env_a);
+    ]);
+    let child = ENGINE.spawn(&pipeline("orders.toml"), &env_a);
     let staging = format!("{}/_staging", shared.table("commandes"));
     eventually("A's upload open", Duration::from_secs(60), || {
         let staging = staging.clone();
@@ -553,10 +505,7 @@ async fn two_pipelines_writing_one_table_leave_each_others_uploads_alone() {
     })
     .await;
     // B runs to the end with its own checkpoint; its start-up recovery runs meanwhile.
-    assert_success(&engine(
-        &["run", &pipeline("orders.toml"), "--batch"],
-        &env_b,
-    ));
+    assert_success(&ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env_b));
     // A stops cleanly: its final epoch completes the uploads B must not have aborted.
     let (status, stderr) = sigterm(child).await;
     assert!(status.success(), "A failed: {stderr}");
@@ -585,15 +534,11 @@ fn validate_rejects_an_output_mode_the_sink_cannot_take() {
         .replace("output_mode = \"append\"", "output_mode = \"update\"");
     let file = dir.join("orders-update.toml");
     std::fs::write(&file, text).unwrap();
-    let out = engine(&["validate", file.to_str().unwrap()], &[]);
+    let out = ENGINE.run(&["validate", file.to_str().unwrap()], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("node `customer_orders_1min` (parquet): cannot write update-mode output of `customer_windows`"), "{stderr}");
-    assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("error:")).count(),
-        1,
-        "{stderr}"
-    );
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
 
     // The shipped pipelines all validate.
     for p in [
@@ -602,7 +547,7 @@ fn validate_rejects_an_output_mode_the_sink_cannot_take() {
         "logs.toml",
         "metrics.toml",
     ] {
-        assert_success(&engine(&["validate", &pipeline(p)], &[]));
+        assert_success(&ENGINE.run(&["validate", &pipeline(p)], &[]));
     }
 }
 
@@ -647,7 +592,7 @@ async fn validate_checks_every_file_writes_nothing_and_connect_asks_the_services
         ("GOLD_URL", local_url.as_str()),
         ("CHECKPOINT_URL", local_url.as_str()),
     ];
-    let out = engine(&args, &env);
+    let out = ENGINE.run(&args, &env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
@@ -657,7 +602,7 @@ async fn validate_checks_every_file_writes_nothing_and_connect_asks_the_services
         oks.iter().all(|l| l.starts_with(good.to_str().unwrap())),
         "{stdout}"
     );
-    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 2, "one line per bad file: {stderr}");
     let line_of =
         |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
@@ -687,9 +632,11 @@ async fn validate_checks_every_file_writes_nothing_and_connect_asks_the_services
     // --connect, against the real stack.
     let paths = EnginePaths::new("validate");
     let connect = |topic: &str, extra: &[(&'static str, &'static str)]| {
-        let mut env = env_for("ORDERS_TOPIC", topic, &paths);
-        env.extend(extra.iter().copied());
-        engine(&["validate", "--connect", good.to_str().unwrap()], &env)
+        let mut env = paths.env(&[("ORDERS_TOPIC", topic)]);
+        for (name, value) in extra {
+            set_env(&mut env, name, value);
+        }
+        ENGINE.run(&["validate", "--connect", good.to_str().unwrap()], &env)
     };
     let out = connect(&topic, &[]);
     assert_success(&out);
@@ -717,7 +664,7 @@ async fn validate_checks_every_file_writes_nothing_and_connect_asks_the_services
     ] {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{what}: {stderr}");
-        let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        let errors = error_lines(&stderr);
         assert_eq!(errors.len(), 1, "{what}: {stderr}");
         assert!(errors[0].contains(&needle), "{what}: {}", errors[0]);
         assert!(!stderr.contains("not-the-secret"), "{what}: {stderr}");

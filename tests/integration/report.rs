@@ -2,18 +2,12 @@
 //! the demo's lands orders, then the report of that pipeline is compared with counts computed
 //! here from exactly the messages the test produced.
 
-use crate::support::*;
-use serde_json::{Value, json};
+use crate::ENGINE;
+use serde_json::Value;
 use std::collections::BTreeMap;
+use test_support::*;
 
 const MINUTE: i64 = 60_000;
-
-fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
 
 /// The shipped orders pipeline's shape, written anew: other node names, another topic, other
 /// table paths under the test's prefixes, other aggregate names, and no preview settings except
@@ -102,29 +96,21 @@ preview_order_by = "spent"
     )
 }
 
-/// Good orders: one every 2 s from `t0`, 1 to 3 lines each.
-fn good_orders(n: usize, t0: i64) -> Vec<Value> {
-    let mut r = fastrand::Rng::with_seed(77);
-    (0..n)
-        .map(|i| {
-            let items: Vec<Value> = (0..r.usize(1..4))
-                .map(|_| {
-                    let pid = r.i32(1..8);
-                    let qty = r.i32(1..6);
-                    let price = r.u32(100..100_000) as f64 / 100.0;
-                    json!({"product_id": pid, "product_name": format!("p{pid}"), "quantity": qty,
-                           "unit_price": price, "subtotal": price * qty as f64})
-                })
-                .collect();
-            let total: f64 = items
-                .iter()
-                .map(|it| it["subtotal"].as_f64().unwrap())
-                .sum();
-            json!({"order_id": i, "customer_id": format!("c{}", r.u8(0..6)),
-                   "timestamp": iso(t0 + i as i64 * 2_000), "items": items, "total": total})
-        })
-        .collect()
-}
+/// Good orders for the shop pipeline, which has no `status`: 6 customers, 1 to 3 lines of 7
+/// products at prices drawn from 1.00 to 999.99 (so no two revenues tie), times in seconds.
+const GOOD_ORDERS: OrderShape = OrderShape {
+    customer_prefix: "c",
+    customers: 6,
+    lines: 1..4,
+    products: &["p1", "p2", "p3", "p4", "p5", "p6", "p7"],
+    prices: Prices::Drawn {
+        min_cents: 100.0,
+        max_cents: 99_999.0,
+    },
+    quantity: 1..6,
+    statuses: &[],
+    time: iso_seconds,
+};
 
 /// The lines of the report's section that starts with `title`, up to the next blank line.
 fn section<'a>(out: &'a str, title: &str) -> Vec<&'a str> {
@@ -159,10 +145,9 @@ async fn report_reads_the_tables_a_pipeline_names_and_counts_them_independently(
     std::fs::write(&file, shop_pipeline(&topic)).unwrap();
     let file = file.to_str().unwrap();
 
-    let t0 = chrono::DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z")
-        .unwrap()
-        .timestamp_millis();
-    let good = good_orders(400, t0);
+    let t0 = ms("2026-05-01T12:00:00Z");
+    // One every 2 s from `t0`.
+    let good = GOOD_ORDERS.values(400, 77, 0, t0, 2_000);
     let bad: Vec<(&str, &[u8])> = vec![
         ("not_json", br#"{"order_id": 1, "customer_id""#),
         ("not_json", b"\xff\xfe"),
@@ -183,13 +168,9 @@ async fn report_reads_the_tables_a_pipeline_names_and_counts_them_independently(
     assert_eq!(sent.len(), good.len() + bad.len());
     let tombstones = produce_tombstones(&topic, 2).await;
 
-    let env = [
-        ("BRONZE_URL", paths.bronze.as_str()),
-        ("GOLD_URL", paths.gold.as_str()),
-        ("CHECKPOINT_URL", paths.checkpoints.as_str()),
-    ];
-    assert_success(&engine(&["run", file, "--batch"], &env));
-    let out = engine(&["report", file, "--rows", "3"], &env);
+    let env = paths.env(&[]);
+    assert_success(&ENGINE.run(&["run", file, "--batch"], &env));
+    let out = ENGINE.run(&["report", file, "--rows", "3"], &env);
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     println!("{stdout}");
@@ -257,12 +238,7 @@ async fn report_reads_the_tables_a_pipeline_names_and_counts_them_independently(
     // Gold: the latest window the watermark closed, its customers by `spent`, largest first.
     let latest_time = t0 + (good.len() as i64 - 1) * 2_000;
     let watermark = latest_time - 2 * MINUTE;
-    let window_of = |o: &Value| {
-        let t = chrono::DateTime::parse_from_rfc3339(o["timestamp"].as_str().unwrap())
-            .unwrap()
-            .timestamp_millis();
-        t.div_euclid(MINUTE) * MINUTE
-    };
+    let window_of = |o: &Value| ms(o["timestamp"].as_str().unwrap()).div_euclid(MINUTE) * MINUTE;
     let closed: std::collections::BTreeSet<(String, i64)> = good
         .iter()
         .map(|o| (o["customer_id"].as_str().unwrap().to_string(), window_of(o)))
@@ -286,16 +262,16 @@ async fn report_reads_the_tables_a_pipeline_names_and_counts_them_independently(
     assert_eq!(shown.len(), 3.min(ranked.len()), "{stdout}");
     for (row, (customer, total)) in shown.iter().zip(&ranked) {
         assert_eq!(row["customer_id"], *customer, "{stdout}");
-        assert_eq!(row["window_start"], iso(start));
+        assert_eq!(row["window_start"], iso_seconds(start));
         let printed: f64 = row["spent"].parse().unwrap();
         assert!((printed - total).abs() <= 0.006, "{printed} vs {total}");
     }
 
     // No part of the storage secret in any message, even when the store refuses it.
     let sentinel = "Zq9-S3CRET-$Wxyz7";
-    let mut env_bad = env.to_vec();
+    let mut env_bad = env.clone();
     env_bad.push(("AWS_SECRET_ACCESS_KEY", sentinel));
-    let out = engine(&["report", file], &env_bad);
+    let out = ENGINE.run(&["report", file], &env_bad);
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
