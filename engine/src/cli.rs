@@ -5,7 +5,7 @@ use crate::graph::Graph;
 use crate::produce::{Kind, ProduceArgs};
 use crate::runtime::{RunOptions, run};
 use clap::{Parser, Subcommand, ValueEnum};
-use engine_api::{EngineError, Registry, Result};
+use engine_api::{EngineError, ErrorKind, Registry, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -131,7 +131,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
     init_logging(cli.log_format);
     match execute(cli.command, registry) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(EngineError::Reported(code)) => ExitCode::from(code as u8),
+        Err(e) if matches!(e.kind(), ErrorKind::Reported(_)) => ExitCode::from(e.exit_code() as u8),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -192,7 +192,7 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             }
             match first_error {
                 None => Ok(()),
-                Some(e) => Err(EngineError::Reported(e.exit_code())),
+                Some(e) => Err(EngineError::reported(e.exit_code())),
             }
         }
         Command::Graph { file, format } => {

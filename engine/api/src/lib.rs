@@ -16,7 +16,9 @@ pub mod store;
 pub mod types;
 
 pub use config::{ConfigValue, check_range, parse_duration};
-pub use error::{EngineError, Result, local_stack_hint};
+pub use error::{
+    BoxError, EngineError, ErrorKind, Reason, Result, Service, is_local_address, local_stack_hint,
+};
 pub use message::{Barrier, Epoch, Message, OutputMode, kafka_record_schema};
 pub use operator::{
     Collector, Committer, MAIN_PORT, Operator, PendingCommit, Sink, Source, SourceContext,

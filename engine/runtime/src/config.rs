@@ -230,13 +230,12 @@ impl Pipeline {
     /// A configuration error about the file's top-level tables, located: an
     /// [`EngineError::Invalid`] points at its key's line; other errors keep their text.
     fn at_key(&self, e: EngineError) -> EngineError {
-        match e {
-            EngineError::Invalid { key, message } => EngineError::config(format!(
-                "{}:{}: `{key}`: {message}",
-                self.path.display(),
-                self.line_of(&key)
-            )),
-            other => other.context(self.path.display()),
+        match e.key() {
+            Some(key) => {
+                let at = format!("{}:{}", self.path.display(), self.line_of(key));
+                e.context(at)
+            }
+            None => e.context(self.path.display()),
         }
     }
 
@@ -257,16 +256,11 @@ impl Pipeline {
     /// A node's build error, located: an [`EngineError::Invalid`] at its key's line, anything
     /// else at the node (or the key its message starts with).
     pub fn node_error(&self, node: &NodeSpec, e: EngineError) -> EngineError {
-        match e {
-            EngineError::Invalid { key, message } => EngineError::config(format!(
-                "{}: `{key}`: {message}",
-                self.locate(node, Some(&key))
-            )),
-            other => {
-                let msg = other.to_string();
-                other.context(self.locate(node, offending_key(&msg)))
-            }
-        }
+        let at = match e.key() {
+            Some(key) => self.locate(node, Some(key)),
+            None => self.locate(node, offending_key(e.message())),
+        };
+        e.context(at).with_node(&node.name)
     }
 }
 
