@@ -227,8 +227,8 @@ impl Pipeline {
         }
     }
 
-    /// A configuration error about the file's top-level tables, located: an
-    /// [`EngineError::Invalid`] points at its key's line; other errors keep their text.
+    /// A configuration error about the file's top-level tables, located: an error about a key
+    /// ([`EngineError::key`]) points at its line; other errors keep their text.
     fn at_key(&self, e: EngineError) -> EngineError {
         match e.key() {
             Some(key) => {
@@ -253,27 +253,12 @@ impl Pipeline {
         )
     }
 
-    /// A node's build error, located: an [`EngineError::Invalid`] at its key's line, anything
-    /// else at the node (or the key its message starts with).
+    /// A node's build error, located and naming the node: at its key's line when it is about
+    /// a key ([`EngineError::key`]), else at the node.
     pub fn node_error(&self, node: &NodeSpec, e: EngineError) -> EngineError {
-        let at = match e.key() {
-            Some(key) => self.locate(node, Some(key)),
-            None => self.locate(node, offending_key(e.message())),
-        };
+        let at = self.locate(node, e.key());
         e.context(at).with_node(&node.name)
     }
-}
-
-/// The key named in a message such as "unknown field `topc`, expected ..." or
-/// "`aggregates[0].fn`: ...".
-fn offending_key(msg: &str) -> Option<&str> {
-    for marker in ["unknown field `", "missing field `"] {
-        if let Some(rest) = msg.split(marker).nth(1) {
-            return rest.split('`').next();
-        }
-    }
-    let path = msg.strip_prefix('`')?.split('`').next()?;
-    Some(path)
 }
 
 fn valid_name(s: &str) -> bool {
@@ -870,6 +855,7 @@ inputs = ["source"]
             e.to_string(),
             "p.toml:14: node `source` (kafka): `schema.level`: bad type"
         );
+        assert_eq!((e.node(), e.key()), (Some("source"), None));
         // Array items.
         let text = GOOD.replace(
             "inputs = [\"source\"]",
