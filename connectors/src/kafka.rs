@@ -10,8 +10,7 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 use engine_api::{
-    BuildContext, EngineError, Result, Secret, Source, SourceConfig, SourceContext,
-    local_stack_hint,
+    BuildContext, EngineError, Reason, Result, Secret, Service, Source, SourceConfig, SourceContext,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -109,6 +108,7 @@ impl SourceConfig for KafkaSourceConfig {
             .clone()
             .unwrap_or_else(|| format!("engine-{}", ctx.pipeline));
         Ok(Box::new(KafkaSource {
+            node: ctx.node.clone(),
             cfg: self,
             linger,
             group,
@@ -120,6 +120,8 @@ impl SourceConfig for KafkaSourceConfig {
 }
 
 pub struct KafkaSource {
+    /// The node's name, for errors.
+    node: String,
     cfg: KafkaSourceConfig,
     linger: Duration,
     group: String,
@@ -215,12 +217,27 @@ impl KafkaSource {
         out
     }
 
-    fn unreachable(&self, e: impl std::fmt::Display) -> EngineError {
-        EngineError::unavailable(format!(
-            "cannot reach Kafka at {} ({e}); check `brokers` (KAFKA_BROKERS in the shipped pipelines) and that the broker is running{}",
-            self.cfg.brokers,
-            local_stack_hint(&self.cfg.brokers, "scripts/stack up starts the local one")
-        ))
+    /// The broker did not answer: timed out, or the transport failed.
+    fn unreachable(&self, e: KafkaError) -> EngineError {
+        let reason = match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut) => {
+                Reason::Timeout
+            }
+            _ => Reason::Unreachable,
+        };
+        self.unavailable(
+            reason,
+            format!(
+                "cannot reach Kafka at {} ({e}); check `brokers` (KAFKA_BROKERS in the shipped pipelines) and that the broker is running",
+                self.cfg.brokers,
+            ),
+        )
+        .with_source(e)
+    }
+
+    fn unavailable(&self, reason: Reason, message: String) -> EngineError {
+        EngineError::service(Service::Kafka, reason, &self.cfg.brokers, message)
+            .with_node(&self.node)
     }
 
     /// Streaming: assigns partitions added since the last look, from their start, and stops
@@ -306,11 +323,14 @@ impl KafkaSource {
                     // Serve the client's events, so its error callback runs.
                     let _ = consumer.poll(Duration::from_millis(10));
                     if let Some(auth) = consumer.context().auth_failure() {
-                        return Err(EngineError::unavailable(format!(
-                            "Kafka at {} rejected the credentials ({}); check sasl.mechanism, sasl.username and sasl.password",
-                            self.cfg.brokers,
-                            self.redact(&auth)
-                        )));
+                        return Err(self.unavailable(
+                            Reason::Denied,
+                            format!(
+                                "Kafka at {} rejected the credentials ({}); check sasl.mechanism, sasl.username and sasl.password",
+                                self.cfg.brokers,
+                                self.redact(&auth)
+                            ),
+                        ));
                     }
                     if started.elapsed() >= METADATA_TIMEOUT {
                         return Err(self.unreachable(e));
@@ -330,21 +350,28 @@ impl KafkaSource {
             }
         };
         if missing {
-            return Err(EngineError::config(format!(
-                "topic `{topic}` does not exist on Kafka at {}; create it or fix `topic`{}",
-                self.cfg.brokers,
-                local_stack_hint(
-                    &self.cfg.brokers,
-                    "scripts/stack up creates the course topics"
-                )
-            )));
+            return Err(self.unavailable(
+                Reason::NotFound,
+                format!(
+                    "topic `{topic}` does not exist on Kafka at {}; create it or fix `topic`",
+                    self.cfg.brokers,
+                ),
+            ));
         }
         if let Some(err) = t.and_then(|t| t.error()) {
-            return Err(EngineError::unavailable(format!(
-                "Kafka at {} refused metadata for topic `{topic}`: {:?}",
-                self.cfg.brokers,
-                RDKafkaErrorCode::from(err)
-            )));
+            let code = RDKafkaErrorCode::from(err);
+            let reason = match code {
+                RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed => Reason::Denied,
+                _ => Reason::Other,
+            };
+            return Err(self.unavailable(
+                reason,
+                format!(
+                    "Kafka at {} refused metadata for topic `{topic}`: {code:?}",
+                    self.cfg.brokers,
+                ),
+            ));
         }
         Ok((consumer, md))
     }
@@ -603,5 +630,63 @@ fn report_lag(consumer: &Client, position: &serde_json::Value) {
     }
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         tracing::debug!(error = %e, "could not commit offsets to the consumer group (lag report only)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine_api::ErrorKind;
+
+    fn source(brokers: &str) -> KafkaSource {
+        KafkaSource {
+            node: "orders_in".into(),
+            cfg: KafkaSourceConfig {
+                brokers: brokers.into(),
+                topic: "t".into(),
+                starting_offsets: StartingOffsets::Earliest,
+                group_id: None,
+                batch_size: default_batch_size(),
+                linger: default_linger(),
+                properties: BTreeMap::new(),
+            },
+            linger: Duration::from_millis(200),
+            group: "g".into(),
+            consumer: None,
+            next: BTreeMap::new(),
+            end: None,
+        }
+    }
+
+    #[test]
+    fn a_silent_broker_is_unreachable_or_timed_out_by_its_error_code() {
+        let s = source("127.0.0.1:1");
+        for (code, reason) in [
+            (
+                RDKafkaErrorCode::BrokerTransportFailure,
+                Reason::Unreachable,
+            ),
+            (RDKafkaErrorCode::AllBrokersDown, Reason::Unreachable),
+            (RDKafkaErrorCode::OperationTimedOut, Reason::Timeout),
+        ] {
+            let e = s.unreachable(KafkaError::MetadataFetch(code));
+            assert_eq!(
+                e.kind(),
+                ErrorKind::Unavailable {
+                    service: Service::Kafka,
+                    reason
+                },
+                "{code:?}"
+            );
+            assert_eq!((e.exit_code(), e.node()), (3, Some("orders_in")));
+            assert_eq!(e.address(), Some("127.0.0.1:1"));
+            assert!(
+                e.to_string()
+                    .starts_with("cannot reach Kafka at 127.0.0.1:1 ("),
+                "{e}"
+            );
+            let source = std::error::Error::source(&e).expect("the Kafka error");
+            assert!(source.downcast_ref::<KafkaError>().is_some());
+        }
     }
 }

@@ -5,7 +5,7 @@ use crate::graph::Graph;
 use crate::produce::{Kind, ProduceArgs};
 use crate::runtime::{RunOptions, run};
 use clap::{Parser, Subcommand, ValueEnum};
-use engine_api::{EngineError, Registry, Result};
+use engine_api::{EngineError, ErrorKind, Reason, Registry, Result, Service, is_local_address};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -131,11 +131,42 @@ pub fn main_with(registry: Registry) -> ExitCode {
     init_logging(cli.log_format);
     match execute(cli.command, registry) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(EngineError::Reported(code)) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("error: {e}");
+            if !matches!(e.kind(), ErrorKind::Reported(_)) {
+                eprintln!("{}", error_line(&e));
+            }
             ExitCode::from(e.exit_code() as u8)
         }
+    }
+}
+
+/// The line printed for an error: the error, and a remediation hint when its kind has one.
+pub fn error_line(e: &EngineError) -> String {
+    match hint(e) {
+        Some(hint) => format!("error: {e} ({hint})"),
+        None => format!("error: {e}"),
+    }
+}
+
+/// What to do about an error, from its kind and the service's address: how to start the local
+/// stack (`scripts/stack up`), for addresses on this machine only, where that advice cannot
+/// mislead. The message itself already says which setting to check.
+pub fn hint(e: &EngineError) -> Option<&'static str> {
+    let ErrorKind::Unavailable { service, reason } = e.kind() else {
+        return None;
+    };
+    if !is_local_address(e.address()?) {
+        return None;
+    }
+    match (service, reason) {
+        (_, Reason::Unreachable | Reason::Timeout) if service != Service::Other => {
+            Some("scripts/stack up starts the local one")
+        }
+        (Service::Kafka, Reason::NotFound) => Some("scripts/stack up creates the course topics"),
+        (Service::ObjectStore | Service::CheckpointStore, Reason::NotFound) => {
+            Some("scripts/stack up creates bronze and gold")
+        }
+        _ => None,
     }
 }
 
@@ -185,14 +216,14 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
                         println!("{}: ok ({} nodes{connected})", f.display(), g.nodes.len());
                     }
                     Err(e) => {
-                        eprintln!("error: {e}");
+                        eprintln!("{}", error_line(&e));
                         first_error.get_or_insert(e);
                     }
                 }
             }
             match first_error {
                 None => Ok(()),
-                Some(e) => Err(EngineError::Reported(e.exit_code())),
+                Some(e) => Err(EngineError::reported(e.exit_code())),
             }
         }
         Command::Graph { file, format } => {
@@ -328,4 +359,94 @@ fn spawn_signal_handler(cancel: CancellationToken) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn down(service: Service, reason: Reason, address: &str) -> EngineError {
+        EngineError::service(service, reason, address, "m").context("p.toml:3: node `n`")
+    }
+
+    #[test]
+    fn each_hint_comes_from_the_kind_and_a_local_address() {
+        let local = [
+            (
+                Service::Kafka,
+                Reason::Unreachable,
+                "127.0.0.1:9092",
+                "scripts/stack up starts the local one",
+            ),
+            (
+                Service::Kafka,
+                Reason::Timeout,
+                "localhost:9092",
+                "scripts/stack up starts the local one",
+            ),
+            (
+                Service::ObjectStore,
+                Reason::Unreachable,
+                "http://127.0.0.1:9000",
+                "scripts/stack up starts the local one",
+            ),
+            (
+                Service::CheckpointStore,
+                Reason::Timeout,
+                "http://[::1]:9000",
+                "scripts/stack up starts the local one",
+            ),
+            (
+                Service::Kafka,
+                Reason::NotFound,
+                "127.0.0.1:9092",
+                "scripts/stack up creates the course topics",
+            ),
+            (
+                Service::ObjectStore,
+                Reason::NotFound,
+                "http://127.0.0.1:9000",
+                "scripts/stack up creates bronze and gold",
+            ),
+            (
+                Service::CheckpointStore,
+                Reason::NotFound,
+                "http://127.0.0.1:9000",
+                "scripts/stack up creates bronze and gold",
+            ),
+        ];
+        for (service, reason, address, hint) in local {
+            let e = down(service, reason, address);
+            assert_eq!(
+                error_line(&e),
+                format!("error: p.toml:3: node `n`: m ({hint})"),
+                "{service:?} {reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_hint_where_the_local_stack_would_not_help() {
+        let cases = [
+            // Somewhere else: starting the local stack would not help.
+            down(Service::Kafka, Reason::Unreachable, "kafka-1.prod:9092"),
+            down(Service::ObjectStore, Reason::NotFound, "AWS S3"),
+            // Credentials: the message says which to check.
+            down(Service::Kafka, Reason::Denied, "127.0.0.1:9092"),
+            down(
+                Service::ObjectStore,
+                Reason::Denied,
+                "http://127.0.0.1:9000",
+            ),
+            down(Service::Kafka, Reason::Other, "127.0.0.1:9092"),
+            // No service or address said.
+            EngineError::unavailable("m"),
+            EngineError::config("m"),
+            EngineError::runtime("m"),
+        ];
+        for e in cases {
+            assert_eq!(hint(&e), None, "{e:?}");
+            assert!(error_line(&e).ends_with('m'), "{e:?}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! `engine produce`: realistic synthetic messages for the course's three topics, deterministic
 //! for a given seed and start time.
 
-use engine_api::{EngineError, Result};
+use engine_api::{EngineError, Reason, Result, Service};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -279,26 +279,26 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
         })
         .map_err(|e| EngineError::config(format!("bad producer settings: {e}")))?;
     let md = producer.client().fetch_metadata(Some(&args.topic), Duration::from_secs(10)).map_err(|e| {
-        EngineError::unavailable(format!(
-            "cannot reach Kafka at {} ({e}); check --brokers (KAFKA_BROKERS) and that the broker is running{}",
+        EngineError::service(Service::Kafka, transport_reason(&e), &args.brokers, format!(
+            "cannot reach Kafka at {} ({e}); check --brokers (KAFKA_BROKERS) and that the broker is running",
             args.brokers,
-            engine_api::local_stack_hint(&args.brokers, "scripts/stack up starts the local one")
         ))
+        .with_source(e)
     })?;
     let exists = md
         .topics()
         .iter()
         .any(|t| t.name() == args.topic && t.error().is_none() && !t.partitions().is_empty());
     if !exists {
-        return Err(EngineError::config(format!(
-            "topic `{}` does not exist on Kafka at {}; create it{}",
-            args.topic,
-            args.brokers,
-            engine_api::local_stack_hint(
-                &args.brokers,
-                "scripts/stack up creates the course topics"
-            )
-        )));
+        return Err(EngineError::service(
+            Service::Kafka,
+            Reason::NotFound,
+            &args.brokers,
+            format!(
+                "topic `{}` does not exist on Kafka at {}; create it",
+                args.topic, args.brokers,
+            ),
+        ));
     }
     let mut generator = Generator::new(args.kind, args.seed, args.start_ms);
     let started = Instant::now();
@@ -352,7 +352,13 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
         }
     }
     producer.flush(Duration::from_secs(60)).map_err(|e| {
-        EngineError::unavailable(format!("flushing to Kafka at {}: {e}", args.brokers))
+        EngineError::service(
+            Service::Kafka,
+            transport_reason(&e),
+            &args.brokers,
+            format!("flushing to Kafka at {}: {e}", args.brokers),
+        )
+        .with_source(e)
     })?;
     let (ok, bad) = (
         delivered.load(Ordering::Relaxed),
@@ -365,6 +371,16 @@ pub fn produce(args: &ProduceArgs) -> Result<u64> {
         )));
     }
     Ok(ok)
+}
+
+/// Why Kafka did not answer: it timed out, or the transport failed.
+fn transport_reason(e: &KafkaError) -> Reason {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut) => {
+            Reason::Timeout
+        }
+        _ => Reason::Unreachable,
+    }
 }
 
 #[cfg(test)]

@@ -58,12 +58,12 @@ pub fn is_table_file(
 /// staging and are skipped, as Spark and pyarrow skip them).
 pub async fn read_table(url: &str, storage: &StorageConfig) -> Result<Vec<RecordBatch>> {
     let loc = Location::open(url, storage)?;
-    let metas: Vec<_> = loc
-        .store
-        .list(Some(&loc.prefix))
-        .try_collect()
-        .await
-        .map_err(|e| loc.explain(e))?;
+    let metas: Vec<_> = match loc.store.list(Some(&loc.prefix)).try_collect().await {
+        Ok(metas) => metas,
+        // A failed list says why (a missing bucket, refused credentials) only in its text: ask
+        // the store.
+        Err(e) => return Err(loc.check().await.err().unwrap_or_else(|| loc.explain(e))),
+    };
     let mut out = Vec::new();
     for m in metas {
         if !is_table_file(&loc.prefix, &m.location) {

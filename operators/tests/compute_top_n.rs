@@ -6,7 +6,7 @@ mod common;
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use common::ctx;
-use engine_api::{Collector, EngineError, Operator, OperatorConfig, OutputMode};
+use engine_api::{Collector, ErrorKind, Operator, OperatorConfig, OutputMode};
 use operators::aggregate::AggregateConfig;
 use operators::compute::ComputeConfig;
 use operators::top_n::TopNConfig;
@@ -16,8 +16,7 @@ use std::sync::Arc;
 
 fn config_error<T>(r: engine_api::Result<T>) -> String {
     match r {
-        Err(EngineError::Config(m)) => m,
-        Err(e @ EngineError::Invalid { .. }) => e.to_string(),
+        Err(e) if e.kind() == ErrorKind::Config => e.to_string(),
         Err(e) => panic!("expected a config error, got {e:?}"),
         Ok(_) => panic!("expected a config error, got Ok"),
     }

@@ -8,7 +8,7 @@ use arrow::array::{
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Fields, Float64Type, Int32Type, Schema, SchemaRef};
 use common::*;
-use engine_api::{EngineError, Operator, OperatorConfig};
+use engine_api::{ErrorKind, Operator, OperatorConfig};
 use operators::explode::ExplodeConfig;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -301,8 +301,7 @@ fn a_batch_with_nothing_to_explode_emits_nothing() {
 
 fn init_error(c: ExplodeConfig, input: &SchemaRef) -> String {
     match c.build(&ctx()).unwrap().init(input) {
-        Err(EngineError::Config(m)) => m,
-        Err(e @ EngineError::Invalid { .. }) => e.to_string(),
+        Err(e) if e.kind() == ErrorKind::Config => e.to_string(),
         Err(e) => panic!("not a config error: {e:?}"),
         Ok(s) => panic!("expected an error, got {s:?}"),
     }

@@ -7,7 +7,7 @@ mod common;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, SchemaRef};
 use common::*;
-use engine_api::{EngineError, Operator, OperatorConfig};
+use engine_api::{ErrorKind, Operator, OperatorConfig};
 use indexmap::IndexMap;
 use operators::json_parse::{JsonParseConfig, OnError};
 use serde_json::{Value, json};
@@ -54,8 +54,7 @@ fn parser(cfg: JsonParseConfig) -> (Box<dyn Operator>, SchemaRef, SchemaRef) {
 
 fn config_error<T>(r: engine_api::Result<T>) -> String {
     match r {
-        Err(EngineError::Config(m)) => m,
-        Err(e @ EngineError::Invalid { .. }) => e.to_string(),
+        Err(e) if e.kind() == ErrorKind::Config => e.to_string(),
         Err(e) => panic!("expected a config error, got {e:?}"),
         Ok(_) => panic!("expected a config error, got Ok"),
     }
@@ -361,7 +360,8 @@ fn rules_with_drop_and_fail() {
     let (mut op, _, _) = parser(config(&["total >= 0"], &[], OnError::Fail));
     let mut c = engine_api::Collector::new(2);
     match op.process(kafka_batch(&msgs(vals())), &mut c) {
-        Err(EngineError::Runtime(m)) => {
+        Err(e) if e.kind() == ErrorKind::Runtime => {
+            let m = e.message();
             assert!(m.contains("rule_broken") && m.contains("total >= 0"), "{m}")
         }
         other => panic!("expected a runtime error, got {other:?}"),

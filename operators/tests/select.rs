@@ -5,7 +5,7 @@ mod common;
 use arrow::array::{ArrayRef, Float64Array, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use common::*;
-use engine_api::{EngineError, Operator, OperatorConfig};
+use engine_api::{ErrorKind, Operator, OperatorConfig};
 use operators::select::SelectConfig;
 use std::sync::Arc;
 
@@ -42,8 +42,7 @@ fn names(schema: &SchemaRef) -> Vec<String> {
 
 fn config_error<T: std::fmt::Debug>(r: engine_api::Result<T>) -> String {
     match r {
-        Err(EngineError::Config(m)) => m,
-        Err(e @ EngineError::Invalid { .. }) => e.to_string(),
+        Err(e) if e.kind() == ErrorKind::Config => e.to_string(),
         other => panic!("expected a config error, got {other:?}"),
     }
 }

@@ -1,11 +1,16 @@
 //! Object store access for sinks and checkpoints: `s3://bucket/prefix` (AWS, MinIO, SeaweedFS
 //! and other S3-compatible servers, path-style, plain HTTP allowed) and `file:///path`.
 
-use crate::{EngineError, Result, StorageConfig, local_stack_hint};
+use crate::{EngineError, Reason, Result, Service, StorageConfig};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::client::{
+    HttpConnector, HttpError, HttpErrorKind, HttpRequestBody, ReqwestConnector,
+};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +27,11 @@ pub struct Location {
     /// The bucket, for S3.
     pub bucket: Option<String>,
     pub endpoint: String,
+    /// What the location serves, for the kind of its errors: a sink's object store unless
+    /// [`Location::for_checkpoints`] says otherwise.
+    pub service: Service,
+    /// For S3, the HTTP client settings, for the bucket check.
+    client_options: Option<ClientOptions>,
 }
 
 impl std::fmt::Debug for Location {
@@ -46,6 +56,10 @@ impl Location {
                         EngineError::config("the URL names no bucket; use s3://bucket/prefix")
                     })?
                     .to_string();
+                let client_options = ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(60))
+                    .with_allow_http(storage.endpoint.starts_with("http://"));
                 let mut b = AmazonS3Builder::new()
                     .with_bucket_name(&bucket)
                     .with_region(&storage.region)
@@ -59,12 +73,7 @@ impl Location {
                         max_retries: 8,
                         retry_timeout: Duration::from_secs(20),
                     })
-                    .with_client_options(
-                        ClientOptions::new()
-                            .with_connect_timeout(Duration::from_secs(5))
-                            .with_timeout(Duration::from_secs(60))
-                            .with_allow_http(storage.endpoint.starts_with("http://")),
-                    );
+                    .with_client_options(client_options.clone());
                 if !storage.endpoint.is_empty() {
                     b = b.with_endpoint(&storage.endpoint);
                 }
@@ -89,6 +98,8 @@ impl Location {
                     } else {
                         storage.endpoint.clone()
                     },
+                    service: Service::ObjectStore,
+                    client_options: Some(client_options),
                 })
             }
             "file" => {
@@ -107,12 +118,21 @@ impl Location {
                     prefix: Path::from(parsed.path().trim_matches('/')),
                     bucket: None,
                     endpoint: "local filesystem".into(),
+                    service: Service::ObjectStore,
+                    client_options: None,
                 })
             }
             _ => Err(EngineError::config(
                 "unsupported URL scheme; use s3://bucket/prefix or file:///absolute/path",
             )),
         }
+    }
+
+    /// The same location, holding the pipeline's checkpoints: its errors are about the
+    /// checkpoint store.
+    pub fn for_checkpoints(mut self) -> Self {
+        self.service = Service::CheckpointStore;
+        self
     }
 
     /// The path of `name` under this location's prefix.
@@ -124,69 +144,187 @@ impl Location {
         p
     }
 
-    /// Checks that the store answers and accepts our credentials, with a clear error if not.
+    /// Checks that the store answers, accepts our credentials and has the bucket, with a clear
+    /// error if not. Reads and writes no data.
     pub async fn check(&self) -> Result<()> {
         let probe = self.child("_engine_probe_does_not_exist");
-        match tokio::time::timeout(Duration::from_secs(25), self.store.head(&probe)).await {
-            Err(_) => Err(EngineError::unavailable(format!(
-                "object store at {} did not answer within 25 s for `{}`; check the [storage] endpoint (S3_ENDPOINT in the shipped pipelines) and that the server is running{}",
-                self.endpoint,
-                self.url,
-                local_stack_hint(&self.endpoint, "scripts/stack up starts the local one")
-            ))),
-            Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => {
-                // A missing object is fine, but a missing bucket also reads as NotFound on some
-                // servers: list the prefix to tell them apart.
-                self.check_bucket().await
+        let checked = async {
+            match self.store.head(&probe).await {
+                // A missing object is fine, but a missing bucket also reads as NotFound: ask
+                // for the bucket itself.
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => self.check_bucket().await,
+                Err(e) => Err(self.explain(e)),
             }
-            Ok(Err(e)) => Err(self.explain(e)),
+        };
+        match tokio::time::timeout(CHECK_TIMEOUT, checked).await {
+            Ok(checked) => checked,
+            Err(_) => Err(self.unavailable(
+                Reason::Timeout,
+                format!(
+                    "object store at {} did not answer within {} s for `{}`; check the [storage] endpoint (S3_ENDPOINT in the shipped pipelines) and that the server is running",
+                    self.endpoint,
+                    CHECK_TIMEOUT.as_secs(),
+                    self.url,
+                ),
+            )),
         }
     }
 
+    /// For S3, a HeadBucket request, whose status says whether the bucket exists (object_store's
+    /// errors for a failed list carry the status only in their text). For a local folder, a
+    /// listing of the prefix.
     async fn check_bucket(&self) -> Result<()> {
-        match self.store.list_with_delimiter(Some(&self.prefix)).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.explain(e)),
+        let (Some(s3), Some(options)) = (&self.s3, &self.client_options) else {
+            return match self.store.list_with_delimiter(Some(&self.prefix)).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(self.explain(e)),
+            };
+        };
+        let url = s3
+            .signed_url(http::Method::HEAD, &Path::default(), CHECK_TIMEOUT)
+            .await
+            .map_err(|e| self.explain(e))?;
+        let client = ReqwestConnector::default()
+            .connect(options)
+            .map_err(|e| self.explain(e))?;
+        let request = http::Request::head(url.as_str())
+            .body(HttpRequestBody::empty())
+            .map_err(|e| {
+                EngineError::runtime(format!("cannot build the bucket check for `{}`", self.url))
+                    .with_source(e)
+            })?;
+        let status = match client.execute(request).await {
+            Ok(response) => response.status(),
+            Err(e) => {
+                return Err(self.explain(object_store::Error::Generic {
+                    store: "S3",
+                    source: Box::new(e),
+                }));
+            }
+        };
+        match status {
+            s if s.is_success() => Ok(()),
+            http::StatusCode::NOT_FOUND => Err(self.unavailable(
+                Reason::NotFound,
+                format!(
+                    "bucket `{}` does not exist at {}; create it or fix the path `{}`",
+                    self.bucket.as_deref().unwrap_or("?"),
+                    self.endpoint,
+                    self.url,
+                ),
+            )),
+            http::StatusCode::FORBIDDEN | http::StatusCode::UNAUTHORIZED => {
+                Err(self.unavailable(Reason::Denied, self.denied_message()))
+            }
+            s => Err(EngineError::runtime(format!(
+                "object store at {} answered HTTP {s} when asked for the bucket of `{}`",
+                self.endpoint, self.url
+            ))),
         }
     }
 
-    /// Turns an object store error into one line saying what is wrong and what to do.
+    /// Turns an object store error into one line saying what is wrong and what to do, of the
+    /// kind [`classify`] gives it. The error is kept as the source.
     pub fn explain(&self, e: object_store::Error) -> EngineError {
-        let text = e.to_string();
-        let bucket = self.bucket.as_deref().unwrap_or("?");
-        if text.contains("NoSuchBucket") || text.contains("bucket does not exist") {
-            EngineError::config(format!(
-                "bucket `{bucket}` does not exist at {}; create it or fix the path `{}`{}",
-                self.endpoint,
-                self.url,
-                local_stack_hint(&self.endpoint, "scripts/stack up creates bronze and gold")
-            ))
-        } else if text.contains("InvalidAccessKeyId")
-            || text.contains("SignatureDoesNotMatch")
-            || text.contains("AccessDenied")
-            || text.contains("403")
-        {
-            EngineError::unavailable(format!(
-                "object store at {} rejected the credentials for `{}`; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-                self.endpoint, self.url
-            ))
-        } else if text.contains("onnect")
-            || text.contains("timed out")
-            || text.contains("error sending request")
-        {
-            EngineError::unavailable(format!(
-                "cannot reach the object store at {} for `{}`; check the [storage] endpoint (S3_ENDPOINT in the shipped pipelines) and that the server is running{}",
-                self.endpoint,
-                self.url,
-                local_stack_hint(&self.endpoint, "scripts/stack up starts the local one")
-            ))
-        } else {
-            EngineError::runtime(format!(
-                "object store error on `{}`: {}",
-                self.url,
-                first_line(&text)
-            ))
+        match classify(&e) {
+            Some(reason) => self.unavailable_error(reason, e),
+            None => self.runtime_error(e),
         }
+    }
+
+    fn unavailable_error(&self, reason: Reason, e: object_store::Error) -> EngineError {
+        let message = match reason {
+            Reason::Denied => self.denied_message(),
+            _ => format!(
+                "cannot reach the object store at {} for `{}`; check the [storage] endpoint (S3_ENDPOINT in the shipped pipelines) and that the server is running",
+                self.endpoint, self.url,
+            ),
+        };
+        self.unavailable(reason, message).with_source(e)
+    }
+
+    fn runtime_error(&self, e: object_store::Error) -> EngineError {
+        EngineError::runtime(format!(
+            "object store error on `{}`: {}",
+            self.url,
+            first_line(&e.to_string())
+        ))
+        .with_source(e)
+    }
+
+    fn denied_message(&self) -> String {
+        format!(
+            "object store at {} rejected the credentials for `{}`; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            self.endpoint, self.url
+        )
+    }
+
+    fn unavailable(&self, reason: Reason, message: String) -> EngineError {
+        EngineError::service(self.service, reason, &self.endpoint, message)
+    }
+}
+
+/// How long [`Location::check`] waits for the store.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Why an object store operation failed, when the store is unavailable: by the error's variant
+/// (refused or missing credentials), else by the first transport error in its `source()` chain
+/// (object_store's [`HttpError`], or an [`std::io::Error`]). `None` for anything else (such as
+/// a missing object), which is a failure of the run, not of the service.
+///
+/// The text is never read. object_store 0.14 gives the HTTP status of a failed request as a
+/// variant for object requests (`head`, `get`, `put`: NotFound, PermissionDenied, ...) but only
+/// in the text of a `Generic` error for a list, its status held by a private type: a 403 or 404
+/// from a list is therefore a failure of the run. [`Location::check`] asks for the bucket with a
+/// request whose status it reads.
+pub fn classify(e: &object_store::Error) -> Option<Reason> {
+    if matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) {
+        return Some(Reason::Denied);
+    }
+    let mut next = e.source();
+    while let Some(cause) = next {
+        if let Some(http) = cause.downcast_ref::<HttpError>() {
+            if let Some(reason) = http_reason(http) {
+                return Some(reason);
+            }
+        } else if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && let Some(reason) = io_reason(io.kind())
+        {
+            return Some(reason);
+        }
+        next = cause.source();
+    }
+    None
+}
+
+/// The reason for an object_store HTTP error, when its kind says one (a failed connection, a
+/// request cut off, a timeout); else the chain below it may.
+fn http_reason(e: &HttpError) -> Option<Reason> {
+    match e.kind() {
+        HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Interrupted => {
+            Some(Reason::Unreachable)
+        }
+        HttpErrorKind::Timeout => Some(Reason::Timeout),
+        _ => None,
+    }
+}
+
+fn io_reason(kind: std::io::ErrorKind) -> Option<Reason> {
+    use std::io::ErrorKind as K;
+    match kind {
+        K::ConnectionRefused
+        | K::ConnectionReset
+        | K::ConnectionAborted
+        | K::NotConnected
+        | K::HostUnreachable
+        | K::NetworkUnreachable
+        | K::NetworkDown
+        | K::AddrNotAvailable => Some(Reason::Unreachable),
+        K::TimedOut => Some(Reason::Timeout),
+        _ => None,
     }
 }
 
@@ -235,6 +373,187 @@ mod tests {
                 "{}/a/b/x.parquet",
                 dir.display().to_string().trim_start_matches('/')
             )
+        );
+    }
+
+    fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: source.into(),
+        }
+    }
+
+    /// An error wrapping another, as object_store's internal retry error wraps the HTTP one.
+    #[derive(Debug)]
+    struct Wrapper(Box<dyn std::error::Error + Send + Sync>);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Error performing GET")
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self.0.as_ref())
+        }
+    }
+
+    #[test]
+    fn object_store_errors_are_classified_by_type() {
+        use std::io::{Error as IoError, ErrorKind as Io};
+        let path = || "p/x".to_string();
+        let cases: Vec<(&str, object_store::Error, Option<Reason>)> = vec![
+            (
+                "refused, deep in the chain",
+                generic(Wrapper(Box::new(HttpError::new(
+                    HttpErrorKind::Unknown,
+                    Wrapper(Box::new(IoError::from(Io::ConnectionRefused))),
+                )))),
+                Some(Reason::Unreachable),
+            ),
+            (
+                "refused, right below",
+                generic(IoError::from(Io::ConnectionRefused)),
+                Some(Reason::Unreachable),
+            ),
+            (
+                "connect",
+                generic(Wrapper(Box::new(HttpError::new(
+                    HttpErrorKind::Connect,
+                    IoError::other("dns error"),
+                )))),
+                Some(Reason::Unreachable),
+            ),
+            (
+                "timeout",
+                generic(HttpError::new(HttpErrorKind::Timeout, IoError::other("x"))),
+                Some(Reason::Timeout),
+            ),
+            (
+                "io timeout",
+                generic(Wrapper(Box::new(IoError::from(Io::TimedOut)))),
+                Some(Reason::Timeout),
+            ),
+            (
+                "403",
+                object_store::Error::PermissionDenied {
+                    path: path(),
+                    source: Box::new(IoError::other("x")),
+                },
+                Some(Reason::Denied),
+            ),
+            (
+                "401",
+                object_store::Error::Unauthenticated {
+                    path: path(),
+                    source: Box::new(IoError::other("x")),
+                },
+                Some(Reason::Denied),
+            ),
+            // A missing object is not a missing bucket: only the bucket check says that.
+            (
+                "404",
+                object_store::Error::NotFound {
+                    path: path(),
+                    source: Box::new(IoError::other("x")),
+                },
+                None,
+            ),
+            (
+                "a local file",
+                generic(IoError::from(Io::PermissionDenied)),
+                None,
+            ),
+            // Text is never read: these say what the old classification matched on.
+            (
+                "text only",
+                generic(
+                    "403 Forbidden: <Code>NoSuchBucket</Code> Connection refused, timed out, \
+                     error sending request",
+                ),
+                None,
+            ),
+        ];
+        for (what, e, reason) in cases {
+            assert_eq!(classify(&e), reason, "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn explained_errors_carry_the_kind_service_address_and_source() {
+        let storage = StorageConfig {
+            endpoint: "http://127.0.0.1:9000".into(),
+            ..StorageConfig::default()
+        };
+        let loc = Location::open("s3://bronze/kafka/x", &storage).unwrap();
+        let e = loc.explain(generic(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(
+            e.kind(),
+            crate::ErrorKind::Unavailable {
+                service: Service::ObjectStore,
+                reason: Reason::Unreachable
+            }
+        );
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(e.address(), Some("http://127.0.0.1:9000"));
+        assert!(
+            e.to_string().starts_with(
+                "cannot reach the object store at http://127.0.0.1:9000 for `s3://bronze/kafka/x`"
+            ),
+            "{e}"
+        );
+        let source = std::error::Error::source(&e).expect("the object store error");
+        assert!(source.downcast_ref::<object_store::Error>().is_some());
+
+        let e = loc
+            .clone()
+            .for_checkpoints()
+            .explain(object_store::Error::PermissionDenied {
+                path: "x".into(),
+                source: "403".into(),
+            });
+        assert_eq!(
+            e.kind(),
+            crate::ErrorKind::Unavailable {
+                service: Service::CheckpointStore,
+                reason: Reason::Denied
+            }
+        );
+        assert!(e.to_string().contains("rejected the credentials"), "{e}");
+
+        let e = loc.explain(object_store::Error::NotFound {
+            path: "kafka/x/a.parquet".into(),
+            source: "404".into(),
+        });
+        assert_eq!((e.kind(), e.exit_code()), (crate::ErrorKind::Runtime, 1));
+        assert!(
+            e.to_string()
+                .starts_with("object store error on `s3://bronze/kafka/x`: Object at location"),
+            "{e}"
+        );
+    }
+
+    /// Nothing listens on port 1: the check fails as unreachable, without retrying for long.
+    #[tokio::test]
+    async fn a_store_nobody_answers_for_is_unreachable() {
+        let storage = StorageConfig {
+            endpoint: "http://127.0.0.1:1".into(),
+            access_key_id: "k".into(),
+            secret_access_key: crate::Secret::new("s"),
+            ..StorageConfig::default()
+        };
+        let loc = Location::open("s3://bronze/x", &storage)
+            .unwrap()
+            .for_checkpoints();
+        let e = loc.check().await.unwrap_err();
+        assert_eq!(
+            e.kind(),
+            crate::ErrorKind::Unavailable {
+                service: Service::CheckpointStore,
+                reason: Reason::Unreachable
+            },
+            "{e}"
         );
     }
 }

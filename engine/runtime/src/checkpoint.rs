@@ -148,8 +148,9 @@ fn manifest_name(epoch: Epoch) -> String {
 
 impl CheckpointStore {
     pub fn open(url: &str, storage: &StorageConfig, pipeline: &str) -> Result<Self> {
-        let location =
-            Location::open(url, storage).map_err(|e| e.context("checkpoint location"))?;
+        let location = Location::open(url, storage)
+            .map_err(|e| e.context("checkpoint location"))?
+            .for_checkpoints();
         Ok(CheckpointStore {
             location,
             pipeline: pipeline.to_string(),

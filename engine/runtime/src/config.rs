@@ -189,12 +189,10 @@ impl Pipeline {
             };
             let event_time = match table.remove("event_time") {
                 None => None,
-                Some(v) => Some(event_time(v).map_err(|e| match e.for_key("event_time") {
-                    EngineError::Invalid { key, message } => EngineError::config(format!(
-                        "{}: `{key}`: {message}",
-                        key_at(&key)
-                    )),
-                    other => other.context(key_at("event_time")),
+                Some(v) => Some(event_time(v).map_err(|e| {
+                    let e = e.for_key("event_time");
+                    let at = key_at(e.key().unwrap_or("event_time"));
+                    e.context(at)
                 })?),
             };
             specs.push(NodeSpec {
@@ -241,16 +239,15 @@ impl Pipeline {
         }
     }
 
-    /// A configuration error about the file's top-level tables, located: an
-    /// [`EngineError::Invalid`] points at its key's line; other errors keep their text.
+    /// A configuration error about the file's top-level tables, located: an error about a key
+    /// ([`EngineError::key`]) points at its line; other errors keep their text.
     fn at_key(&self, e: EngineError) -> EngineError {
-        match e {
-            EngineError::Invalid { key, message } => EngineError::config(format!(
-                "{}:{}: `{key}`: {message}",
-                self.path.display(),
-                self.line_of(&key)
-            )),
-            other => other.context(self.path.display()),
+        match e.key() {
+            Some(key) => {
+                let at = format!("{}:{}", self.path.display(), self.line_of(key));
+                e.context(at)
+            }
+            None => e.context(self.path.display()),
         }
     }
 
@@ -268,19 +265,11 @@ impl Pipeline {
         )
     }
 
-    /// A node's build error, located: an [`EngineError::Invalid`] at its key's line, anything
-    /// else at the node (or the key its message starts with).
+    /// A node's build error, located and naming the node: at its key's line when it is about
+    /// a key ([`EngineError::key`]), else at the node.
     pub fn node_error(&self, node: &NodeSpec, e: EngineError) -> EngineError {
-        match e {
-            EngineError::Invalid { key, message } => EngineError::config(format!(
-                "{}: `{key}`: {message}",
-                self.locate(node, Some(&key))
-            )),
-            other => {
-                let msg = other.to_string();
-                other.context(self.locate(node, offending_key(&msg)))
-            }
-        }
+        let at = self.locate(node, e.key());
+        e.context(at).with_node(&node.name)
     }
 }
 
@@ -313,18 +302,6 @@ fn event_time(v: ConfigValue) -> Result<EventTime> {
         lateness_ms: duration("lateness", s.lateness, LATENESS)?.as_millis() as i64,
         idle_timeout: duration("idle_timeout", s.idle_timeout, IDLE_TIMEOUT)?,
     })
-}
-
-/// The key named in a message such as "unknown field `topc`, expected ..." or
-/// "`aggregates[0].fn`: ...".
-fn offending_key(msg: &str) -> Option<&str> {
-    for marker in ["unknown field `", "missing field `"] {
-        if let Some(rest) = msg.split(marker).nth(1) {
-            return rest.split('`').next();
-        }
-    }
-    let path = msg.strip_prefix('`')?.split('`').next()?;
-    Some(path)
 }
 
 fn valid_name(s: &str) -> bool {
@@ -921,6 +898,7 @@ inputs = ["source"]
             e.to_string(),
             "p.toml:14: node `source` (kafka): `schema.level`: bad type"
         );
+        assert_eq!((e.node(), e.key()), (Some("source"), None));
         // Array items.
         let text = GOOD.replace(
             "inputs = [\"source\"]",

@@ -58,7 +58,7 @@ impl Supervisor {
             match stop {
                 Stop::Failed(e) if cause.is_none() => {
                     tracing::error!(node = %node, error = %e, "node failed; stopping the pipeline");
-                    cause = Some(e.context(format!("node `{node}` failed")));
+                    cause = Some(e.with_node(&node).context(format!("node `{node}` failed")));
                 }
                 Stop::Cascade(what) if cascade.is_none() => cascade = Some((node, what)),
                 _ => {}
