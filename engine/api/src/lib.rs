@@ -14,12 +14,13 @@ pub mod registry;
 pub mod secret;
 pub mod storage;
 pub mod store;
+pub mod testing;
 pub mod time;
 pub mod types;
 
 pub use config::{ConfigValue, check_range, parse_duration};
-pub use event_time::{EventTime, TrackerState, WatermarkTracker};
 pub use error::{EngineError, Result, local_stack_hint};
+pub use event_time::{EventTime, TrackerState, WatermarkTracker};
 pub use message::{Barrier, Epoch, Message, OutputMode, PartitionId, kafka_record_schema};
 pub use operator::{
     Built, Collector, Committer, Input, MAIN_PORT, Operator, OutputPort, PendingCommit, Sink,
