@@ -22,7 +22,9 @@
 //!   ran the whole script: compared per step and per port **as multisets of rows** (order within
 //!   a step is free, since an operator may keep its state in a hash map; which step emits a row
 //!   is not). It gets the same watermarks as the straight run. At the end it must report the
-//!   same [`Operator::state_size`]. A rebuilt operator must declare the same ports.
+//!   same [`Operator::state_size`]. A rebuilt operator must declare the same ports. Columns
+//!   whose values come from the wall clock are left out when the script names them
+//!   ([`Script::wall_clock_column`]).
 //! - **(b) End of input flushes once.** [`Operator::on_end`] emits what the operator still means
 //!   to emit at the end of the input. Afterwards nothing of that is left: a second `on_end`
 //!   emits nothing, and neither does `on_end` on a fresh operator restored from a snapshot taken
@@ -126,6 +128,8 @@ pub struct Script {
     input: SchemaRef,
     event_time: Option<EventTime>,
     steps: Vec<Step>,
+    /// (port, column) pairs whose values come from the wall clock.
+    wall_clock: Vec<(String, String)>,
 }
 
 impl Script {
@@ -135,7 +139,15 @@ impl Script {
             input,
             event_time: None,
             steps: Vec::new(),
+            wall_clock: Vec::new(),
         }
+    }
+
+    /// Leaves `column` of port `port` out of the comparison of check (a): its values come from
+    /// the wall clock (such as `json_parse`'s `ingested_at`), so a second run differs there.
+    pub fn wall_clock_column(mut self, port: &str, column: &str) -> Self {
+        self.wall_clock.push((port.into(), column.into()));
+        self
     }
 
     /// Barriers compute the watermark from this event time, as the runtime does.
@@ -350,16 +362,22 @@ impl Harness {
     /// were, so it gets the same watermarks as the harness it came from.
     pub fn restore(built: Built, checkpoint: &Checkpoint) -> Result<Self> {
         let mut h = Harness::new(built);
-        if let Some(state) = &checkpoint.state {
-            h.operator.restore(state)?;
-        }
-        h.epoch = checkpoint.epoch;
-        h.watermark = checkpoint.watermark;
-        h.tracker = checkpoint.tracker.clone();
-        h.clock = checkpoint.clock;
-        h.input = checkpoint.input.clone();
-        h.checkpoint = Some(checkpoint.clone());
+        h.resume(checkpoint)?;
         Ok(h)
+    }
+
+    /// [`Harness::restore`] for a harness just made (and configured) around a fresh operator.
+    pub fn resume(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        if let Some(state) = &checkpoint.state {
+            self.operator.restore(state)?;
+        }
+        self.epoch = checkpoint.epoch;
+        self.watermark = checkpoint.watermark;
+        self.tracker = checkpoint.tracker.clone();
+        self.clock = checkpoint.clock;
+        self.input = checkpoint.input.clone();
+        self.checkpoint = Some(checkpoint.clone());
+        Ok(())
     }
 
     pub fn ports(&self) -> &[OutputPort] {
@@ -648,7 +666,7 @@ pub fn check_operator(build: impl Fn() -> Result<Built>, script: &Script) -> Run
                     s.describe()
                 )
             });
-            if let Some(diff) = diff(&outputs[j], &got) {
+            if let Some(diff) = diff(&outputs[j], &got, &script.wall_clock) {
                 panic!(
                     "(a) after a restore from the snapshot of step {at} (epoch {}), step {j} ({}) emitted other rows than the run without a restore:\n{diff}",
                     cp.epoch,
@@ -777,15 +795,43 @@ fn row_text(b: &RecordBatch, row: usize) -> String {
         .join(", ")
 }
 
-/// Per port, the rows one output has and the other lacks (as multisets); `None` when equal.
-fn diff(want: &Output, got: &Output) -> Option<String> {
+/// `batches` of `schema` without the columns named in `skip`.
+fn without(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    skip: &[&str],
+) -> (SchemaRef, Vec<RecordBatch>) {
+    if skip.is_empty() {
+        return (schema.clone(), batches.to_vec());
+    }
+    let keep: Vec<usize> = (0..schema.fields().len())
+        .filter(|i| !skip.contains(&schema.field(*i).name().as_str()))
+        .collect();
+    let projected = std::sync::Arc::new(schema.project(&keep).expect("columns of the schema"));
+    let batches = batches
+        .iter()
+        .map(|b| b.project(&keep).expect("columns of the schema"))
+        .collect();
+    (projected, batches)
+}
+
+/// Per port, the rows one output has and the other lacks (as multisets), leaving out the
+/// wall-clock columns; `None` when equal.
+fn diff(want: &Output, got: &Output, wall_clock: &[(String, String)]) -> Option<String> {
     let mut text = String::new();
     for (w, g) in want.ports.iter().zip(&got.ports) {
+        let skip: Vec<&str> = wall_clock
+            .iter()
+            .filter(|(p, _)| *p == w.name)
+            .map(|(_, c)| c.as_str())
+            .collect();
         let mut count: BTreeMap<Vec<u8>, (i64, String)> = BTreeMap::new();
-        for (k, t) in row_keys(&w.schema, &w.batches) {
+        let (schema, batches) = without(&w.schema, &w.batches, &skip);
+        for (k, t) in row_keys(&schema, &batches) {
             count.entry(k).or_insert((0, t)).0 += 1;
         }
-        for (k, t) in row_keys(&g.schema, &g.batches) {
+        let (schema, batches) = without(&g.schema, &g.batches, &skip);
+        for (k, t) in row_keys(&schema, &batches) {
             count.entry(k).or_insert((0, t)).0 -= 1;
         }
         let (mut missing, mut extra) = (Vec::new(), Vec::new());
