@@ -125,9 +125,11 @@ impl Operator for Explode {
             .downcast_ref::<ListArray>()
             .ok_or_else(|| EngineError::runtime("explode: input column is not a list"))?;
         let offsets = list.value_offsets();
-        let mut parents = Vec::new();
-        let mut children = Vec::new();
-        let mut positions = Vec::new();
+        // At most one output row per element: sized once, no reallocation while filling.
+        let elements = (offsets[list.len()] - offsets[0]) as usize;
+        let mut parents = Vec::with_capacity(elements);
+        let mut children = Vec::with_capacity(elements);
+        let mut positions = Vec::with_capacity(if self.position { elements } else { 0 });
         for row in 0..list.len() {
             if list.is_null(row) {
                 continue;
@@ -136,7 +138,9 @@ impl Operator for Explode {
             for j in start..end {
                 parents.push(row as u32);
                 children.push(j as u32);
-                positions.push(j - start);
+            }
+            if self.position {
+                positions.extend(0..end - start);
             }
         }
         let parents = UInt32Array::from(parents);
