@@ -1878,6 +1878,34 @@ fn watermark_and_idle_timeout_moved_to_the_event_time_declaration() {
             "{message}"
         );
     }
+    // Through the registry, from TOML (as the pipeline loader hands it over), with a value from
+    // the environment too.
+    let mut registry = engine_api::Registry::new();
+    operators::register(&mut registry);
+    for (text, key) in [
+        ("window = \"1m\"\nwatermark = \"2m\"", "watermark"),
+        ("window = \"1m\"\nidle_timeout = \"30s\"", "idle_timeout"),
+    ] {
+        let text = format!("{text}\naggregates = [{{ name = \"n\", fn = \"count\" }}]");
+        let mut cfg: engine_api::ConfigValue = toml::from_str::<toml::Value>(&text).unwrap().into();
+        if key == "idle_timeout" {
+            cfg.remove(key);
+            if let engine_api::ConfigValue::Table(t) = &mut cfg {
+                t.push((
+                    key.into(),
+                    engine_api::ConfigValue::Interpolated("30s".into()),
+                ));
+            }
+        }
+        match registry.build("window_aggregate", cfg, &ctx(), Some(&window_input(tc))) {
+            Err(EngineError::Invalid { key: k, message }) => {
+                assert_eq!(k, key);
+                assert!(message.contains("moved"), "{message}");
+            }
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("built with `{key}`"),
+        }
+    }
     // Whatever the value: the key itself is the mistake, not its value.
     let (k, _) = invalid(build_window(json!({ "window": "1m", "watermark": 5 }), tc));
     assert_eq!(k, "watermark");

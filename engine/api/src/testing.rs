@@ -8,6 +8,10 @@
 //!   runtime's event-time part: it tracks the event-time column of the batches it is given, per
 //!   source partition, with the runtime's own [`WatermarkTracker`], and at each barrier calls
 //!   `on_watermark` (when the watermark advanced) and then `on_barrier`, exactly in that order.
+//!   It tracks the batches it gives the operator, as though the node upstream had declared the
+//!   event time; a batch with no partition ([`Step::Batch`]) counts as a partition of its own.
+//!   Idleness is measured on the harness's own clock, which moves only with [`Step::Wait`], so
+//!   tests never sleep and never flake.
 //! - [`check_operator`] runs a [`Script`] of steps several ways and panics, with a message
 //!   saying which rule broke and on which rows, unless the operator keeps the contract below.
 //!   It returns the straight run's outputs, so one call both checks the contract and gives the
