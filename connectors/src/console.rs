@@ -1,10 +1,9 @@
 //! `console`: prints each epoch's rows as a table, like Spark's `format("console")`.
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
 use arrow::util::display::FormatOptions;
 use arrow::util::pretty::pretty_format_batches_with_options;
-use engine_api::{BuildContext, Committer, Epoch, PendingCommit, Result, Sink, SinkConfig};
+use engine_api::{BuildContext, Committer, Epoch, Input, PendingCommit, Result, Sink, SinkConfig};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -28,7 +27,7 @@ fn yes() -> bool {
 }
 
 impl SinkConfig for ConsoleSinkConfig {
-    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Sink>> {
+    fn build(self, ctx: &BuildContext, _input: &Input) -> Result<Box<dyn Sink>> {
         engine_api::check_range("num_rows", self.num_rows, 1, 10_000)?;
         Ok(Box::new(ConsoleSink {
             node: ctx.node.clone(),
@@ -57,10 +56,6 @@ impl Committer for NoCommit {
 
 #[async_trait::async_trait]
 impl Sink for ConsoleSink {
-    fn init(&mut self, _input: &SchemaRef) -> Result<()> {
-        Ok(())
-    }
-
     async fn open(&mut self) -> Result<()> {
         Ok(())
     }

@@ -10,7 +10,8 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 use engine_api::{
-    BuildContext, EngineError, Reason, Result, Secret, Service, Source, SourceConfig, SourceContext,
+    BuildContext, EngineError, PartitionId, Reason, Result, Secret, Service, Source, SourceConfig,
+    SourceContext,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -109,12 +110,11 @@ impl SourceConfig for KafkaSourceConfig {
             .unwrap_or_else(|| format!("engine-{}", ctx.pipeline));
         Ok(Box::new(KafkaSource {
             node: ctx.node.clone(),
+            read: Reading::new(&self.topic, self.batch_size),
             cfg: self,
             linger,
             group,
             consumer: None,
-            next: BTreeMap::new(),
-            end: None,
         }))
     }
 }
@@ -126,10 +126,8 @@ pub struct KafkaSource {
     linger: Duration,
     group: String,
     consumer: Option<Client>,
-    /// Next offset to read, per partition.
-    next: BTreeMap<i32, i64>,
-    /// Batch mode: the end offset (high watermark at start) per partition.
-    end: Option<BTreeMap<i32, i64>>,
+    /// Where each partition is, and the rows read but not sent yet.
+    read: Reading,
 }
 
 /// The consumer, with a context that remembers authentication failures.
@@ -267,7 +265,7 @@ impl KafkaSource {
         let mut added = TopicPartitionList::new();
         for p in t.partitions() {
             let id = p.id();
-            match self.next.get(&id) {
+            match self.read.next.get(&id) {
                 Some(next) => {
                     if let Ok((_, high)) =
                         consumer.fetch_watermarks(&topic, id, Duration::from_secs(5))
@@ -287,7 +285,7 @@ impl KafkaSource {
                     added
                         .add_partition_offset(&topic, id, Offset::Offset(low))
                         .map_err(|e| EngineError::runtime(format!("kafka: {e}")))?;
-                    self.next.insert(id, low);
+                    self.read.next.insert(id, low);
                 }
             }
         }
@@ -375,15 +373,350 @@ impl KafkaSource {
         }
         Ok((consumer, md))
     }
+}
 
-    fn position(&self) -> serde_json::Value {
-        serde_json::to_value(KafkaPosition {
-            topic: self.cfg.topic.clone(),
-            offsets: self.next.clone(),
-        })
-        .expect("serialisable")
+impl Source for KafkaSource {
+    fn schema(&self) -> SchemaRef {
+        kafka_schema()
     }
 
+    fn open(&mut self, restored: Option<&serde_json::Value>) -> Result<()> {
+        let (consumer, md) = self.connect()?;
+        let topic = self.cfg.topic.clone();
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .expect("connect checked the topic");
+        let restored = restored_position(restored, &topic)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut end = BTreeMap::new();
+        for p in t.partitions() {
+            let id = p.id();
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, id, METADATA_TIMEOUT)
+                .map_err(|e| self.unreachable(e))?;
+            let start = start_offset(
+                &topic,
+                id,
+                restored.as_ref(),
+                (low, high),
+                self.cfg.starting_offsets,
+            )?;
+            if let Some(deleted) = start.deleted_from {
+                tracing::warn!(topic = %topic, partition = id, checkpoint = deleted, earliest = low,
+                    "offsets in the checkpoint were deleted by retention; reading from the earliest still there");
+            }
+            tpl.add_partition_offset(&topic, id, Offset::Offset(start.offset))
+                .map_err(|e| EngineError::runtime(format!("kafka: {e}")))?;
+            self.read.next.insert(id, start.offset);
+            end.insert(id, high);
+        }
+        consumer.assign(&tpl).map_err(|e| self.unreachable(e))?;
+        tracing::info!(topic = %topic, brokers = %self.cfg.brokers, partitions = self.read.next.len(),
+            start = ?self.read.next, end = ?end, "kafka source assigned");
+        self.read.end = Some(end);
+        self.consumer = Some(consumer);
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<()> {
+        self.connect().map(|_| ())
+    }
+
+    fn run(&mut self, ctx: &mut dyn SourceContext) -> Result<()> {
+        if !ctx.batch_mode() {
+            self.read.end = None;
+        }
+        let consumer = self
+            .consumer
+            .take()
+            .ok_or_else(|| EngineError::runtime("kafka source not opened"))?;
+        let topic = self.cfg.topic.clone();
+        let poll_timeout = self.linger.min(Duration::from_millis(100));
+        let mut last_warn: Option<Instant> = None;
+        let mut last_refresh = Instant::now();
+        let (mut in_poll, mut in_emit) = (Duration::ZERO, Duration::ZERO);
+        // Sends batches downstream, counting the time spent waiting for room.
+        let mut send = |ctx: &mut dyn SourceContext, batches: Vec<(PartitionId, RecordBatch)>| {
+            let t0 = Instant::now();
+            for (p, b) in batches {
+                ctx.emit(&p, b)?;
+            }
+            in_emit += t0.elapsed();
+            Ok::<_, EngineError>(())
+        };
+        loop {
+            if ctx.stopping() || self.read.done() {
+                break;
+            }
+            if self.read.end.is_none() && last_refresh.elapsed() >= METADATA_REFRESH {
+                self.refresh(&consumer)?;
+                last_refresh = Instant::now();
+            }
+            if let Some(pos) = ctx.take_committed() {
+                report_lag(&consumer, &pos);
+            }
+            let t0 = Instant::now();
+            let polled = consumer.poll(poll_timeout);
+            in_poll += t0.elapsed();
+            match polled {
+                // Nothing came within the poll timeout: send what waits.
+                None => send(ctx, self.read.flush_all()?)?,
+                Some(Ok(m)) => {
+                    let key = m.key().map(String::from_utf8_lossy);
+                    let full = self.read.accept(
+                        Record {
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            timestamp: m.timestamp().to_millis(),
+                            key: key.as_deref(),
+                            value: m.payload(),
+                        },
+                        t0,
+                    )?;
+                    if let Some(full) = full {
+                        send(ctx, vec![full])?;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => self.read.partition_eof(p),
+                Some(Err(e))
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) =>
+                {
+                    return Err(EngineError::runtime(format!(
+                        "an offset of topic `{topic}` is out of range ({e}): the topic was deleted and recreated or truncated while reading; use a new checkpoint location to read it from scratch"
+                    )));
+                }
+                Some(Err(e)) => match e.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+                    | Some(RDKafkaErrorCode::UnknownTopic) => {
+                        return Err(EngineError::runtime(format!(
+                            "topic `{topic}` disappeared from Kafka at {} while reading; it was deleted or recreated",
+                            self.cfg.brokers
+                        )));
+                    }
+                    _ => {
+                        // librdkafka retries by itself; say so at most every 10 s.
+                        if last_warn.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10))
+                        {
+                            tracing::warn!(error = %e, brokers = %self.cfg.brokers, "kafka consumer error; retrying");
+                            last_warn = Some(Instant::now());
+                        }
+                    }
+                },
+            }
+            if self.read.lingering(self.linger) {
+                send(ctx, self.read.flush_older(self.linger, Instant::now())?)?;
+            }
+            if ctx.checkpoint_due() {
+                send(ctx, self.read.flush_all()?)?;
+                ctx.barrier(self.read.position())?;
+            }
+        }
+        send(ctx, self.read.flush_all()?)?;
+        tracing::debug!(
+            poll_s = in_poll.as_secs_f64(),
+            emit_s = in_emit.as_secs_f64(),
+            "kafka source: time waiting for Kafka and for downstream mailboxes"
+        );
+        ctx.barrier(self.read.position())?;
+        self.consumer = Some(consumer);
+        Ok(())
+    }
+}
+
+/// The position restored from a checkpoint, which must be of `topic`.
+fn restored_position(
+    restored: Option<&serde_json::Value>,
+    topic: &str,
+) -> Result<Option<KafkaPosition>> {
+    let Some(v) = restored else {
+        return Ok(None);
+    };
+    let r: KafkaPosition = serde_json::from_value(v.clone())
+        .map_err(|e| EngineError::runtime(format!("bad Kafka position in the checkpoint: {e}")))?;
+    if r.topic != topic {
+        return Err(EngineError::config(format!(
+            "the checkpoint was made reading topic `{}`, this pipeline reads `{topic}`; use a new checkpoint location",
+            r.topic
+        )));
+    }
+    Ok(Some(r))
+}
+
+/// Where a partition starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Start {
+    offset: i64,
+    /// The checkpoint's offset, when retention deleted it (reading starts at the earliest left).
+    deleted_from: Option<i64>,
+}
+
+/// Where partition `id`, holding offsets `[low, high)`, starts: at the checkpoint's next offset
+/// when it has one; at `low` for a partition new since the checkpoint; else where
+/// `starting_offsets` says.
+fn start_offset(
+    topic: &str,
+    id: i32,
+    restored: Option<&KafkaPosition>,
+    (low, high): (i64, i64),
+    starting: StartingOffsets,
+) -> Result<Start> {
+    let start = match restored.and_then(|r| r.offsets.get(&id)) {
+        Some(o) => *o,
+        // Partitions new since the checkpoint are read from their start.
+        None if restored.is_some() => low,
+        None => match starting {
+            StartingOffsets::Earliest => low,
+            StartingOffsets::Latest => high,
+        },
+    };
+    if start > high {
+        return Err(EngineError::config(format!(
+            "the checkpoint has read partition {id} of topic `{topic}` up to offset {start}, but the partition now ends at {high}: the topic was deleted and recreated (or truncated); to read it from scratch, use a new checkpoint location"
+        )));
+    }
+    Ok(Start {
+        offset: start.max(low),
+        deleted_from: (start < low).then_some(start),
+    })
+}
+
+/// One Kafka message, as the source reads it.
+#[derive(Debug, Clone, Copy)]
+struct Record<'a> {
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<&'a str>,
+    value: Option<&'a [u8]>,
+}
+
+/// The source's bookkeeping, apart from Kafka: the next offset per partition, the end offsets
+/// of a batch run, and the rows read but not sent, one batch per partition (every batch the
+/// source emits holds one partition's rows, in offset order).
+struct Reading {
+    topic: String,
+    batch_size: usize,
+    /// Next offset to read, per partition.
+    next: BTreeMap<i32, i64>,
+    /// Batch mode: the end offset (high watermark at start) per partition.
+    end: Option<BTreeMap<i32, i64>>,
+    pending: BTreeMap<i32, Pending>,
+    /// When the oldest row still pending was read.
+    oldest: Option<Instant>,
+}
+
+/// One partition's rows not sent yet.
+struct Pending {
+    id: PartitionId,
+    rows: Builders,
+    /// When its first row was read.
+    since: Option<Instant>,
+}
+
+impl Reading {
+    fn new(topic: &str, batch_size: usize) -> Self {
+        Reading {
+            topic: topic.to_string(),
+            batch_size,
+            next: BTreeMap::new(),
+            end: None,
+            pending: BTreeMap::new(),
+            oldest: None,
+        }
+    }
+
+    /// Takes a message read at `now`; returns its partition's batch once it is full. A batch
+    /// run skips messages past the end seen at start.
+    fn accept(
+        &mut self,
+        r: Record<'_>,
+        now: Instant,
+    ) -> Result<Option<(PartitionId, RecordBatch)>> {
+        let past_end = self
+            .end
+            .as_ref()
+            .and_then(|e| e.get(&r.partition))
+            .is_some_and(|e| r.offset >= *e);
+        if past_end {
+            return Ok(None);
+        }
+        self.next.insert(r.partition, r.offset + 1);
+        let (topic, batch_size) = (&self.topic, self.batch_size);
+        let p = self.pending.entry(r.partition).or_insert_with(|| Pending {
+            id: PartitionId::kafka(topic, r.partition),
+            rows: Builders::new(batch_size),
+            since: None,
+        });
+        let b = &mut p.rows;
+        b.topic.append_value(topic);
+        b.partition.append_value(r.partition);
+        b.offset.append_value(r.offset);
+        b.ts.append_option(r.timestamp);
+        b.key.append_option(r.key);
+        b.value.append_option(r.value);
+        b.rows += 1;
+        if p.since.is_none() {
+            p.since = Some(now);
+            self.oldest = Some(self.oldest.map_or(now, |o| o.min(now)));
+        }
+        if b.rows >= batch_size {
+            p.since = None;
+            let batch = (p.id.clone(), p.rows.finish()?);
+            self.oldest = self.pending.values().filter_map(|p| p.since).min();
+            return Ok(Some(batch));
+        }
+        Ok(None)
+    }
+
+    /// True when a pending row has waited `linger` or more.
+    fn lingering(&self, linger: Duration) -> bool {
+        self.oldest.is_some_and(|t| t.elapsed() >= linger)
+    }
+
+    /// The batches of partitions whose first pending row was read `linger` or more before `now`.
+    fn flush_older(
+        &mut self,
+        linger: Duration,
+        now: Instant,
+    ) -> Result<Vec<(PartitionId, RecordBatch)>> {
+        let mut out = Vec::new();
+        for p in self.pending.values_mut() {
+            if p.since
+                .is_some_and(|t| now.saturating_duration_since(t) >= linger)
+            {
+                p.since = None;
+                out.push((p.id.clone(), p.rows.finish()?));
+            }
+        }
+        self.oldest = self.pending.values().filter_map(|p| p.since).min();
+        Ok(out)
+    }
+
+    /// Every pending batch (before a barrier, when Kafka is quiet, at the end).
+    fn flush_all(&mut self) -> Result<Vec<(PartitionId, RecordBatch)>> {
+        let mut out = Vec::new();
+        for p in self.pending.values_mut() {
+            if p.since.take().is_some() {
+                out.push((p.id.clone(), p.rows.finish()?));
+            }
+        }
+        self.oldest = None;
+        Ok(out)
+    }
+
+    /// Everything below the high watermark of partition `p` was read. In batch mode the
+    /// partition is done, even when its last offsets are transaction markers that are never
+    /// delivered and `next` stays below the end seen at start.
+    fn partition_eof(&mut self, p: i32) {
+        if let Some(end) = self.end.as_mut() {
+            let next = self.next.get(&p).copied().unwrap_or(0);
+            end.insert(p, next.min(end.get(&p).copied().unwrap_or(next)));
+        }
+    }
+
+    /// Batch mode: every partition read up to its end.
     fn done(&self) -> bool {
         match &self.end {
             Some(end) => end
@@ -391,6 +724,17 @@ impl KafkaSource {
                 .all(|(p, e)| self.next.get(p).copied().unwrap_or(0) >= *e),
             None => false,
         }
+    }
+
+    /// The position a barrier records: the next offset per partition. Rows pending are not
+    /// covered by it, so the source sends them before the barrier.
+    fn position(&self) -> serde_json::Value {
+        debug_assert!(self.oldest.is_none(), "rows pending at a barrier");
+        serde_json::to_value(KafkaPosition {
+            topic: self.topic.clone(),
+            offsets: self.next.clone(),
+        })
+        .expect("serialisable")
     }
 }
 
@@ -417,10 +761,10 @@ impl Builders {
         }
     }
 
-    fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+    fn finish(&mut self) -> Result<RecordBatch> {
         self.rows = 0;
         Ok(RecordBatch::try_new(
-            schema.clone(),
+            kafka_schema(),
             vec![
                 Arc::new(self.topic.finish()),
                 Arc::new(self.partition.finish()),
@@ -430,192 +774,6 @@ impl Builders {
                 Arc::new(self.value.finish()),
             ],
         )?)
-    }
-}
-
-impl Source for KafkaSource {
-    fn schema(&self) -> SchemaRef {
-        kafka_schema()
-    }
-
-    fn open(&mut self, restored: Option<&serde_json::Value>) -> Result<()> {
-        let (consumer, md) = self.connect()?;
-        let topic = self.cfg.topic.clone();
-        let t = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .expect("connect checked the topic");
-        let restored: Option<KafkaPosition> = match restored {
-            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
-                EngineError::runtime(format!("bad Kafka position in the checkpoint: {e}"))
-            })?),
-            None => None,
-        };
-        if let Some(r) = &restored
-            && r.topic != topic
-        {
-            return Err(EngineError::config(format!(
-                "the checkpoint was made reading topic `{}`, this pipeline reads `{topic}`; use a new checkpoint location",
-                r.topic
-            )));
-        }
-        let mut tpl = TopicPartitionList::new();
-        let mut end = BTreeMap::new();
-        for p in t.partitions() {
-            let id = p.id();
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, id, METADATA_TIMEOUT)
-                .map_err(|e| self.unreachable(e))?;
-            let start = match restored.as_ref().and_then(|r| r.offsets.get(&id)) {
-                Some(o) => *o,
-                None => match self.cfg.starting_offsets {
-                    // Partitions new since the checkpoint are read from their start.
-                    _ if restored.is_some() => low,
-                    StartingOffsets::Earliest => low,
-                    StartingOffsets::Latest => high,
-                },
-            };
-            if start > high {
-                return Err(EngineError::config(format!(
-                    "the checkpoint has read partition {id} of topic `{topic}` up to offset {start}, but the partition now ends at {high}: the topic was deleted and recreated (or truncated); to read it from scratch, use a new checkpoint location"
-                )));
-            }
-            if start < low {
-                tracing::warn!(topic = %topic, partition = id, checkpoint = start, earliest = low,
-                    "offsets in the checkpoint were deleted by retention; reading from the earliest still there");
-            }
-            let start = start.max(low);
-            tpl.add_partition_offset(&topic, id, Offset::Offset(start))
-                .map_err(|e| EngineError::runtime(format!("kafka: {e}")))?;
-            self.next.insert(id, start);
-            end.insert(id, high);
-        }
-        consumer.assign(&tpl).map_err(|e| self.unreachable(e))?;
-        tracing::info!(topic = %topic, brokers = %self.cfg.brokers, partitions = self.next.len(),
-            start = ?self.next, end = ?end, "kafka source assigned");
-        self.end = Some(end);
-        self.consumer = Some(consumer);
-        Ok(())
-    }
-
-    fn check(&mut self) -> Result<()> {
-        self.connect().map(|_| ())
-    }
-
-    fn run(&mut self, ctx: &mut dyn SourceContext) -> Result<()> {
-        if !ctx.batch_mode() {
-            self.end = None;
-        }
-        let schema = kafka_schema();
-        let consumer = self
-            .consumer
-            .take()
-            .ok_or_else(|| EngineError::runtime("kafka source not opened"))?;
-        let mut b = Builders::new(self.cfg.batch_size);
-        let mut last_emit = Instant::now();
-        let topic = self.cfg.topic.clone();
-        let poll_timeout = self.linger.min(Duration::from_millis(100));
-        let mut last_warn: Option<Instant> = None;
-        let mut last_refresh = Instant::now();
-        let (mut in_poll, mut in_emit) = (Duration::ZERO, Duration::ZERO);
-        loop {
-            if ctx.stopping() || self.done() {
-                break;
-            }
-            if self.end.is_none() && last_refresh.elapsed() >= METADATA_REFRESH {
-                self.refresh(&consumer)?;
-                last_refresh = Instant::now();
-            }
-            if let Some(pos) = ctx.take_committed() {
-                report_lag(&consumer, &pos);
-            }
-            let t0 = Instant::now();
-            let polled = consumer.poll(poll_timeout);
-            in_poll += t0.elapsed();
-            match polled {
-                None => {}
-                Some(Ok(m)) => {
-                    let p = m.partition();
-                    let offset = m.offset();
-                    let past_end = self
-                        .end
-                        .as_ref()
-                        .and_then(|e| e.get(&p))
-                        .is_some_and(|e| offset >= *e);
-                    if !past_end {
-                        b.topic.append_value(&topic);
-                        b.partition.append_value(p);
-                        b.offset.append_value(offset);
-                        b.ts.append_option(m.timestamp().to_millis());
-                        match m.key() {
-                            Some(k) => b.key.append_value(String::from_utf8_lossy(k)),
-                            None => b.key.append_null(),
-                        }
-                        b.value.append_option(m.payload());
-                        b.rows += 1;
-                        self.next.insert(p, offset + 1);
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    // Everything below the high watermark was read. In batch mode the partition is
-                    // done, even when its last offsets are transaction markers that are never
-                    // delivered and `next` stays below the end seen at start.
-                    if let Some(end) = self.end.as_mut() {
-                        let next = self.next.get(&p).copied().unwrap_or(0);
-                        end.insert(p, next.min(end.get(&p).copied().unwrap_or(next)));
-                    }
-                }
-                Some(Err(e))
-                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) =>
-                {
-                    return Err(EngineError::runtime(format!(
-                        "an offset of topic `{topic}` is out of range ({e}): the topic was deleted and recreated or truncated while reading; use a new checkpoint location to read it from scratch"
-                    )));
-                }
-                Some(Err(e)) => match e.rdkafka_error_code() {
-                    Some(RDKafkaErrorCode::UnknownTopicOrPartition)
-                    | Some(RDKafkaErrorCode::UnknownTopic) => {
-                        return Err(EngineError::runtime(format!(
-                            "topic `{topic}` disappeared from Kafka at {} while reading; it was deleted or recreated",
-                            self.cfg.brokers
-                        )));
-                    }
-                    _ => {
-                        // librdkafka retries by itself; say so at most every 10 s.
-                        if last_warn.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10))
-                        {
-                            tracing::warn!(error = %e, brokers = %self.cfg.brokers, "kafka consumer error; retrying");
-                            last_warn = Some(Instant::now());
-                        }
-                    }
-                },
-            }
-            if b.rows >= self.cfg.batch_size || (b.rows > 0 && last_emit.elapsed() >= self.linger) {
-                let t0 = Instant::now();
-                ctx.emit(b.finish(&schema)?)?;
-                in_emit += t0.elapsed();
-                last_emit = Instant::now();
-            }
-            if ctx.checkpoint_due() {
-                if b.rows > 0 {
-                    ctx.emit(b.finish(&schema)?)?;
-                    last_emit = Instant::now();
-                }
-                ctx.barrier(self.position())?;
-            }
-        }
-        if b.rows > 0 {
-            ctx.emit(b.finish(&schema)?)?;
-        }
-        tracing::debug!(
-            poll_s = in_poll.as_secs_f64(),
-            emit_s = in_emit.as_secs_f64(),
-            "kafka source: time waiting for Kafka and for downstream mailboxes"
-        );
-        ctx.barrier(self.position())?;
-        self.consumer = Some(consumer);
-        Ok(())
     }
 }
 
@@ -653,8 +811,46 @@ mod tests {
             linger: Duration::from_millis(200),
             group: "g".into(),
             consumer: None,
-            next: BTreeMap::new(),
-            end: None,
+            read: Reading::new("t", default_batch_size()),
+        }
+    }
+
+    use arrow::array::{AsArray, Int32Array};
+    use arrow::datatypes::{Int32Type, Int64Type};
+
+    const TOPIC: &str = "orders";
+
+    fn position(offsets: &[(i32, i64)]) -> KafkaPosition {
+        KafkaPosition {
+            topic: TOPIC.into(),
+            offsets: offsets.iter().copied().collect(),
+        }
+    }
+
+    fn start(
+        id: i32,
+        restored: Option<&KafkaPosition>,
+        range: (i64, i64),
+        starting: StartingOffsets,
+    ) -> Result<Start> {
+        start_offset(TOPIC, id, restored, range, starting)
+    }
+
+    #[test]
+    fn a_restored_partition_starts_at_its_next_offset() {
+        let r = position(&[(0, 40), (1, 7)]);
+        for starting in [StartingOffsets::Earliest, StartingOffsets::Latest] {
+            let s = start(0, Some(&r), (10, 100), starting).unwrap();
+            assert_eq!(
+                s,
+                Start {
+                    offset: 40,
+                    deleted_from: None
+                }
+            );
+            // Read up to the end exactly: it starts at the end.
+            let s = start(1, Some(&r), (0, 7), starting).unwrap();
+            assert_eq!(s.offset, 7);
         }
     }
 
@@ -688,5 +884,238 @@ mod tests {
             let source = std::error::Error::source(&e).expect("the Kafka error");
             assert!(source.downcast_ref::<KafkaError>().is_some());
         }
+    }
+
+    #[test]
+    fn a_partition_new_since_the_checkpoint_starts_at_its_beginning() {
+        let r = position(&[(0, 40)]);
+        for starting in [StartingOffsets::Earliest, StartingOffsets::Latest] {
+            let s = start(2, Some(&r), (5, 90), starting).unwrap();
+            assert_eq!(
+                s,
+                Start {
+                    offset: 5,
+                    deleted_from: None
+                },
+                "{starting:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_checkpoint_starting_offsets_decides() {
+        assert_eq!(
+            start(0, None, (5, 90), StartingOffsets::Earliest)
+                .unwrap()
+                .offset,
+            5
+        );
+        assert_eq!(
+            start(0, None, (5, 90), StartingOffsets::Latest)
+                .unwrap()
+                .offset,
+            90
+        );
+    }
+
+    #[test]
+    fn offsets_deleted_by_retention_start_at_the_earliest_left() {
+        let r = position(&[(0, 3)]);
+        let s = start(0, Some(&r), (10, 20), StartingOffsets::Earliest).unwrap();
+        assert_eq!(
+            s,
+            Start {
+                offset: 10,
+                deleted_from: Some(3)
+            }
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_end_means_the_topic_was_recreated() {
+        let r = position(&[(0, 50)]);
+        let e = start(0, Some(&r), (0, 20), StartingOffsets::Earliest).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let text = e.to_string();
+        assert!(
+            text.contains("partition 0 of topic `orders` up to offset 50")
+                && text.contains("ends at 20")
+                && text.contains("new checkpoint location"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_restored_position_must_be_of_this_topic() {
+        assert!(restored_position(None, TOPIC).unwrap().is_none());
+        let v = serde_json::to_value(position(&[(0, 4), (1, 9)])).unwrap();
+        let r = restored_position(Some(&v), TOPIC).unwrap().unwrap();
+        assert_eq!(r.offsets, BTreeMap::from([(0, 4), (1, 9)]));
+        let e = restored_position(Some(&v), "logs").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string()
+                .contains("topic `orders`, this pipeline reads `logs`")
+        );
+        let e = restored_position(Some(&serde_json::json!({ "offsets": 3 })), TOPIC).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Runtime, "{e:?}");
+    }
+
+    fn record(partition: i32, offset: i64) -> Record<'static> {
+        Record {
+            partition,
+            offset,
+            timestamp: Some(1_000 + offset),
+            key: (offset % 2 == 0).then_some("k"),
+            value: Some(b"{}"),
+        }
+    }
+
+    /// Checks a batch holds partition `p`'s rows at `offsets`, in order, and says so in its id.
+    fn assert_batch(batch: &(PartitionId, RecordBatch), p: i32, offsets: &[i64]) {
+        let (id, b) = batch;
+        assert_eq!(id, &PartitionId::kafka(TOPIC, p));
+        assert_eq!(id.as_str(), format!("{TOPIC}/{p}"));
+        assert_eq!(b.schema(), kafka_schema());
+        let parts = b.column(1).as_primitive::<Int32Type>();
+        assert!(
+            parts.iter().all(|v| v == Some(p)),
+            "one partition per batch"
+        );
+        let got: Vec<i64> = b.column(2).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(got, offsets);
+        assert!(
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .all(|t| t == Some(TOPIC))
+        );
+    }
+
+    #[test]
+    fn batches_hold_one_partition_each_and_fill_up_to_batch_size() {
+        let now = Instant::now();
+        let mut r = Reading::new(TOPIC, 3);
+        let mut full = Vec::new();
+        // Interleaved partitions, as librdkafka delivers them.
+        for (p, o) in [
+            (0, 10),
+            (1, 70),
+            (0, 11),
+            (1, 71),
+            (2, 5),
+            (0, 12),
+            (1, 72),
+            (0, 13),
+        ] {
+            full.extend(r.accept(record(p, o), now).unwrap());
+        }
+        assert_eq!(full.len(), 2, "partitions 0 and 1 filled a batch of 3");
+        assert_batch(&full[0], 0, &[10, 11, 12]);
+        assert_batch(&full[1], 1, &[70, 71, 72]);
+        let rest = r.flush_all().unwrap();
+        assert_eq!(rest.len(), 2);
+        assert_batch(&rest[0], 0, &[13]);
+        assert_batch(&rest[1], 2, &[5]);
+        assert!(r.flush_all().unwrap().is_empty(), "nothing left");
+        // Timestamps, keys and values go along with their rows.
+        let b = &full[0].1;
+        let ts: Vec<i64> = b
+            .column(3)
+            .as_primitive::<arrow::datatypes::TimestampMillisecondType>()
+            .values()
+            .to_vec();
+        assert_eq!(ts, [1010, 1011, 1012]);
+        let keys: Vec<Option<&str>> = b.column(4).as_string::<i32>().iter().collect();
+        assert_eq!(keys, [Some("k"), None, Some("k")]);
+        assert_eq!(b.column(5).as_binary::<i32>().value(1), b"{}");
+    }
+
+    #[test]
+    fn the_position_at_a_barrier_is_the_next_offset_per_partition() {
+        let now = Instant::now();
+        let mut r = Reading::new(TOPIC, 100);
+        r.next = BTreeMap::from([(0, 10), (1, 70), (2, 0)]);
+        for (p, o) in [(0, 10), (0, 11), (1, 70)] {
+            assert!(r.accept(record(p, o), now).unwrap().is_none());
+        }
+        let sent = r.flush_all().unwrap();
+        assert_eq!(sent.len(), 2);
+        let pos: KafkaPosition = serde_json::from_value(r.position()).unwrap();
+        assert_eq!(pos.topic, TOPIC);
+        // Partition 2 read nothing: it restarts where it was.
+        assert_eq!(pos.offsets, BTreeMap::from([(0, 12), (1, 71), (2, 0)]));
+        // The position restores to where reading continues.
+        let restored = restored_position(Some(&r.position()), TOPIC).unwrap();
+        for (p, next) in [(0, 12), (1, 71), (2, 0)] {
+            let s = start(p, restored.as_ref(), (0, 100), StartingOffsets::Latest).unwrap();
+            assert_eq!(s.offset, next, "partition {p}");
+        }
+    }
+
+    #[test]
+    fn linger_sends_partitions_whose_rows_waited_long_enough() {
+        let t0 = Instant::now();
+        let linger = Duration::from_millis(200);
+        let mut r = Reading::new(TOPIC, 100);
+        r.accept(record(0, 1), t0).unwrap();
+        r.accept(record(1, 1), t0 + Duration::from_millis(150))
+            .unwrap();
+        r.accept(record(0, 2), t0 + Duration::from_millis(160))
+            .unwrap();
+        assert!(
+            r.flush_older(linger, t0 + Duration::from_millis(199))
+                .unwrap()
+                .is_empty()
+        );
+        let sent = r
+            .flush_older(linger, t0 + Duration::from_millis(200))
+            .unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_batch(&sent[0], 0, &[1, 2]);
+        // Partition 1's row is now the oldest pending one.
+        assert_eq!(r.oldest, Some(t0 + Duration::from_millis(150)));
+        let sent = r
+            .flush_older(linger, t0 + Duration::from_millis(350))
+            .unwrap();
+        assert_batch(&sent[0], 1, &[1]);
+        assert_eq!(r.oldest, None);
+        assert!(!r.lingering(linger));
+    }
+
+    #[test]
+    fn a_batch_run_stops_at_the_end_seen_at_start() {
+        let now = Instant::now();
+        let mut r = Reading::new(TOPIC, 100);
+        r.next = BTreeMap::from([(0, 0), (1, 0)]);
+        r.end = Some(BTreeMap::from([(0, 2), (1, 5)]));
+        assert!(!r.done());
+        for o in 0..3 {
+            r.accept(record(0, o), now).unwrap();
+        }
+        let sent = r.flush_all().unwrap();
+        assert_batch(&sent[0], 0, &[0, 1]);
+        assert_eq!(r.next[&0], 2, "offset 2 is past the end: skipped");
+        assert!(!r.done(), "partition 1 is not read yet");
+        // Partition 1's last offsets are transaction markers: its end of partition comes at 3.
+        for o in 0..3 {
+            r.accept(record(1, o), now).unwrap();
+        }
+        r.partition_eof(1);
+        assert!(r.done());
+        assert_eq!(r.end.as_ref().unwrap()[&1], 3);
+    }
+
+    #[test]
+    fn an_empty_partition_column_is_never_sent() {
+        let mut r = Reading::new(TOPIC, 2);
+        assert!(r.flush_all().unwrap().is_empty());
+        assert!(!r.lingering(Duration::ZERO));
+        let full = r.accept(record(4, 0), Instant::now()).unwrap();
+        assert!(full.is_none());
+        let full = r.accept(record(4, 1), Instant::now()).unwrap().unwrap();
+        let parts: &Int32Array = full.1.column(1).as_primitive();
+        assert_eq!(parts.values().to_vec(), [4, 4]);
+        assert!(r.flush_all().unwrap().is_empty());
     }
 }

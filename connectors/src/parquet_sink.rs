@@ -14,7 +14,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use engine_api::{
-    BuildContext, Committer, EngineError, Epoch, OutputMode, PendingCommit, Result, Sink,
+    BuildContext, Committer, EngineError, Epoch, Input, OutputMode, PendingCommit, Result, Sink,
     SinkConfig, TableInfo, TablePreview,
 };
 use object_store::multipart::{MultipartStore, PartId};
@@ -95,7 +95,7 @@ const PART_BYTES: usize = 8 * 1024 * 1024;
 const ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
 
 impl SinkConfig for ParquetSinkConfig {
-    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Sink>> {
+    fn build(self, ctx: &BuildContext, input: &Input) -> Result<Box<dyn Sink>> {
         let compression = match self.compression.as_str() {
             "snappy" => Compression::SNAPPY,
             "zstd" => Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
@@ -124,6 +124,23 @@ impl SinkConfig for ParquetSinkConfig {
         if let Some(n) = self.preview_rows {
             engine_api::check_range("preview_rows", n, 1, MAX_PREVIEW_ROWS)?;
         }
+        if let Some(col) = &order_by
+            && input.schema.index_of(col).is_err()
+        {
+            let names: Vec<&str> = input
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            return Err(EngineError::invalid(
+                "preview_order_by",
+                format!(
+                    "the table has no column `{col}`; its columns are: {}",
+                    names.join(", ")
+                ),
+            ));
+        }
         let preview = TablePreview {
             order_by,
             ascending,
@@ -148,7 +165,7 @@ impl SinkConfig for ParquetSinkConfig {
             target_bytes: self.target_file_mb * 1024 * 1024,
             mode: self.mode,
             preview,
-            schema: None,
+            schema: input.schema.clone(),
             file: None,
             staged: Vec::new(),
         }))
@@ -165,7 +182,8 @@ pub struct ParquetSink {
     target_bytes: usize,
     mode: OutputMode,
     preview: TablePreview,
-    schema: Option<SchemaRef>,
+    /// The schema of every batch written.
+    schema: SchemaRef,
     file: Option<OpenFile>,
     staged: Vec<Staged>,
 }
@@ -186,7 +204,7 @@ enum Upload {
 }
 
 /// How a staged file is made visible; stored in the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Staged {
     Multipart {
@@ -214,13 +232,11 @@ impl ParquetSink {
     }
 
     async fn open_file(&mut self) -> Result<()> {
-        let schema = self.schema.clone().expect("init sets the schema");
-        let name = format!(
-            "part-{}-{}.parquet",
-            chrono_like_now(),
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let path = self.location.child(&name);
+        let schema = self.schema.clone();
+        let path = self.location.child(&file_name(
+            now_ms(),
+            &uuid::Uuid::new_v4().simple().to_string(),
+        ));
         let upload = match self.s3() {
             Some(s3) if self.mode == OutputMode::Append => {
                 let id = s3
@@ -304,8 +320,7 @@ impl ParquetSink {
             Upload::Local => {
                 // The whole file goes to `_staging/`, to be renamed (append) or copied over the
                 // table's single object (complete) on commit.
-                let name = path.filename().unwrap_or("part.parquet").to_string();
-                let staging = self.location.child(&format!("{}/{name}", self.staging));
+                let staging = staging_path(&self.location, &self.staging, &path);
                 let data = Bytes::from(std::mem::take(writer.inner_mut()));
                 self.location
                     .store
@@ -332,6 +347,12 @@ impl ParquetSink {
     }
 }
 
+/// Where a local file for `path` is staged until its epoch commits: `<staging>/<file name>`.
+fn staging_path(location: &Location, staging: &str, path: &Path) -> Path {
+    let name = path.filename().unwrap_or("part.parquet");
+    location.child(&format!("{staging}/{name}"))
+}
+
 /// Where the intent record of a multipart upload for `path` lives (hidden from readers).
 fn intent_path(location: &Location, staging: &str, path: &Path) -> Path {
     location.child(&format!(
@@ -352,34 +373,33 @@ fn staging_dir(checkpoint: &str) -> String {
     format!("_staging/{h:016x}")
 }
 
-/// Milliseconds since the Unix epoch, zero-padded so file names sort by time.
-fn chrono_like_now() -> String {
-    let ms = std::time::SystemTime::now()
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!("{ms:015}")
+        .unwrap_or(0)
+}
+
+/// A data file's name: `part-<ms, zero-padded so names sort by time>-<12 hex digits of id>`.
+fn file_name(ms: u128, id: &str) -> String {
+    let id: String = id.chars().take(12).collect();
+    format!("part-{ms:015}-{id}.parquet")
+}
+
+/// What the manifest holds for a staged file.
+fn pending(node: &str, staged: &Staged) -> PendingCommit {
+    PendingCommit::new(node, serde_json::to_value(staged).expect("serialisable"))
+}
+
+/// The staged file a manifest's pending commit describes.
+fn staged_of(p: &PendingCommit) -> Result<Staged> {
+    serde_json::from_value(p.data.clone())
+        .map_err(|e| EngineError::runtime(format!("bad pending commit in manifest: {e}")))
 }
 
 #[async_trait::async_trait]
 impl Sink for ParquetSink {
-    fn init(&mut self, input: &SchemaRef) -> Result<()> {
-        if let Some(col) = &self.preview.order_by
-            && input.index_of(col).is_err()
-        {
-            let names: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
-            return Err(EngineError::invalid(
-                "preview_order_by",
-                format!(
-                    "the table has no column `{col}`; its columns are: {}",
-                    names.join(", ")
-                ),
-            ));
-        }
-        self.schema = Some(input.clone());
-        Ok(())
-    }
-
     async fn open(&mut self) -> Result<()> {
         self.check().await
     }
@@ -415,14 +435,8 @@ impl Sink for ParquetSink {
 
     async fn prepare_commit(&mut self, _epoch: Epoch) -> Result<Vec<PendingCommit>> {
         self.close_file().await?;
-        Ok(self
-            .staged
-            .drain(..)
-            .map(|s| PendingCommit {
-                node: self.node.clone(),
-                data: serde_json::to_value(s).expect("serialisable"),
-            })
-            .collect())
+        let staged = std::mem::take(&mut self.staged);
+        Ok(staged.iter().map(|s| pending(&self.node, s)).collect())
     }
 
     fn committer(&self) -> Arc<dyn Committer> {
@@ -465,7 +479,7 @@ impl Committer for ParquetCommitter {
         // `_staging/` was staged by an epoch that never committed.
         let mut keep = std::collections::HashSet::new();
         for p in committed {
-            if let Ok(st) = serde_json::from_value::<Staged>(p.data.clone()) {
+            if let Ok(st) = staged_of(p) {
                 match st {
                     Staged::Multipart { upload_id, .. } => keep.insert(upload_id),
                     Staged::Rename { from, .. } | Staged::Replace { from, .. } => keep.insert(from),
@@ -519,10 +533,7 @@ impl Committer for ParquetCommitter {
 
     async fn commit(&self, pending: &[PendingCommit]) -> Result<()> {
         for p in pending {
-            let staged: Staged = serde_json::from_value(p.data.clone()).map_err(|e| {
-                EngineError::runtime(format!("bad pending commit in manifest: {e}"))
-            })?;
-            match staged {
+            match staged_of(p)? {
                 Staged::Multipart {
                     path,
                     upload_id,
@@ -582,5 +593,303 @@ impl Committer for ParquetCommitter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use engine_api::StorageConfig;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+    }
+
+    fn batch(ids: &[i64]) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(StringArray::from_iter(
+                    ids.iter().map(|i| (i % 3 != 0).then(|| format!("n{i}"))),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// A fresh folder under the system's temporary one, removed when dropped.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let dir = std::env::temp_dir().join(format!(
+                "engine-parquet-{name}-{}-{nanos}",
+                std::process::id()
+            ));
+            TempDir(dir)
+        }
+        fn url(&self) -> String {
+            format!("file://{}", self.0.display())
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn ctx(checkpoint: &str) -> BuildContext {
+        BuildContext {
+            pipeline: "test".into(),
+            node: "table".into(),
+            storage: StorageConfig::default(),
+            trigger: std::time::Duration::from_secs(10),
+            checkpoint: checkpoint.into(),
+        }
+    }
+
+    fn sink(config: serde_json::Value, checkpoint: &str) -> Result<Box<dyn Sink>> {
+        let cfg: ParquetSinkConfig = serde_json::from_value(config).unwrap();
+        cfg.build(&ctx(checkpoint), &Input::new(schema()))
+    }
+
+    /// The `.parquet` files a reader of the table sees (outside `_` and `.` folders), by path
+    /// relative to the table.
+    fn visible(dir: &std::path::Path) -> Vec<String> {
+        fn walk(root: &std::path::Path, d: &std::path::Path, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(d) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                let p = e.path();
+                if p.is_dir() {
+                    if !name.starts_with('_') && !name.starts_with('.') {
+                        walk(root, &p, out);
+                    }
+                } else if name.ends_with(".parquet") {
+                    out.push(p.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    fn ids_in(file: &std::path::Path) -> Vec<i64> {
+        let bytes = Bytes::from(std::fs::read(file).unwrap());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut ids = Vec::new();
+        for b in reader {
+            let b = b.unwrap();
+            assert_eq!(b.schema(), schema());
+            ids.extend(
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .iter(),
+            );
+        }
+        ids
+    }
+
+    #[test]
+    fn file_names_sort_by_time_and_carry_twelve_digits_of_the_id() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            file_name(1_767_225_600_000, id),
+            "part-001767225600000-0123456789ab.parquet"
+        );
+        let (a, b) = (file_name(999, id), file_name(1_000, id));
+        assert!(a < b, "{a} sorts before {b}");
+    }
+
+    #[test]
+    fn staging_is_per_checkpoint_location_and_hidden_from_readers() {
+        let a = staging_dir("s3://checkpoints/orders");
+        assert_eq!(
+            a,
+            staging_dir("s3://checkpoints/orders/"),
+            "a trailing slash is the same"
+        );
+        assert_ne!(a, staging_dir("s3://checkpoints/logs"));
+        let hash = a.strip_prefix("_staging/").expect("under _staging/");
+        assert_eq!(hash.len(), 16);
+        assert!(hash.bytes().all(|c| c.is_ascii_hexdigit()));
+        // Stable across versions: recovery finds what an earlier run staged.
+        assert_eq!(staging_dir(""), "_staging/cbf29ce484222325");
+
+        let loc = Location::open("s3://gold/tables/t", &StorageConfig::default()).unwrap();
+        let file = loc.child("part-1.parquet");
+        assert_eq!(
+            staging_path(&loc, &a, &file).as_ref(),
+            format!("tables/t/{a}/part-1.parquet")
+        );
+        assert_eq!(
+            intent_path(&loc, &a, &file).as_ref(),
+            format!("tables/t/{a}/uploads/part-1.parquet.json")
+        );
+    }
+
+    #[test]
+    fn pending_commits_round_trip_through_the_manifest() {
+        let all = [
+            Staged::Multipart {
+                path: "t/part-1.parquet".into(),
+                upload_id: "up-1".into(),
+                parts: vec!["e1".into(), "e2".into()],
+                rows: 3,
+            },
+            Staged::Rename {
+                from: "t/_staging/x/part-2.parquet".into(),
+                to: "t/part-2.parquet".into(),
+                rows: 4,
+            },
+            Staged::Replace {
+                from: "t/_staging/x/part-3.parquet".into(),
+                to: "t/data.parquet".into(),
+                rows: 5,
+            },
+        ];
+        for s in all {
+            let p = pending("table", &s);
+            assert_eq!(p.node, "table");
+            assert_eq!(p.partition, None, "a table mixes source partitions");
+            // Through the manifest's JSON and back.
+            let text = serde_json::to_string(&p).unwrap();
+            let back: PendingCommit = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, p);
+            assert_eq!(staged_of(&back).unwrap(), s);
+        }
+        // A manifest written by an earlier version reads the same.
+        let old: PendingCommit = serde_json::from_value(serde_json::json!({
+            "node": "bronze",
+            "data": { "kind": "rename", "from": "a", "to": "b", "rows": 2 },
+        }))
+        .unwrap();
+        assert_eq!(
+            staged_of(&old).unwrap(),
+            Staged::Rename {
+                from: "a".into(),
+                to: "b".into(),
+                rows: 2
+            }
+        );
+        let bad = PendingCommit::new("bronze", serde_json::json!({ "kind": "teleport" }));
+        assert!(matches!(staged_of(&bad), Err(e) if e.kind() == engine_api::ErrorKind::Runtime));
+    }
+
+    #[tokio::test]
+    async fn files_stay_staged_until_commit_and_recovery_removes_the_uncommitted() {
+        let dir = TempDir::new("append");
+        let mut s = sink(
+            serde_json::json!({ "path": dir.url() }),
+            "file:///tmp/checkpoints/append",
+        )
+        .unwrap();
+        assert!(s.table().is_some());
+        s.write(batch(&[1, 2, 3])).await.unwrap();
+        s.write(batch(&[])).await.unwrap();
+        s.write(batch(&[4])).await.unwrap();
+        let epoch1 = s.prepare_commit(1).await.unwrap();
+        assert_eq!(epoch1.len(), 1, "one file per epoch");
+        let Staged::Rename { from, to, rows } = staged_of(&epoch1[0]).unwrap() else {
+            panic!("a local table stages files for a rename");
+        };
+        assert_eq!(rows, 4);
+        assert!(from.contains("/_staging/"), "{from}");
+        assert!(
+            visible(&dir.0).is_empty(),
+            "nothing visible before the commit"
+        );
+        let committer = s.committer();
+        committer.commit(&epoch1).await.unwrap();
+        let files = visible(&dir.0);
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            format!("/{to}"),
+            dir.0.join(&files[0]).display().to_string()
+        );
+        assert_eq!(ids_in(&dir.0.join(&files[0])), [1, 2, 3, 4]);
+        // Committing again (a restart finishing the last manifest) is harmless.
+        committer.commit(&epoch1).await.unwrap();
+        assert_eq!(visible(&dir.0), files);
+
+        // Epoch 2 is staged but its manifest is never written: recovery removes its file and
+        // keeps what the last manifest (epoch 1) references.
+        s.write(batch(&[5, 6])).await.unwrap();
+        let epoch2 = s.prepare_commit(2).await.unwrap();
+        let Staged::Rename { from: staged2, .. } = staged_of(&epoch2[0]).unwrap() else {
+            panic!("rename");
+        };
+        assert!(std::path::Path::new(&format!("/{staged2}")).exists());
+        assert_eq!(committer.recover(&epoch1).await.unwrap(), 1);
+        assert!(!std::path::Path::new(&format!("/{staged2}")).exists());
+        assert_eq!(visible(&dir.0), files, "the committed file stays");
+        // An epoch with no rows stages nothing.
+        assert!(s.prepare_commit(3).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_complete_table_is_one_object_replaced_at_each_commit() {
+        let dir = TempDir::new("complete");
+        let mut s = sink(
+            serde_json::json!({ "path": dir.url(), "mode": "complete" }),
+            "file:///tmp/checkpoints/complete",
+        )
+        .unwrap();
+        assert_eq!(s.accepts(), [OutputMode::Complete]);
+        let committer = s.committer();
+        for (epoch, ids) in [(1, vec![1, 2]), (2, vec![7, 8, 9])] {
+            s.write(batch(&ids)).await.unwrap();
+            let pending = s.prepare_commit(epoch).await.unwrap();
+            assert!(matches!(
+                staged_of(&pending[0]).unwrap(),
+                Staged::Replace { .. }
+            ));
+            committer.commit(&pending).await.unwrap();
+            assert_eq!(visible(&dir.0), ["data.parquet"]);
+            assert_eq!(ids_in(&dir.0.join("data.parquet")), ids);
+        }
+    }
+
+    #[test]
+    fn the_preview_column_must_be_in_the_input() {
+        let e = sink(
+            serde_json::json!({ "path": "file:///tmp/t", "preview_order_by": "total desc" }),
+            "file:///tmp/c",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.key(), Some("preview_order_by"), "{e:?}");
+        let message = e.message();
+        assert!(message.contains("no column `total`"), "{message}");
+        assert!(message.contains("id, name"), "{message}");
+        let s = sink(
+            serde_json::json!({ "path": "file:///tmp/t", "preview_order_by": "id asc" }),
+            "file:///tmp/c",
+        )
+        .unwrap();
+        assert_eq!(s.table().unwrap().preview.order_by.as_deref(), Some("id"));
+        assert!(s.table().unwrap().preview.ascending);
     }
 }

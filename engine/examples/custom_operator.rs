@@ -13,9 +13,11 @@
 //!
 //! Run it like the `engine` binary: `cargo run --release --example custom_operator -- run my.toml`.
 
-use engine::api::arrow::array::{Array, AsArray, Float64Array, RecordBatch};
+use engine::api::arrow::array::{AsArray, Float64Array, RecordBatch};
 use engine::api::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
-use engine::api::{BuildContext, Collector, EngineError, Operator, OperatorConfig, Result};
+use engine::api::{
+    BuildContext, Built, Collector, EngineError, Input, Operator, OperatorConfig, Result,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -29,54 +31,47 @@ pub struct AddTaxConfig {
 }
 
 impl OperatorConfig for AddTaxConfig {
-    fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+    /// Checks the config against the input schema before anything runs (`engine validate` calls
+    /// it too) and declares the output: errors keyed by the TOML key point at its line.
+    fn build(self, _ctx: &BuildContext, input: &Input) -> Result<Built> {
         if !(0.0..=1.0).contains(&self.rate) {
-            return Err(EngineError::config(format!(
-                "`rate` must be between 0 and 1, got {}",
-                self.rate
-            )));
+            return Err(EngineError::invalid("rate", "must be between 0 and 1"));
         }
-        Ok(Box::new(AddTax {
-            cfg: self,
-            input: 0,
-            schema: Arc::new(Schema::empty()),
-        }))
+        let column = input
+            .schema
+            .index_of(&self.column)
+            .map_err(|_| EngineError::invalid("column", format!("no column `{}`", self.column)))?;
+        if input.schema.field(column).data_type() != &DataType::Float64 {
+            let msg = format!("column `{}` must be a double", self.column);
+            return Err(EngineError::invalid("column", msg));
+        }
+        let mut fields = input.schema.fields().to_vec();
+        fields.push(Arc::new(Field::new(&self.output, DataType::Float64, true)));
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let op = AddTax {
+            column,
+            factor: 1.0 + self.rate,
+            schema: schema.clone(),
+        };
+        // One main port, in the input's output mode.
+        Ok(Built::main(op, schema, input))
     }
 }
 
+/// The built operator: ready to run, nothing left to initialise.
 pub struct AddTax {
-    cfg: AddTaxConfig,
-    input: usize,
+    column: usize,
+    factor: f64,
     schema: SchemaRef,
 }
 
 impl Operator for AddTax {
-    /// Checks the input column once, before anything runs (so `engine validate` catches mistakes).
-    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
-        self.input = input
-            .index_of(&self.cfg.column)
-            .map_err(|_| EngineError::config(format!("no column `{}`", self.cfg.column)))?;
-        if input.field(self.input).data_type() != &DataType::Float64 {
-            return Err(EngineError::config(format!(
-                "column `{}` must be a double",
-                self.cfg.column
-            )));
-        }
-        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(Field::new(&self.cfg.output, DataType::Float64, true));
-        self.schema = Arc::new(Schema::new(fields));
-        Ok(vec![self.schema.clone()])
-    }
-
     /// Pure over batches: no I/O, no mailboxes, no barriers.
     fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
-        let values = batch.column(self.input).as_primitive::<Float64Type>();
-        let taxed: Float64Array = values
-            .iter()
-            .map(|v| v.map(|v| v * (1.0 + self.cfg.rate)))
-            .collect();
+        let values = batch.column(self.column).as_primitive::<Float64Type>();
+        let taxed: Float64Array = values.unary(|v| v * self.factor);
         let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(taxed) as Arc<dyn Array>);
+        columns.push(Arc::new(taxed));
         out.emit(RecordBatch::try_new(self.schema.clone(), columns)?);
         Ok(())
     }
@@ -97,106 +92,78 @@ fn main() -> std::process::ExitCode {
 mod tests {
     use super::*;
     use engine::api::Node;
-    use engine::config::Pipeline;
-    use engine::graph::Graph;
+    use engine::api::arrow::array::Array;
+    use engine::api::testing::{Script, build_context, check_operator};
 
-    const PIPELINE: &str = r#"
-[pipeline]
-name = "taxed"
-checkpoint = "file:///tmp/engine-example-checkpoints"
-
-[nodes.source]
-type = "kafka"
-brokers = "127.0.0.1:9092"
-topic = "commandes-json"
-
-[nodes.parse]
-type = "json_parse"
-inputs = ["source"]
-[nodes.parse.schema]
-order_id = "int"
-total = "double"
-
-[nodes.with_tax]
-type = "add_tax"
-inputs = ["parse"]
-column = "total"
-rate = 0.2
-output = "total_ttc"
-
-[nodes.out]
-type = "console"
-inputs = ["with_tax"]
-
-[nodes.bad]
-type = "console"
-inputs = ["parse.quarantine"]
-"#;
-
-    #[test]
-    fn the_custom_operator_builds_in_a_pipeline_and_computes_its_column() {
-        let pipeline = Pipeline::parse(std::path::Path::new("taxed.toml"), PIPELINE).unwrap();
-        let mut graph = Graph::build(pipeline, &registry()).unwrap();
-        let node = graph
-            .nodes
-            .iter_mut()
-            .find(|n| n.spec.name == "with_tax")
-            .unwrap();
-        let schema = node.out_schemas[0].clone();
-        assert_eq!(schema.field(schema.fields().len() - 1).name(), "total_ttc");
-
-        assert_eq!(
-            node.in_schema.as_ref().unwrap().fields().len() + 1,
-            schema.fields().len()
-        );
-
-        // The same operator, built through the registry on its own, over a literal batch.
-        let ctx = BuildContext {
-            pipeline: "taxed".into(),
-            node: "with_tax".into(),
-            storage: Default::default(),
-            trigger: std::time::Duration::from_secs(1),
-            checkpoint: "file:///tmp/taxed".into(),
-        };
-        let cfg: toml::Value =
-            toml::from_str("column = \"total\"\nrate = 0.2\noutput = \"total_ttc\"").unwrap();
-        let Node::Operator(mut op) = registry().build("add_tax", cfg.into(), &ctx).unwrap() else {
-            panic!("not an operator")
-        };
-        let input = Arc::new(Schema::new(vec![Field::new(
+    fn input() -> Input {
+        Input::new(Arc::new(Schema::new(vec![Field::new(
             "total",
             DataType::Float64,
             true,
-        )]));
-        op.init(&input).unwrap();
-        let totals = [10.0, 99.99, 0.0];
-        let batch =
-            RecordBatch::try_new(input, vec![Arc::new(Float64Array::from(totals.to_vec()))])
-                .unwrap();
-        let mut out = Collector::new(1);
-        op.process(batch, &mut out).unwrap();
-        let got = out.port(0)[0]
+        )])))
+    }
+
+    fn totals(v: &[Option<f64>]) -> RecordBatch {
+        let column = Arc::new(Float64Array::from(v.to_vec()));
+        RecordBatch::try_new(input().schema, vec![column]).unwrap()
+    }
+
+    fn config(text: &str) -> AddTaxConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    const TAX: &str = "column = \"total\"\nrate = 0.2\noutput = \"total_ttc\"";
+
+    /// The operator contract (restore at any trigger, flush, empty input, declared schemas) and
+    /// the values, in one run.
+    #[test]
+    fn add_tax_computes_its_column_and_keeps_the_operator_contract() {
+        let (first, second) = ([Some(10.0), None], [Some(99.99), Some(0.0)]);
+        let script = Script::new(input().schema)
+            .batch(totals(&first))
+            .barrier()
+            .batch(totals(&second))
+            .barrier()
+            .end();
+        let ctx = build_context("with_tax");
+        let run = check_operator(|| config(TAX).build(&ctx, &input()), &script);
+        let out = run.all().concat("out");
+        let got = out
             .column_by_name("total_ttc")
             .unwrap()
-            .as_primitive::<Float64Type>()
-            .clone();
-        for (i, t) in totals.iter().enumerate() {
-            assert!((got.value(i) - t * 1.2).abs() < 1e-9);
+            .as_primitive::<Float64Type>();
+        for (i, t) in first.iter().chain(&second).enumerate() {
+            assert_eq!(got.is_valid(i), t.is_some());
+            assert!(t.is_none_or(|t| (got.value(i) - t * 1.2).abs() < 1e-9));
         }
     }
 
     #[test]
-    fn a_typo_in_the_custom_node_is_a_clear_error() {
-        let text = PIPELINE.replace("rate = 0.2", "rat = 0.2");
-        let pipeline = Pipeline::parse(std::path::Path::new("taxed.toml"), &text).unwrap();
-        let err = Graph::build(pipeline, &registry())
-            .err()
-            .expect("must fail")
-            .to_string();
-        assert!(
-            err.contains("taxed.toml:22: node `with_tax` (add_tax)"),
-            "{err}"
-        );
-        assert!(err.contains("unknown field `rat`"), "{err}");
+    fn the_registry_builds_it_and_mistakes_name_their_key() {
+        let ctx = build_context("with_tax");
+        let build = |text: &str| {
+            let cfg: toml::Value = toml::from_str(text).unwrap();
+            registry().build("add_tax", cfg.into(), &ctx, Some(&input()))
+        };
+        let Ok(Node::Operator(built)) = build(TAX) else {
+            panic!("not an operator")
+        };
+        let names: Vec<_> = built.ports[0]
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["total", "total_ttc"]);
+        for (text, key) in [
+            (TAX.replace("0.2", "2"), "rate"),
+            (TAX.replace("\"total\"", "\"amount\""), "column"),
+            (TAX.replace("rate", "rat"), "rat"),
+        ] {
+            match build(&text) {
+                Err(e) => assert_eq!(e.key(), Some(key), "{text}: {e}"),
+                Ok(_) => panic!("{text}: built"),
+            }
+        }
     }
 }

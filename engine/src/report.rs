@@ -490,6 +490,7 @@ topic = "shop-events"
 [nodes.parse]
 type = "json_parse"
 inputs = ["in"]
+event_time = { column = "at" }
 [nodes.parse.schema]
 sku = "string"
 shop = "string"
@@ -548,7 +549,6 @@ mode = "complete"
 [nodes.per_minute]
 type = "window_aggregate"
 inputs = ["parse"]
-time_column = "at"
 window = "1m"
 group_by = ["shop"]
 aggregates = [{ name = "n", fn = "count" }, { name = "takings", fn = "sum", column = "price" }]

@@ -7,7 +7,7 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use engine_api::{BuildContext, Collector, Operator, OperatorConfig};
+use engine_api::{BuildContext, Collector, Input, Operator, OperatorConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,12 +67,16 @@ fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
-/// Builds an operator from its TOML config, as the registry does, and initialises it.
-fn build<C: OperatorConfig>(cfg: &str, input: &SchemaRef) -> (Box<dyn Operator>, Vec<SchemaRef>) {
+/// Builds an operator from its TOML config against `input`, as the registry does; returns it
+/// with its ports' schemas.
+fn build<C: OperatorConfig>(cfg: &str, input: Input) -> (Box<dyn Operator>, Vec<SchemaRef>) {
     let value: toml::Value = toml::from_str(cfg).unwrap();
-    let mut op = C::deserialize(value).unwrap().build(&ctx()).unwrap();
-    let out = op.init(input).unwrap();
-    (op, out)
+    let built = C::deserialize(value)
+        .unwrap()
+        .build(&ctx(), &input)
+        .unwrap();
+    let schemas = built.ports.iter().map(|p| p.schema.clone()).collect();
+    (built.operator, schemas)
 }
 
 const PARSE: &str = r#"
@@ -90,7 +94,7 @@ status = "string"
 fn benches(c: &mut Criterion) {
     let raw = kafka_batch();
     let (mut parse, parsed_schemas) =
-        build::<operators::json_parse::JsonParseConfig>(PARSE, &raw.schema());
+        build::<operators::json_parse::JsonParseConfig>(PARSE, Input::new(raw.schema()));
     let mut out = Collector::new(2);
     parse.process(raw.clone(), &mut out).unwrap();
     let parsed = out.port(0)[0].clone();
@@ -107,7 +111,7 @@ fn benches(c: &mut Criterion) {
     });
     let (mut explode, _) = build::<operators::explode::ExplodeConfig>(
         "column = \"items\"\nposition = \"item_index\"",
-        &parsed_schemas[0],
+        Input::new(parsed_schemas[0].clone()),
     );
     g.bench_function("explode 8192 orders", |b| {
         b.iter(|| {
@@ -116,16 +120,23 @@ fn benches(c: &mut Criterion) {
             out
         })
     });
-    let window_cfg = r#"time_column = "timestamp"
-window = "1m"
+    // The window's event time is the one the pipeline declares on the parser.
+    let window_cfg = r#"window = "1m"
 group_by = ["customer_id"]
 aggregates = [{ name = "n", fn = "count" }, { name = "t", fn = "sum", column = "total" }]"#;
-    let (mut window, _) =
-        build::<operators::aggregate::WindowAggregateConfig>(window_cfg, &parsed_schemas[0]);
+    let (mut window, _) = build::<operators::aggregate::WindowAggregateConfig>(
+        window_cfg,
+        Input::new(parsed_schemas[0].clone()).with_event_time("timestamp"),
+    );
+    // As the runtime does at each trigger: the watermark (the latest event time less the 2
+    // minutes of lateness the shipped pipelines declare), then the barrier.
+    let times = engine_api::time::event_times(parsed.column_by_name("timestamp").unwrap()).unwrap();
+    let watermark = times.iter().flatten().max().unwrap() - 2 * 60 * 1000;
     g.bench_function("window_aggregate 8192 orders", |b| {
         b.iter(|| {
             let mut out = Collector::new(1);
             window.process(parsed.clone(), &mut out).unwrap();
+            window.on_watermark(watermark, &mut out).unwrap();
             window.on_barrier(1, &mut out).unwrap();
             out
         })

@@ -7,13 +7,13 @@
 //! - `update`: at each trigger, the rows that changed since the last one;
 //! - `complete`: at each trigger with changes, the whole result.
 //!
-//! The watermark is the largest event time seen minus `watermark` (default 2 minutes), advanced at
-//! each trigger. When the input carries Kafka's `partition` column, "largest event time seen" is
-//! taken per partition and the smallest of those counts (as Flink does), so a partition read
-//! ahead of the others in a backfill cannot make theirs late; a partition that has not advanced
-//! for `idle_timeout` (default 30 s of wall time) stops holding the watermark back. Events older
-//! than the watermark are late: counted, logged, and left out of the windows (they still reach
-//! every other branch, such as bronze).
+//! Event time belongs to the runtime: the pipeline declares it once, on the node where its column
+//! first exists (`event_time = { column = "timestamp", lateness = "2m" }`), and the runtime sends
+//! the watermark (per source partition, the slowest one less the lateness; idle partitions
+//! released) before each trigger. A window aggregate groups by that column and reacts to the
+//! watermark: events older than it are late (counted, logged, and left out of the windows; they
+//! still reach every other branch, such as bronze), and windows it closes are emitted at the
+//! trigger.
 
 use crate::expr::{self, Expr};
 use crate::time::event_times;
@@ -22,17 +22,17 @@ use arrow::array::{
     TimestampMillisecondArray,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{
-    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
-};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow_row::{RowConverter, SortField};
 use engine_api::{
-    BuildContext, Collector, EngineError, Epoch, Operator, OperatorConfig, OutputMode, Result,
+    BuildContext, Built, Collector, EngineError, Epoch, Input, Operator, OperatorConfig,
+    OutputMode, OutputPort, Result,
 };
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One aggregate column: `{ name = "ca_total", fn = "sum", column = "subtotal" }`.
 #[derive(Debug, Clone, Deserialize)]
@@ -80,16 +80,15 @@ pub struct AggregateConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowAggregateConfig {
-    /// The event-time column: ISO-8601 text or a timestamp.
-    pub time_column: String,
+    /// The event-time column: by default the pipeline's, declared upstream with `event_time`;
+    /// if given, it must be that one.
+    #[serde(default)]
+    pub time_column: Option<String>,
     /// Window length, such as `"1m"`.
     pub window: String,
     /// Hopping windows: the slide, such as `"30s"`. Tumbling when absent.
     #[serde(default)]
     pub slide: Option<String>,
-    /// How late an event may be, behind the largest event time seen (default `"2m"`).
-    #[serde(default = "two_minutes")]
-    pub watermark: String,
     #[serde(default)]
     pub group_by: Vec<String>,
     pub aggregates: Vec<AggSpec>,
@@ -99,14 +98,33 @@ pub struct WindowAggregateConfig {
     /// Emit at most this often (see `aggregate`).
     #[serde(default)]
     pub emit_every: Option<String>,
-    /// A Kafka partition whose largest event time has not advanced for this long (wall time)
-    /// no longer holds the watermark back (default `"30s"`).
-    #[serde(default = "thirty_seconds")]
-    pub idle_timeout: String,
+    /// Moved to the node's `event_time` declaration (`lateness`); read only to say so.
+    #[serde(default)]
+    watermark: Option<IgnoredAny>,
+    /// Moved to the node's `event_time` declaration (`idle_timeout`); read only to say so.
+    #[serde(default)]
+    idle_timeout: Option<IgnoredAny>,
 }
 
-fn thirty_seconds() -> String {
-    "30s".into()
+/// The error for a window option that moved to the pipeline's event-time declaration.
+fn moved_to_event_time(key: &str, instead: &str) -> EngineError {
+    EngineError::invalid(
+        key,
+        format!(
+            "moved to the pipeline's event time: write `{instead}` in `event_time = {{ column = \"...\", lateness = \"2m\", idle_timeout = \"30s\" }}` on the node where the event-time column first exists (such as the parser), and remove `{key}` here"
+        ),
+    )
+}
+
+/// What to declare when no event time reaches a window.
+fn declare_event_time(column: Option<&str>) -> EngineError {
+    let column = column.unwrap_or("...");
+    EngineError::invalid(
+        "time_column",
+        format!(
+            "no event time is declared upstream, so no watermark would ever close a window; declare `event_time = {{ column = \"{column}\", lateness = \"2m\" }}` on the node where the column first exists (such as the parser)"
+        ),
+    )
 }
 
 fn complete() -> OutputMode {
@@ -115,9 +133,6 @@ fn complete() -> OutputMode {
 fn append() -> OutputMode {
     OutputMode::Append
 }
-fn two_minutes() -> String {
-    "2m".into()
-}
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 /// The accepted ranges of the time options, as the README documents them.
@@ -125,8 +140,6 @@ const WINDOW_RANGE: (Duration, Duration) = (
     Duration::from_millis(100),
     Duration::from_secs(31 * 24 * 3600),
 );
-const WATERMARK_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(31 * 24 * 3600));
-const IDLE_RANGE: (Duration, Duration) = (Duration::ZERO, DAY);
 const EMIT_EVERY_RANGE: (Duration, Duration) = (Duration::from_millis(100), DAY);
 /// Most windows one event falls into (`window` / `slide`): a day of one-minute slides.
 pub const MAX_WINDOWS_PER_EVENT: i64 = 1440;
@@ -141,20 +154,30 @@ fn emit_every(e: Option<&str>) -> Result<Option<i64>> {
 }
 
 impl OperatorConfig for AggregateConfig {
-    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+    fn build(self, ctx: &BuildContext, input: &Input) -> Result<Built> {
         if self.output_mode == OutputMode::Append {
             return Err(EngineError::config(
                 "output_mode = \"append\" needs event-time windows and a watermark (a running aggregate is never final); use window_aggregate, or output_mode = \"update\" or \"complete\"",
             ));
         }
-        let mut a = Aggregator::new(ctx, None, self.group_by, self.aggregates, self.output_mode)?;
-        a.emit_every = emit_every(self.emit_every.as_deref())?;
-        Ok(Box::new(a))
+        let settings = Settings {
+            group_by: self.group_by,
+            aggregates: self.aggregates,
+            mode: self.output_mode,
+            emit_every: self.emit_every,
+        };
+        Aggregator::build(ctx, input, None, settings)
     }
 }
 
 impl OperatorConfig for WindowAggregateConfig {
-    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+    fn build(self, ctx: &BuildContext, input: &Input) -> Result<Built> {
+        if self.watermark.is_some() {
+            return Err(moved_to_event_time("watermark", "lateness"));
+        }
+        if self.idle_timeout.is_some() {
+            return Err(moved_to_event_time("idle_timeout", "idle_timeout"));
+        }
         let size = duration_ms("window", &self.window, WINDOW_RANGE)?;
         let slide = match &self.slide {
             Some(s) => duration_ms("slide", s, WINDOW_RANGE)?,
@@ -174,24 +197,31 @@ impl OperatorConfig for WindowAggregateConfig {
                 ),
             ));
         }
+        let column = match (self.time_column, &input.event_time) {
+            (None, Some(declared)) => declared.clone(),
+            (Some(given), Some(declared)) if &given == declared => given,
+            (Some(given), Some(declared)) => {
+                return Err(EngineError::invalid(
+                    "time_column",
+                    format!(
+                        "`{given}` is not the pipeline's event-time column `{declared}`, which the watermark follows; remove time_column (windows use `{declared}`), or declare `{given}` as the event time"
+                    ),
+                ));
+            }
+            (given, None) => return Err(declare_event_time(given.as_deref())),
+        };
         let windows = Windows {
-            column: self.time_column,
+            column,
             size,
             slide,
-            delay: duration_ms("watermark", &self.watermark, WATERMARK_RANGE)?,
-            idle: Duration::from_millis(
-                duration_ms("idle_timeout", &self.idle_timeout, IDLE_RANGE)? as u64,
-            ),
         };
-        let mut a = Aggregator::new(
-            ctx,
-            Some(windows),
-            self.group_by,
-            self.aggregates,
-            self.output_mode,
-        )?;
-        a.emit_every = emit_every(self.emit_every.as_deref())?;
-        Ok(Box::new(a))
+        let settings = Settings {
+            group_by: self.group_by,
+            aggregates: self.aggregates,
+            mode: self.output_mode,
+            emit_every: self.emit_every,
+        };
+        Aggregator::build(ctx, input, Some(windows), settings)
     }
 }
 
@@ -200,9 +230,14 @@ struct Windows {
     column: String,
     size: i64,
     slide: i64,
-    delay: i64,
-    /// A partition idle this long stops holding the watermark back.
-    idle: Duration,
+}
+
+/// What `aggregate` and `window_aggregate` share.
+struct Settings {
+    group_by: Vec<String>,
+    aggregates: Vec<AggSpec>,
+    mode: OutputMode,
+    emit_every: Option<String>,
 }
 
 /// The running state of one aggregate in one group.
@@ -249,13 +284,11 @@ struct Spec {
 }
 
 /// The state: per (window start, group key), one accumulator per aggregate.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default)]
 struct State {
     groups: HashMap<(i64, Vec<u8>), Vec<Acc>, ahash::RandomState>,
+    /// The largest watermark received (windows only).
     watermark: Option<i64>,
-    max_event_time: Option<i64>,
-    /// The largest event time per Kafka partition, when the input has a `partition` column.
-    partition_max: BTreeMap<i32, i64>,
     late_events: u64,
     unparsed_time: u64,
 }
@@ -263,51 +296,38 @@ struct State {
 pub struct Aggregator {
     node: String,
     windows: Option<Windows>,
-    group_by: Vec<String>,
+    /// The `group_by` columns' indices in the input.
+    group_idx: Vec<usize>,
+    /// The event-time column's index in the input (windows only).
+    time_idx: Option<usize>,
     specs: Vec<Spec>,
     raw_specs: Vec<AggSpec>,
     mode: OutputMode,
-    converter: Option<RowConverter>,
+    converter: RowConverter,
     schema: SchemaRef,
     state: State,
     /// Keys changed since the last trigger (update and complete modes).
     dirty: BTreeSet<(i64, Vec<u8>)>,
-    /// When each partition's largest event time last advanced (wall time, not checkpointed).
-    partition_advanced: HashMap<i32, Instant>,
     reported_late: u64,
     emit_every: Option<i64>,
     last_emit: Option<std::time::Instant>,
 }
 
 impl Aggregator {
-    /// The event time the watermark trails: the smallest of the partitions' largest event
-    /// times, leaving out partitions idle past `idle_timeout` (unless all are), or the largest
-    /// event time seen when the input has no partition column.
-    fn watermark_base(&self, w: &Windows) -> Option<i64> {
-        if self.state.partition_max.is_empty() {
-            return self.state.max_event_time;
-        }
-        let active = self
-            .state
-            .partition_max
-            .iter()
-            .filter(|(p, _)| {
-                self.partition_advanced
-                    .get(p)
-                    .is_none_or(|t| t.elapsed() < w.idle)
-            })
-            .map(|(_, m)| *m)
-            .min();
-        active.or_else(|| self.state.partition_max.values().copied().min())
-    }
-
-    fn new(
+    /// Checks the settings against the input and declares the output port, in the node's own
+    /// output mode.
+    fn build(
         ctx: &BuildContext,
+        input: &Input,
         windows: Option<Windows>,
-        group_by: Vec<String>,
-        aggregates: Vec<AggSpec>,
-        mode: OutputMode,
-    ) -> Result<Self> {
+        settings: Settings,
+    ) -> Result<Built> {
+        let Settings {
+            group_by,
+            aggregates,
+            mode,
+            emit_every: every,
+        } = settings;
         if aggregates.is_empty() {
             return Err(EngineError::invalid("aggregates", "is empty"));
         }
@@ -333,31 +353,105 @@ impl Aggregator {
                 int: false,
             });
         }
-        Ok(Aggregator {
+        let emit_every = emit_every(every.as_deref())?;
+
+        let schema = &input.schema;
+        let mut fields = Vec::new();
+        let mut sort_fields = Vec::new();
+        let mut group_idx = Vec::new();
+        for (k, g) in group_by.iter().enumerate() {
+            let i =
+                crate::column_index(schema, g).map_err(|e| e.for_key(format!("group_by[{k}]")))?;
+            let f = schema.field(i);
+            fields.push(f.clone().with_nullable(true));
+            sort_fields.push(SortField::new(f.data_type().clone()));
+            group_idx.push(i);
+        }
+        let converter = RowConverter::new(sort_fields)?;
+        let mut time_idx = None;
+        if let Some(w) = &windows {
+            let i = crate::column_index(schema, &w.column).map_err(|e| e.for_key("time_column"))?;
+            match schema.field(i).data_type() {
+                DataType::Utf8 | DataType::Timestamp(_, _) => {}
+                other => {
+                    return Err(EngineError::invalid(
+                        "time_column",
+                        format!(
+                            "column `{}` is {other}; it must be ISO-8601 text or a timestamp",
+                            w.column
+                        ),
+                    ));
+                }
+            }
+            time_idx = Some(i);
+            let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+            fields.push(Field::new("window_start", ts.clone(), false));
+            fields.push(Field::new("window_end", ts, false));
+        }
+        for (k, spec) in specs.iter_mut().enumerate() {
+            if let Some(c) = &spec.column {
+                let key = format!("aggregates[{k}].column");
+                let i = crate::column_index(schema, c).map_err(|e| e.for_key(&key))?;
+                let dt = schema.field(i).data_type();
+                if !dt.is_numeric() {
+                    return Err(EngineError::invalid(
+                        key,
+                        format!(
+                            "aggregate `{}`: column `{c}` is {dt}, it must be numeric",
+                            spec.name
+                        ),
+                    ));
+                }
+                spec.int = dt.is_integer();
+            }
+            if let Some(f) = &spec.filter {
+                f.check_condition(schema)
+                    .map_err(|e| e.context(format!("aggregate `{}`: filter", spec.name)))?;
+            }
+            let dt = match (spec.func, spec.int) {
+                (AggFn::Count, _) => DataType::Int64,
+                (AggFn::Avg, _) => DataType::Float64,
+                (_, true) => DataType::Int64,
+                (_, false) => DataType::Float64,
+            };
+            fields.push(Field::new(&spec.name, dt, spec.func != AggFn::Count));
+        }
+        let mut names = BTreeSet::new();
+        for f in &fields {
+            if !names.insert(f.name().clone()) {
+                return Err(EngineError::config(format!(
+                    "two output columns are named `{}`",
+                    f.name()
+                )));
+            }
+        }
+        let out = Arc::new(Schema::new(fields));
+        let op = Aggregator {
             node: ctx.node.clone(),
             windows,
-            group_by,
+            group_idx,
+            time_idx,
             specs,
             raw_specs: aggregates,
             mode,
-            converter: None,
-            schema: Arc::new(Schema::empty()),
+            converter,
+            schema: out.clone(),
             state: State::default(),
             dirty: BTreeSet::new(),
-            partition_advanced: HashMap::new(),
             reported_late: 0,
-            emit_every: None,
+            emit_every,
             last_emit: None,
-        })
+        };
+        Ok(Built::new(op, vec![OutputPort::main(out, mode)]))
     }
 
     fn emit_keys(&mut self, keys: Vec<(i64, Vec<u8>)>, out: &mut Collector) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
-        let conv = self.converter.as_ref().expect("init");
+        let conv = &self.converter;
         let parser = conv.parser();
-        let mut columns: Vec<ArrayRef> = if self.group_by.is_empty() {
+        let mut columns: Vec<ArrayRef> = if self.group_idx.is_empty() {
             Vec::new()
         } else {
             conv.convert_rows(keys.iter().map(|(_, k)| parser.parse(k)))?
@@ -406,100 +500,23 @@ impl Aggregator {
 }
 
 impl Operator for Aggregator {
-    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
-        let mut fields = Vec::new();
-        let mut sort_fields = Vec::new();
-        for (k, g) in self.group_by.iter().enumerate() {
-            let i =
-                crate::column_index(input, g).map_err(|e| e.for_key(format!("group_by[{k}]")))?;
-            let f = input.field(i);
-            fields.push(f.clone().with_nullable(true));
-            sort_fields.push(SortField::new(f.data_type().clone()));
-        }
-        self.converter = Some(RowConverter::new(sort_fields)?);
-        if let Some(w) = &self.windows {
-            let i = crate::column_index(input, &w.column).map_err(|e| e.for_key("time_column"))?;
-            match input.field(i).data_type() {
-                DataType::Utf8 | DataType::Timestamp(_, _) => {}
-                other => {
-                    return Err(EngineError::invalid(
-                        "time_column",
-                        format!(
-                            "column `{}` is {other}; it must be ISO-8601 text or a timestamp",
-                            w.column
-                        ),
-                    ));
-                }
-            }
-            let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-            fields.push(Field::new("window_start", ts.clone(), false));
-            fields.push(Field::new("window_end", ts, false));
-        }
-        for (k, spec) in self.specs.iter_mut().enumerate() {
-            if let Some(c) = &spec.column {
-                let key = format!("aggregates[{k}].column");
-                let i = crate::column_index(input, c).map_err(|e| e.for_key(&key))?;
-                let dt = input.field(i).data_type();
-                if !dt.is_numeric() {
-                    return Err(EngineError::invalid(
-                        key,
-                        format!(
-                            "aggregate `{}`: column `{c}` is {dt}, it must be numeric",
-                            spec.name
-                        ),
-                    ));
-                }
-                spec.int = dt.is_integer();
-            }
-            if let Some(f) = &spec.filter {
-                f.check_condition(input)
-                    .map_err(|e| e.context(format!("aggregate `{}`: filter", spec.name)))?;
-            }
-            let dt = match (spec.func, spec.int) {
-                (AggFn::Count, _) => DataType::Int64,
-                (AggFn::Avg, _) => DataType::Float64,
-                (_, true) => DataType::Int64,
-                (_, false) => DataType::Float64,
-            };
-            fields.push(Field::new(&spec.name, dt, spec.func != AggFn::Count));
-        }
-        let mut names = BTreeSet::new();
-        for f in &fields {
-            if !names.insert(f.name().clone()) {
-                return Err(EngineError::config(format!(
-                    "two output columns are named `{}`",
-                    f.name()
-                )));
-            }
-        }
-        self.schema = Arc::new(Schema::new(fields));
-        Ok(vec![self.schema.clone()])
-    }
-
-    fn output_mode(&self, _input: OutputMode) -> Result<OutputMode> {
-        Ok(self.mode)
-    }
-
     fn process(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
         let n = batch.num_rows();
-        let conv = self.converter.as_ref().expect("init");
-        let keys: Vec<Vec<u8>> = if self.group_by.is_empty() {
+        let keys: Vec<Vec<u8>> = if self.group_idx.is_empty() {
             vec![Vec::new(); n]
         } else {
             let cols: Vec<ArrayRef> = self
-                .group_by
+                .group_idx
                 .iter()
-                .map(|g| batch.column_by_name(g).expect("checked").clone())
+                .map(|i| batch.column(*i).clone())
                 .collect();
-            let rows = conv.convert_columns(&cols)?;
+            let rows = self.converter.convert_columns(&cols)?;
             (0..n).map(|i| rows.row(i).as_ref().to_vec()).collect()
         };
-        let times = match &self.windows {
-            Some(w) => Some(event_times(
-                batch.column_by_name(&w.column).expect("checked"),
-            )?),
-            None => None,
-        };
+        let times = self
+            .time_idx
+            .map(|i| event_times(batch.column(i)))
+            .transpose()?;
         // Per aggregate: values as f64 and i64, and the filter mask.
         let mut values: Vec<(
             Option<Float64Array>,
@@ -522,12 +539,6 @@ impl Operator for Aggregator {
             values.push((f, i, mask));
         }
         let track = self.mode != OutputMode::Append;
-        // Kafka's partition column, for the per-partition watermark.
-        let partitions = batch
-            .column_by_name("partition")
-            .and_then(|c| c.as_primitive_opt::<Int32Type>())
-            .cloned();
-        let mut advanced: Vec<i32> = Vec::new();
         let n_specs = self.specs.len();
         for (row, mut key) in keys.into_iter().enumerate() {
             let (first, n_starts, slide) = match (&self.windows, &times) {
@@ -540,18 +551,6 @@ impl Operator for Aggregator {
                     if self.state.watermark.is_some_and(|wm| t < wm) {
                         self.state.late_events += 1;
                         continue;
-                    }
-                    self.state.max_event_time =
-                        Some(self.state.max_event_time.map_or(t, |m| m.max(t)));
-                    if let Some(p) = partitions.as_ref().filter(|p| p.is_valid(row)) {
-                        let p = p.value(row);
-                        let m = self.state.partition_max.entry(p).or_insert(i64::MIN);
-                        if t > *m {
-                            *m = t;
-                            if !advanced.contains(&p) {
-                                advanced.push(p);
-                            }
-                        }
                     }
                     // The windows holding `t`: `first`, then `slide` back, while they reach `t`.
                     let first = t.div_euclid(w.slide) * w.slide;
@@ -596,23 +595,23 @@ impl Operator for Aggregator {
                 }
             }
         }
-        if !advanced.is_empty() {
-            let now = Instant::now();
-            for p in advanced {
-                self.partition_advanced.insert(p, now);
-            }
+        Ok(())
+    }
+
+    /// The runtime's watermark: events older than it are late from now on. Windows it closes
+    /// are emitted at the trigger that follows.
+    fn on_watermark(&mut self, watermark_ms: i64, _out: &mut Collector) -> Result<()> {
+        if self.windows.is_some() {
+            self.state.watermark = Some(
+                self.state
+                    .watermark
+                    .map_or(watermark_ms, |old| old.max(watermark_ms)),
+            );
         }
         Ok(())
     }
 
     fn on_barrier(&mut self, _epoch: Epoch, out: &mut Collector) -> Result<()> {
-        // Advance the watermark at the trigger, as Spark does between micro-batches.
-        if let Some(w) = &self.windows
-            && let Some(max) = self.watermark_base(w)
-        {
-            let wm = max - w.delay;
-            self.state.watermark = Some(self.state.watermark.map_or(wm, |old| old.max(wm)));
-        }
         if self.state.late_events > self.reported_late {
             tracing::warn!(
                 node = %self.node,
@@ -677,8 +676,6 @@ impl Operator for Aggregator {
         let snap = Snapshot {
             groups,
             watermark: self.state.watermark,
-            max_event_time: self.state.max_event_time,
-            partition_max: self.state.partition_max.clone(),
             late_events: self.state.late_events,
             unparsed_time: self.state.unparsed_time,
             specs: self.raw_specs.iter().map(|s| s.name.clone()).collect(),
@@ -706,14 +703,9 @@ impl Operator for Aggregator {
                 .map(|(s, k, v)| ((s, k), v))
                 .collect(),
             watermark: snap.watermark,
-            max_event_time: snap.max_event_time,
-            partition_max: snap.partition_max,
             late_events: snap.late_events,
             unparsed_time: snap.unparsed_time,
         };
-        // Idleness restarts from the restore: every partition counts until it proves idle.
-        let now = Instant::now();
-        self.partition_advanced = self.state.partition_max.keys().map(|p| (*p, now)).collect();
         self.reported_late = self.state.late_events;
         // Changes a trigger held back (`emit_every`) are still to be emitted.
         self.dirty = snap.dirty.into_iter().collect();
@@ -725,13 +717,13 @@ impl Operator for Aggregator {
     }
 }
 
+/// The checkpointed state, as JSON. Snapshots from before the runtime owned event time also
+/// hold `max_event_time` and `partition_max`: unknown fields are ignored, so they still load
+/// (the runtime's own tracker has those maxima now).
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
     groups: Vec<(i64, Vec<u8>, Vec<Acc>)>,
     watermark: Option<i64>,
-    max_event_time: Option<i64>,
-    #[serde(default)]
-    partition_max: BTreeMap<i32, i64>,
     late_events: u64,
     unparsed_time: u64,
     specs: Vec<String>,

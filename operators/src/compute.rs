@@ -4,7 +4,9 @@
 use crate::expr::{self, Expr};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use engine_api::{BuildContext, Collector, EngineError, Operator, OperatorConfig, Result};
+use engine_api::{
+    BuildContext, Built, Collector, EngineError, Input, Operator, OperatorConfig, Result,
+};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ pub struct ComputeConfig {
 }
 
 impl OperatorConfig for ComputeConfig {
-    fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+    fn build(self, _ctx: &BuildContext, input: &Input) -> Result<Built> {
         if self.columns.is_empty() {
             return Err(EngineError::invalid("columns", "is empty"));
         }
@@ -32,11 +34,40 @@ impl OperatorConfig for ComputeConfig {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(Compute {
-            exprs,
-            schema: Arc::new(Schema::empty()),
-            slots: Vec::new(),
-        }))
+        let mut fields: Vec<Field> = input
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut slots = Vec::new();
+        // Each expression sees the input columns; its result's type comes from the input's.
+        for (name, e) in &exprs {
+            let dt = e
+                .check_types(&input.schema)
+                .map_err(|err| err.for_key(format!("columns.{name}")))?;
+            let f = Field::new(name, dt, true);
+            match fields.iter().position(|x| x.name() == name) {
+                Some(i) => {
+                    fields[i] = f;
+                    slots.push(Some(i));
+                }
+                None => {
+                    fields.push(f);
+                    slots.push(None);
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        Ok(Built::main(
+            Compute {
+                exprs,
+                schema: schema.clone(),
+                slots,
+            },
+            schema,
+            input,
+        ))
     }
 }
 
@@ -48,30 +79,6 @@ pub struct Compute {
 }
 
 impl Operator for Compute {
-    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
-        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
-        self.slots.clear();
-        // Each expression sees the input columns; the type of its result is found on an empty batch.
-        for (name, e) in &self.exprs {
-            let dt = e
-                .check_types(input)
-                .map_err(|err| err.for_key(format!("columns.{name}")))?;
-            let f = Field::new(name, dt, true);
-            match fields.iter().position(|x| x.name() == name) {
-                Some(i) => {
-                    fields[i] = f;
-                    self.slots.push(Some(i));
-                }
-                None => {
-                    fields.push(f);
-                    self.slots.push(None);
-                }
-            }
-        }
-        self.schema = Arc::new(Schema::new(fields));
-        Ok(vec![self.schema.clone()])
-    }
-
     fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let mut columns = batch.columns().to_vec();
         for ((_, e), slot) in self.exprs.iter().zip(&self.slots) {

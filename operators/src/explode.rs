@@ -7,7 +7,9 @@ use arrow::array::{
 use arrow::buffer::NullBuffer;
 use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use engine_api::{BuildContext, Collector, EngineError, Operator, OperatorConfig, Result};
+use engine_api::{
+    BuildContext, Built, Collector, EngineError, Input, Operator, OperatorConfig, Result,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -33,73 +35,57 @@ fn yes() -> bool {
 }
 
 impl OperatorConfig for ExplodeConfig {
-    fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(Explode {
-            cfg: self,
-            list_idx: 0,
-            keep: Vec::new(),
-            schema: Arc::new(Schema::empty()),
-            flatten: false,
-        }))
-    }
-}
-
-pub struct Explode {
-    cfg: ExplodeConfig,
-    list_idx: usize,
-    keep: Vec<usize>,
-    schema: SchemaRef,
-    flatten: bool,
-}
-
-impl Operator for Explode {
-    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
-        let col = &self.cfg.column;
-        self.list_idx = input.index_of(col).map_err(|_| {
+    fn build(self, _ctx: &BuildContext, input: &Input) -> Result<Built> {
+        let schema = &input.schema;
+        let col = &self.column;
+        let list_idx = schema.index_of(col).map_err(|_| {
             EngineError::invalid(
                 "column",
                 format!(
                     "no column `{col}` to explode (columns: {})",
-                    crate::column_names(input)
+                    crate::column_names(schema)
                 ),
             )
         })?;
-        let DataType::List(item) = input.field(self.list_idx).data_type() else {
+        let DataType::List(item) = schema.field(list_idx).data_type() else {
             return Err(EngineError::invalid(
                 "column",
                 format!(
                     "column `{col}` is {}, explode needs a list",
-                    input.field(self.list_idx).data_type()
+                    schema.field(list_idx).data_type()
                 ),
             ));
         };
-        self.keep = match &self.cfg.columns {
+        let keep: Vec<usize> = match &self.columns {
             Some(cols) => cols
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    crate::column_index(input, c).map_err(|e| e.for_key(format!("columns[{i}]")))
+                    crate::column_index(schema, c).map_err(|e| e.for_key(format!("columns[{i}]")))
                 })
                 .collect::<Result<_>>()?,
-            None => (0..input.fields().len())
-                .filter(|i| *i != self.list_idx)
+            None => (0..schema.fields().len())
+                .filter(|i| *i != list_idx)
                 .collect(),
         };
-        let mut fields: Vec<Field> = self.keep.iter().map(|i| input.field(*i).clone()).collect();
-        if let Some(p) = &self.cfg.position {
+        let mut fields: Vec<Field> = keep.iter().map(|i| schema.field(*i).clone()).collect();
+        if let Some(p) = &self.position {
             fields.push(Field::new(p, DataType::Int32, false));
         }
-        match item.data_type() {
-            DataType::Struct(children) if self.cfg.flatten => {
-                self.flatten = true;
+        let flatten = match item.data_type() {
+            DataType::Struct(children) if self.flatten => {
                 fields.extend(
                     children
                         .iter()
                         .map(|f| f.as_ref().clone().with_nullable(true)),
                 );
+                true
             }
-            other => fields.push(Field::new(col, other.clone(), true)),
-        }
+            other => {
+                fields.push(Field::new(col, other.clone(), true));
+                false
+            }
+        };
         let mut seen = std::collections::HashSet::new();
         for f in &fields {
             if !seen.insert(f.name()) {
@@ -109,10 +95,29 @@ impl Operator for Explode {
                 )));
             }
         }
-        self.schema = Arc::new(Schema::new(fields));
-        Ok(vec![self.schema.clone()])
+        let out = Arc::new(Schema::new(fields));
+        let op = Explode {
+            list_idx,
+            keep,
+            schema: out.clone(),
+            flatten,
+            position: self.position.is_some(),
+        };
+        Ok(Built::main(op, out, input))
     }
+}
 
+pub struct Explode {
+    list_idx: usize,
+    keep: Vec<usize>,
+    schema: SchemaRef,
+    /// Struct elements become top-level columns.
+    flatten: bool,
+    /// Add the element's position.
+    position: bool,
+}
+
+impl Operator for Explode {
     fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let list = batch
             .column(self.list_idx)
@@ -120,9 +125,11 @@ impl Operator for Explode {
             .downcast_ref::<ListArray>()
             .ok_or_else(|| EngineError::runtime("explode: input column is not a list"))?;
         let offsets = list.value_offsets();
-        let mut parents = Vec::new();
-        let mut children = Vec::new();
-        let mut positions = Vec::new();
+        // At most one output row per element: sized once, no reallocation while filling.
+        let elements = (offsets[list.len()] - offsets[0]) as usize;
+        let mut parents = Vec::with_capacity(elements);
+        let mut children = Vec::with_capacity(elements);
+        let mut positions = Vec::with_capacity(if self.position { elements } else { 0 });
         for row in 0..list.len() {
             if list.is_null(row) {
                 continue;
@@ -131,7 +138,9 @@ impl Operator for Explode {
             for j in start..end {
                 parents.push(row as u32);
                 children.push(j as u32);
-                positions.push(j - start);
+            }
+            if self.position {
+                positions.extend(0..end - start);
             }
         }
         let parents = UInt32Array::from(parents);
@@ -141,7 +150,7 @@ impl Operator for Explode {
             .iter()
             .map(|i| take(batch.column(*i), &parents, None))
             .collect::<Result<_, _>>()?;
-        if self.cfg.position.is_some() {
+        if self.position {
             columns.push(Arc::new(Int32Array::from(positions)));
         }
         let values = take(list.values(), &children, None)?;
@@ -149,7 +158,7 @@ impl Operator for Explode {
             let s = values
                 .as_any()
                 .downcast_ref::<StructArray>()
-                .expect("checked in init");
+                .expect("checked in build");
             // A null element has no fields: its null must reach every flattened column, whatever
             // values its children hold under it.
             for child in s.columns() {

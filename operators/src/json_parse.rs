@@ -13,7 +13,10 @@ use arrow::compute::{filter_record_batch, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow_json::ReaderBuilder;
 use base64::Engine as _;
-use engine_api::{BuildContext, Collector, EngineError, Operator, OperatorConfig, Result};
+use engine_api::{
+    BuildContext, Built, Collector, EngineError, Input, Operator, OperatorConfig, OutputPort,
+    Result,
+};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -77,12 +80,12 @@ fn default_value_column() -> String {
 }
 
 impl OperatorConfig for JsonParseConfig {
-    fn build(self, ctx: &BuildContext) -> Result<Box<dyn Operator>> {
-        let schema = Arc::new(schema_from_pairs(
+    fn build(self, ctx: &BuildContext, input: &Input) -> Result<Built> {
+        let parsed_schema = Arc::new(schema_from_pairs(
             self.schema.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         )?);
         for (i, r) in self.required.iter().enumerate() {
-            if schema.index_of(r).is_err() {
+            if parsed_schema.index_of(r).is_err() {
                 return Err(EngineError::invalid(
                     format!("required[{i}]"),
                     format!("`{r}` is not in the schema"),
@@ -100,27 +103,83 @@ impl OperatorConfig for JsonParseConfig {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(JsonParse {
+        let schema = &input.schema;
+        let col = &self.value_column;
+        let value_idx = schema.index_of(col).map_err(|_| {
+            EngineError::config(format!(
+                "input has no column `{col}` to parse (columns: {})",
+                crate::column_names(schema)
+            ))
+        })?;
+        match schema.field(value_idx).data_type() {
+            DataType::Binary | DataType::Utf8 => {}
+            other => {
+                return Err(EngineError::config(format!(
+                    "column `{col}` is {other}, expected binary or string"
+                )));
+            }
+        }
+        let keep: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| *i != value_idx)
+            .collect();
+        let mut fields: Vec<Field> = keep.iter().map(|i| schema.field(*i).clone()).collect();
+        let mut q_fields = fields.clone();
+        for f in parsed_schema.fields() {
+            if fields.iter().any(|k| k.name() == f.name()) {
+                return Err(EngineError::config(format!(
+                    "schema field `{}` has the name of an input column; rename one of them",
+                    f.name()
+                )));
+            }
+            fields.push(f.as_ref().clone());
+        }
+        q_fields.extend(quarantine_fields());
+        let out_schema = Arc::new(Schema::new(fields));
+        for (i, (text, rule)) in rules.iter().enumerate() {
+            crate::rules::check(rule, &out_schema).map_err(|e| {
+                e.context(format!("rule `{}`", crate::quote_short(text)))
+                    .for_key(format!("rules[{i}]"))
+            })?;
+        }
+        let quarantine_schema = Arc::new(Schema::new(q_fields));
+        let required_idx = self
+            .required
+            .iter()
+            .map(|r| keep.len() + parsed_schema.index_of(r).expect("checked above"))
+            .collect();
+        let mut quarantine =
+            OutputPort::named(QUARANTINE_PORT, quarantine_schema.clone(), input.mode);
+        if self.on_error == OnError::Quarantine {
+            // With `drop` or `fail` nothing is ever sent there, so it may stay unread.
+            quarantine = quarantine.must_be_read("or set on_error = \"drop\"");
+        }
+        let ports = vec![OutputPort::main(out_schema.clone(), input.mode), quarantine];
+        let op = JsonParse {
             rules,
             node: ctx.node.clone(),
-            cfg: self,
-            parsed_schema: schema,
-            value_idx: 0,
-            keep: Vec::new(),
-            out_schema: Arc::new(Schema::empty()),
-            quarantine_schema: Arc::new(Schema::empty()),
-            required_idx: Vec::new(),
+            on_error: self.on_error,
+            parsed_schema,
+            value_idx,
+            keep,
+            out_schema,
+            quarantine_schema,
+            required_idx,
             dropped: 0,
-        }))
+        };
+        Ok(Built::new(op, ports))
     }
 }
+
+/// The name of the port bad records go to (with `on_error = "quarantine"`).
+pub const QUARANTINE_PORT: &str = "quarantine";
 
 pub struct JsonParse {
     rules: Vec<(String, crate::expr::Expr)>,
     node: String,
-    cfg: JsonParseConfig,
+    on_error: OnError,
     parsed_schema: SchemaRef,
     value_idx: usize,
+    /// The input columns passed on (all but the value).
     keep: Vec<usize>,
     out_schema: SchemaRef,
     quarantine_schema: SchemaRef,
@@ -150,62 +209,6 @@ struct Bad {
 }
 
 impl Operator for JsonParse {
-    fn output_ports(&self) -> Vec<String> {
-        vec!["out".into(), "quarantine".into()]
-    }
-
-    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
-        let col = &self.cfg.value_column;
-        self.value_idx = input.index_of(col).map_err(|_| {
-            EngineError::config(format!(
-                "input has no column `{col}` to parse (columns: {})",
-                crate::column_names(input)
-            ))
-        })?;
-        match input.field(self.value_idx).data_type() {
-            DataType::Binary | DataType::Utf8 => {}
-            other => {
-                return Err(EngineError::config(format!(
-                    "column `{col}` is {other}, expected binary or string"
-                )));
-            }
-        }
-        self.keep = (0..input.fields().len())
-            .filter(|i| *i != self.value_idx)
-            .collect();
-        let mut fields: Vec<Field> = self.keep.iter().map(|i| input.field(*i).clone()).collect();
-        let mut q_fields = fields.clone();
-        for f in self.parsed_schema.fields() {
-            if fields.iter().any(|k| k.name() == f.name()) {
-                return Err(EngineError::config(format!(
-                    "schema field `{}` has the name of an input column; rename one of them",
-                    f.name()
-                )));
-            }
-            fields.push(f.as_ref().clone());
-        }
-        q_fields.extend(quarantine_fields());
-        self.out_schema = Arc::new(Schema::new(fields));
-        for (i, (text, rule)) in self.rules.iter().enumerate() {
-            crate::rules::check(rule, &self.out_schema).map_err(|e| {
-                e.context(format!("rule `{}`", crate::quote_short(text)))
-                    .for_key(format!("rules[{i}]"))
-            })?;
-        }
-        self.quarantine_schema = Arc::new(Schema::new(q_fields));
-        let offset = self.keep.len();
-        self.required_idx = self
-            .cfg
-            .required
-            .iter()
-            .map(|r| offset + self.parsed_schema.index_of(r).expect("checked at build"))
-            .collect();
-        Ok(vec![
-            self.out_schema.clone(),
-            self.quarantine_schema.clone(),
-        ])
-    }
-
     fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let n = batch.num_rows();
         let values = binary_values(batch.column(self.value_idx));
@@ -320,7 +323,7 @@ impl Operator for JsonParse {
             }
         }
         bad.sort_by_key(|b| b.row);
-        if let (OnError::Fail, Some(b)) = (self.cfg.on_error, bad.first()) {
+        if let (OnError::Fail, Some(b)) = (self.on_error, bad.first()) {
             // Nothing of the batch is emitted: the pipeline stops at the batch holding the bad record.
             return Err(EngineError::runtime(format!(
                 "bad record at row {} of a batch: {} ({}); set on_error = \"quarantine\" to set such records aside",
@@ -330,7 +333,7 @@ impl Operator for JsonParse {
         out.emit(out_batch);
 
         if !bad.is_empty() {
-            match self.cfg.on_error {
+            match self.on_error {
                 OnError::Quarantine => {
                     out.emit_to(1, self.quarantine_batch(&batch, &values, &bad)?);
                 }
@@ -438,7 +441,7 @@ fn binary_values(col: &ArrayRef) -> Vec<Option<&[u8]>> {
     } else if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
         s.iter().map(|v| v.map(str::as_bytes)).collect()
     } else {
-        unreachable!("checked in init")
+        unreachable!("checked in build")
     }
 }
 

@@ -1,9 +1,11 @@
 //! `select`: keep some columns (in the given order), or drop some.
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use engine_api::{BuildContext, Collector, EngineError, Operator, OperatorConfig, Result};
+use engine_api::{
+    BuildContext, Built, Collector, EngineError, Input, Operator, OperatorConfig, Result,
+};
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// `type = "select"`: give exactly one of `columns` and `drop`.
 #[derive(Debug, Clone, Deserialize)]
@@ -18,45 +20,31 @@ pub struct SelectConfig {
 }
 
 impl OperatorConfig for SelectConfig {
-    fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
-        if self.columns.is_some() == self.drop.is_some() {
-            return Err(EngineError::config(
-                "select needs exactly one of `columns` and `drop`",
-            ));
-        }
-        Ok(Box::new(Select {
-            cfg: self,
-            indices: Vec::new(),
-        }))
-    }
-}
-
-pub struct Select {
-    cfg: SelectConfig,
-    indices: Vec<usize>,
-}
-
-impl Operator for Select {
-    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
-        self.indices = match (&self.cfg.columns, &self.cfg.drop) {
-            (Some(cols), _) => cols
+    fn build(self, _ctx: &BuildContext, input: &Input) -> Result<Built> {
+        let schema = &input.schema;
+        let indices: Vec<usize> = match (&self.columns, &self.drop) {
+            (Some(cols), None) => cols
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    crate::column_index(input, c).map_err(|e| e.for_key(format!("columns[{i}]")))
+                    crate::column_index(schema, c).map_err(|e| e.for_key(format!("columns[{i}]")))
                 })
                 .collect::<Result<_>>()?,
-            (_, Some(drop)) => {
+            (None, Some(drop)) => {
                 for (i, d) in drop.iter().enumerate() {
-                    crate::column_index(input, d).map_err(|e| e.for_key(format!("drop[{i}]")))?;
+                    crate::column_index(schema, d).map_err(|e| e.for_key(format!("drop[{i}]")))?;
                 }
-                (0..input.fields().len())
-                    .filter(|i| !drop.contains(input.field(*i).name()))
+                (0..schema.fields().len())
+                    .filter(|i| !drop.contains(schema.field(*i).name()))
                     .collect()
             }
-            _ => unreachable!("checked in build"),
+            _ => {
+                return Err(EngineError::config(
+                    "select needs exactly one of `columns` and `drop`",
+                ));
+            }
         };
-        if let Some(cols) = &self.cfg.columns
+        if let Some(cols) = &self.columns
             && let Some((i, c)) = cols
                 .iter()
                 .enumerate()
@@ -68,15 +56,22 @@ impl Operator for Select {
                 i + 1
             )));
         }
-        if self.indices.is_empty() {
+        if indices.is_empty() {
             return Err(EngineError::config(format!(
                 "select keeps no column (input columns: {})",
-                crate::column_names(input)
+                crate::column_names(schema)
             )));
         }
-        Ok(vec![std::sync::Arc::new(input.project(&self.indices)?)])
+        let out = Arc::new(schema.project(&indices)?);
+        Ok(Built::main(Select { indices }, out, input))
     }
+}
 
+pub struct Select {
+    indices: Vec<usize>,
+}
+
+impl Operator for Select {
     fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         out.emit(batch.project(&self.indices)?);
         Ok(())

@@ -5,7 +5,8 @@ use arrow::array::{Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use engine_api::{
-    BuildContext, Collector, EngineError, Epoch, Operator, OperatorConfig, OutputMode, Result,
+    BuildContext, Built, Collector, EngineError, Epoch, Input, Operator, OperatorConfig,
+    OutputMode, OutputPort, Result,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -37,43 +38,45 @@ fn rank() -> String {
 }
 
 impl OperatorConfig for TopNConfig {
-    fn build(self, _ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+    fn build(self, _ctx: &BuildContext, input: &Input) -> Result<Built> {
         engine_api::check_range("n", self.n, 1, MAX_N)?;
-        Ok(Box::new(TopN {
-            cfg: self,
-            input: Arc::new(Schema::empty()),
-            schema: Arc::new(Schema::empty()),
+        let key = crate::column_index(&input.schema, &self.order_by)
+            .map_err(|e| e.for_key("order_by"))?;
+        if input.mode != OutputMode::Complete {
+            return Err(EngineError::config(format!(
+                "top_n ranks a whole table, so its input must be in complete mode, not {}; set output_mode = \"complete\" on the aggregate",
+                input.mode
+            )));
+        }
+        let mut fields = vec![Field::new(&self.rank_column, DataType::Int64, false)];
+        fields.extend(input.schema.fields().iter().map(|f| f.as_ref().clone()));
+        let schema = Arc::new(Schema::new(fields));
+        let op = TopN {
+            key,
+            n: self.n,
+            descending: self.descending,
+            input: input.schema.clone(),
+            schema: schema.clone(),
             held: Vec::new(),
-        }))
+        };
+        Ok(Built::new(
+            op,
+            vec![OutputPort::main(schema, OutputMode::Complete)],
+        ))
     }
 }
 
 pub struct TopN {
-    cfg: TopNConfig,
+    /// The `order_by` column's index in the input.
+    key: usize,
+    n: usize,
+    descending: bool,
     input: SchemaRef,
     schema: SchemaRef,
     held: Vec<RecordBatch>,
 }
 
 impl Operator for TopN {
-    fn init(&mut self, input: &SchemaRef) -> Result<Vec<SchemaRef>> {
-        crate::column_index(input, &self.cfg.order_by).map_err(|e| e.for_key("order_by"))?;
-        let mut fields = vec![Field::new(&self.cfg.rank_column, DataType::Int64, false)];
-        fields.extend(input.fields().iter().map(|f| f.as_ref().clone()));
-        self.input = input.clone();
-        self.schema = Arc::new(Schema::new(fields));
-        Ok(vec![self.schema.clone()])
-    }
-
-    fn output_mode(&self, input: OutputMode) -> Result<OutputMode> {
-        if input != OutputMode::Complete {
-            return Err(EngineError::config(format!(
-                "top_n ranks a whole table, so its input must be in complete mode, not {input}; set output_mode = \"complete\" on the aggregate"
-            )));
-        }
-        Ok(OutputMode::Complete)
-    }
-
     fn process(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
         self.held.push(batch);
         Ok(())
@@ -84,12 +87,15 @@ impl Operator for TopN {
             return Ok(());
         }
         let all = concat_batches(&self.input, &std::mem::take(&mut self.held))?;
-        let key = all.column_by_name(&self.cfg.order_by).expect("checked");
         let opts = SortOptions {
-            descending: self.cfg.descending,
+            descending: self.descending,
             nulls_first: false,
         };
-        let idx = sort_to_indices(key, Some(opts), Some(self.cfg.n.min(all.num_rows())))?;
+        let idx = sort_to_indices(
+            all.column(self.key),
+            Some(opts),
+            Some(self.n.min(all.num_rows())),
+        )?;
         let idx = UInt32Array::from_iter_values(idx.values().iter().copied());
         let mut columns = vec![Arc::new(Int64Array::from_iter_values(1..=idx.len() as i64)) as _];
         for c in all.columns() {

@@ -1,6 +1,9 @@
-//! `aggregate` and `window_aggregate` driven like the engine drives them: batches through
-//! `process`, then a trigger through `on_barrier`. Every expected value comes from a plain model in
-//! this file (loops over the events the test generated), never from the operator's output.
+//! `aggregate` and `window_aggregate` driven like the engine drives them, through
+//! `engine_api::testing::Harness`: batches through `process`; at a trigger, the watermark the
+//! runtime computes from the declared event time (the largest event time seen per source
+//! partition, the slowest partition's less the lateness) through `on_watermark`, then
+//! `on_barrier`. Every expected value comes from a plain model in this file (loops over the events
+//! the test generated), never from the operator's output.
 
 mod common;
 
@@ -12,7 +15,10 @@ use arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
 };
 use common::ctx;
-use engine_api::{Collector, ErrorKind, Operator, OperatorConfig, OutputMode};
+use engine_api::testing::{Harness, Script, check_operator};
+use engine_api::{
+    Built, Collector, ErrorKind, EventTime, Input, OperatorConfig, OutputMode, PartitionId,
+};
 use operators::aggregate::{AggregateConfig, WindowAggregateConfig};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -201,10 +207,9 @@ fn all_aggregates() -> Value {
     ])
 }
 
-/// `{ time_column = "ts", group_by = ["customer"], aggregates = all }` plus `extra`.
+/// `{ group_by = ["customer"], aggregates = all }` plus `extra`.
 fn window_config(extra: Value) -> WindowAggregateConfig {
     let mut v = json!({
-        "time_column": "ts",
         "group_by": ["customer"],
         "aggregates": all_aggregates(),
     });
@@ -222,34 +227,64 @@ fn global_config(extra: Value) -> AggregateConfig {
     serde_json::from_value(v).unwrap()
 }
 
-fn init(cfg: impl OperatorConfig, tc: TimeCol) -> Box<dyn Operator> {
-    let mut op = cfg.build(&ctx()).unwrap();
-    let schemas = op.init(&input_schema(tc)).unwrap();
-    assert_eq!(schemas.len(), 1);
-    op
+/// A global aggregate over [`input_schema`], in a harness.
+fn init(cfg: impl OperatorConfig, tc: TimeCol) -> Harness {
+    let built = cfg.build(&ctx(), &Input::new(input_schema(tc))).unwrap();
+    assert_eq!(built.ports.len(), 1);
+    Harness::new(built).with_input(input_schema(tc))
 }
 
-fn windowed(extra: Value, tc: TimeCol) -> Box<dyn Operator> {
-    init(window_config(extra), tc)
+/// The pipeline's event time for the window tests: the `ts` column, with the lateness and idle
+/// timeout the old window options gave (`watermark`, default 2m; `idle_timeout`, default 30s),
+/// taken out of `extra`.
+fn event_time(extra: &mut Value) -> EventTime {
+    let mut ms = |key: &str, default: &str| -> i64 {
+        let v = extra
+            .as_object_mut()
+            .unwrap()
+            .remove(key)
+            .map(|v| v.as_str().unwrap().to_string())
+            .unwrap_or_else(|| default.to_string());
+        humantime::parse_duration(&v).unwrap().as_millis() as i64
+    };
+    let lateness_ms = ms("watermark", "2m");
+    let idle = ms("idle_timeout", "30s");
+    EventTime {
+        column: "ts".into(),
+        lateness_ms,
+        idle_timeout: std::time::Duration::from_millis(idle as u64),
+    }
 }
 
-fn feed(op: &mut Box<dyn Operator>, evs: &[Ev], tc: TimeCol) {
-    let mut out = Collector::new(1);
-    op.process(batch(evs, tc), &mut out).unwrap();
-    assert!(
-        out.port(0).is_empty(),
-        "an aggregate emits at triggers only"
-    );
+/// The input of a window aggregate: [`input_schema`], with `ts` declared as the event time.
+fn window_input(tc: TimeCol) -> Input {
+    Input::new(input_schema(tc)).with_event_time("ts")
 }
 
-/// Fires a trigger; returns what it emitted.
-fn trigger(op: &mut Box<dyn Operator>) -> Vec<RecordBatch> {
-    let mut out = Collector::new(1);
-    op.on_barrier(1, &mut out).unwrap();
-    out.port(0).to_vec()
+fn build_window(extra: Value, tc: TimeCol) -> engine_api::Result<Built> {
+    window_config(extra).build(&ctx(), &window_input(tc))
 }
 
-fn snapshot_json(op: &mut Box<dyn Operator>) -> Value {
+/// A window aggregate in a harness that sends it the runtime's watermark at each trigger; the
+/// old `watermark` and `idle_timeout` keys of `extra` set the declared event time.
+fn windowed(mut extra: Value, tc: TimeCol) -> Harness {
+    let e = event_time(&mut extra);
+    Harness::new(build_window(extra, tc).unwrap())
+        .with_input(input_schema(tc))
+        .with_event_time(&e)
+}
+
+fn feed(op: &mut Harness, evs: &[Ev], tc: TimeCol) {
+    let out = op.process(batch(evs, tc)).unwrap();
+    assert!(out.is_empty(), "an aggregate emits at triggers only");
+}
+
+/// Fires a trigger (the watermark, then the barrier); returns what it emitted.
+fn trigger(op: &mut Harness) -> Vec<RecordBatch> {
+    op.barrier().unwrap().main().to_vec()
+}
+
+fn snapshot_json(op: &mut Harness) -> Value {
     serde_json::from_slice(&op.snapshot().unwrap().expect("stateful")).unwrap()
 }
 
@@ -324,8 +359,9 @@ fn expected_row(evs: &[Ev]) -> Row {
 
 type Key = (i64, String);
 
-/// The semantics of a window aggregate, written out: the watermark is the largest event time
-/// seen minus the delay, advanced at each trigger; an event older than the watermark is late.
+/// The semantics of a window aggregate fed from one source partition, written out: the watermark
+/// is the largest event time seen minus the lateness, advanced at each trigger; an event older
+/// than the watermark is late.
 struct Model {
     size: i64,
     slide: i64,
@@ -339,6 +375,8 @@ struct Model {
     changed: BTreeSet<Key>,
     late: u64,
     unparsed: u64,
+    /// The largest event time per source partition, for inputs read from several.
+    partition_max: BTreeMap<i32, i64>,
 }
 
 impl Model {
@@ -354,7 +392,17 @@ impl Model {
             changed: BTreeSet::new(),
             late: 0,
             unparsed: 0,
+            partition_max: BTreeMap::new(),
         }
+    }
+
+    /// Events read from source partition `p`: the watermark follows the slowest partition.
+    fn feed_from(&mut self, p: i32, evs: &[Ev]) {
+        if let Some(t) = evs.iter().filter_map(|e| e.t).max() {
+            let m = self.partition_max.entry(p).or_insert(i64::MIN);
+            *m = (*m).max(t);
+        }
+        self.feed(evs);
     }
 
     /// Starts of the windows `[s, s + size)` holding `t`, with `s` a multiple of the slide.
@@ -392,7 +440,12 @@ impl Model {
     }
 
     fn advance(&mut self) {
-        if let Some(m) = self.max_time {
+        let base = if self.partition_max.is_empty() {
+            self.max_time
+        } else {
+            self.partition_max.values().copied().min()
+        };
+        if let Some(m) = base {
             let w = m - self.delay;
             self.watermark = Some(self.watermark.map_or(w, |old| old.max(w)));
         }
@@ -442,6 +495,18 @@ impl Model {
             .collect();
         self.closed.extend(drop);
         out
+    }
+
+    /// Complete mode: every window ever seen, when something changed since the last trigger.
+    fn trigger_complete(&mut self) -> BTreeMap<Key, Row> {
+        self.advance();
+        if std::mem::take(&mut self.changed).is_empty() {
+            return BTreeMap::new();
+        }
+        self.windows
+            .keys()
+            .map(|k| (k.clone(), self.row(k)))
+            .collect()
     }
 
     /// Windows still held: seen, and not closed.
@@ -612,10 +677,8 @@ fn tumbling_append_with_other_timestamp_units() {
 
 #[test]
 fn output_schema_of_a_window_aggregate() {
-    let mut op = window_config(json!({ "window": "1m" }))
-        .build(&ctx())
-        .unwrap();
-    let schema = op.init(&input_schema(TimeCol::Text)).unwrap().remove(0);
+    let built = build_window(json!({ "window": "1m" }), TimeCol::Text).unwrap();
+    let schema = built.ports[0].schema.clone();
     let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let got: Vec<(String, DataType)> = schema
         .fields()
@@ -639,18 +702,15 @@ fn output_schema_of_a_window_aggregate() {
     .map(|(n, t)| (n.to_string(), t))
     .collect();
     assert_eq!(got, want);
-    assert_eq!(
-        op.output_mode(OutputMode::Append).unwrap(),
-        OutputMode::Append
-    );
+    assert_eq!(built.ports[0].mode, OutputMode::Append);
+    assert_eq!(built.ports[0].name, "out");
     // Declared output modes win over the input's.
-    let op = window_config(json!({ "window": "1m", "output_mode": "update" }))
-        .build(&ctx())
-        .unwrap();
-    assert_eq!(
-        op.output_mode(OutputMode::Append).unwrap(),
-        OutputMode::Update
-    );
+    let built = build_window(
+        json!({ "window": "1m", "output_mode": "update" }),
+        TimeCol::Text,
+    )
+    .unwrap();
+    assert_eq!(built.ports[0].mode, OutputMode::Update);
 }
 
 #[test]
@@ -944,19 +1004,19 @@ fn window_and_slide_are_checked() {
             "`slide`: too small: an event would fall into more than 1440 windows",
         ),
     ] {
-        let e =
-            config_error(window_config(json!({ "window": window, "slide": slide })).build(&ctx()));
+        let e = config_error(build_window(
+            json!({ "window": window, "slide": slide }),
+            TimeCol::Text,
+        ));
         assert!(e.starts_with(want), "{e}");
     }
     // A day of one-minute slides is the most windows per event allowed.
-    window_config(json!({ "window": "1d", "slide": "1m" }))
-        .build(&ctx())
-        .unwrap();
-    let e = config_error(window_config(json!({ "window": "one minute" })).build(&ctx()));
+    build_window(json!({ "window": "1d", "slide": "1m" }), TimeCol::Text).unwrap();
+    let e = config_error(build_window(
+        json!({ "window": "one minute" }),
+        TimeCol::Text,
+    ));
     assert!(e.contains("`window`"), "{e}");
-    let e =
-        config_error(window_config(json!({ "window": "1m", "watermark": "soon" })).build(&ctx()));
-    assert!(e.contains("`watermark`"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -988,10 +1048,7 @@ fn only(all: BTreeMap<Key, Row>, customers: &[&str]) -> BTreeMap<Key, Row> {
 fn update_mode_emits_the_groups_changed_since_the_last_trigger() {
     let tc = TimeCol::Text;
     let mut op = init(global_config(json!({ "output_mode": "update" })), tc);
-    assert_eq!(
-        op.output_mode(OutputMode::Append).unwrap(),
-        OutputMode::Update
-    );
+    assert_eq!(op.ports()[0].mode, OutputMode::Update);
     let mut rng = Rng(99);
     let mut seen = Vec::new();
     let first = gen_events(&mut rng, 30, base(), MIN, 0, 3);
@@ -1059,7 +1116,7 @@ fn complete_mode_emits_the_whole_table_when_something_changed() {
     let tc = TimeCol::Text;
     let mut op = init(global_config(json!({})), tc);
     assert_eq!(
-        op.output_mode(OutputMode::Append).unwrap(),
+        op.ports()[0].mode,
         OutputMode::Complete,
         "complete is the default of `aggregate`"
     );
@@ -1105,7 +1162,10 @@ fn complete_mode_on_windows_keeps_every_window() {
 
 #[test]
 fn a_running_aggregate_cannot_be_in_append_mode() {
-    let e = config_error(global_config(json!({ "output_mode": "append" })).build(&ctx()));
+    let e = config_error(
+        global_config(json!({ "output_mode": "append" }))
+            .build(&ctx(), &Input::new(input_schema(TimeCol::Text))),
+    );
     assert!(
         e.contains("append") && e.contains("window_aggregate"),
         "{e}"
@@ -1144,7 +1204,10 @@ fn emit_every_holds_results_until_the_interval_elapses() {
     assert_eq!(got, only(per_customer(&seen), &["A", "C"]));
     assert!(trigger(&mut op).is_empty());
 
-    let e = config_error(global_config(json!({ "emit_every": "often" })).build(&ctx()));
+    let e = config_error(
+        global_config(json!({ "emit_every": "often" }))
+            .build(&ctx(), &Input::new(input_schema(TimeCol::Text))),
+    );
     assert!(e.contains("emit_every"), "{e}");
 }
 
@@ -1176,8 +1239,9 @@ fn filters_types_and_null_values() {
         ],
     }))
     .unwrap();
-    let mut op = cfg.build(&ctx()).unwrap();
-    let out_schema = op.init(&schema).unwrap().remove(0);
+    let built = cfg.build(&ctx(), &Input::new(schema.clone())).unwrap();
+    let out_schema = built.ports[0].schema.clone();
+    let mut op = Harness::new(built).with_input(schema.clone());
     let types: Vec<(&str, DataType)> = out_schema
         .fields()
         .iter()
@@ -1236,7 +1300,7 @@ fn filters_types_and_null_values() {
         );
     }
     for b in batches {
-        op.process(b, &mut Collector::new(1)).unwrap();
+        op.process(b).unwrap();
     }
     let out = trigger(&mut op);
     assert_eq!(out.len(), 1);
@@ -1349,10 +1413,7 @@ fn configuration_mistakes() {
     let schema = input_schema(TimeCol::Text);
     let build_init = |v: Value| -> String {
         let cfg: AggregateConfig = serde_json::from_value(v).unwrap();
-        match cfg.build(&ctx()) {
-            Err(e) => config_error::<()>(Err(e)),
-            Ok(mut op) => config_error(op.init(&schema)),
-        }
+        config_error(cfg.build(&ctx(), &Input::new(schema.clone())))
     };
     let e = build_init(json!({ "aggregates": [{ "name": "s", "fn": "sum" }] }));
     assert!(e.contains("`s`") && e.contains("column"), "{e}");
@@ -1369,7 +1430,7 @@ fn configuration_mistakes() {
         json!({ "aggregates": [{ "name": "n", "fn": "count", "filter": "lvl = 'ERROR'" }] }),
     );
     assert!(e.contains("`lvl`"), "{e}");
-    // A filter's types are checked at init too, before any data.
+    // A filter's types are checked at build too, before any data.
     for filter in ["level > 1", "total + 1", "total is timestamp"] {
         let e =
             build_init(json!({ "aggregates": [{ "name": "n", "fn": "count", "filter": filter }] }));
@@ -1389,11 +1450,11 @@ fn configuration_mistakes() {
         .is_err()
     );
     // The time column must be text or a timestamp.
-    let mut op = window_config(json!({ "window": "1m", "time_column": "qty" }))
-        .build(&ctx())
-        .unwrap();
-    let e = config_error(op.init(&schema));
-    assert!(e.contains("`qty`"), "{e}");
+    let e = config_error(
+        window_config(json!({ "window": "1m" }))
+            .build(&ctx(), &Input::new(schema.clone()).with_event_time("qty")),
+    );
+    assert!(e.starts_with("`time_column`") && e.contains("`qty`"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1401,10 +1462,11 @@ fn configuration_mistakes() {
 // ---------------------------------------------------------------------------------------------
 
 /// Feeds `batches` to one operator with a trigger after each; and to a second one that is
-/// snapshotted after trigger `cut` and replaced by a fresh operator restored from that snapshot.
-/// Both must emit the same rows at every trigger.
+/// snapshotted after trigger `cut` and replaced by a fresh operator restored from that snapshot
+/// (with the runtime's event-time state of that trigger). Both must emit the same rows at every
+/// trigger.
 fn restore_continues(
-    make: &dyn Fn() -> Box<dyn Operator>,
+    make: &dyn Fn() -> Harness,
     batches: &[Vec<Ev>],
     tc: TimeCol,
     cut: usize,
@@ -1420,9 +1482,10 @@ fn restore_continues(
         feed(&mut first, evs, tc);
         got_all.push(read(&trigger(&mut first), size));
         if i == cut {
-            let state = first.snapshot().unwrap().expect("stateful");
+            let checkpoint = first.last_checkpoint().unwrap().clone();
+            assert!(checkpoint.state.is_some(), "stateful");
             first = make();
-            first.restore(&state).unwrap();
+            first.resume(&checkpoint).unwrap();
             assert_eq!(first.state_size(), whole.state_size());
         }
     }
@@ -1501,7 +1564,7 @@ fn restore_keeps_what_emit_every_held_back() {
         assert!(trigger(&mut op).is_empty(), "held back");
         let state = op.snapshot().unwrap().unwrap();
         let mut restored = make();
-        restored.restore(&state).unwrap();
+        restored.operator_mut().restore(&state).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(250));
         let want = read(&trigger(&mut op), None);
         assert_eq!(want.len(), 2, "{mode}: A and B changed");
@@ -1516,13 +1579,12 @@ fn restore_refuses_state_of_other_aggregates() {
     feed(&mut op, &[ev("A", base(), 1.0)], tc);
     let state = op.snapshot().unwrap().unwrap();
     let cfg: WindowAggregateConfig = serde_json::from_value(json!({
-        "time_column": "ts",
         "window": "1m",
         "group_by": ["customer"],
         "aggregates": [{ "name": "n", "fn": "count" }],
     }))
     .unwrap();
-    let mut other = init(cfg, tc);
+    let mut other = cfg.build(&ctx(), &window_input(tc)).unwrap().operator;
     let e = config_error(other.restore(&state));
     assert!(e.contains("checkpoint"), "{e}");
     assert!(matches!(
@@ -1577,8 +1639,8 @@ fn a_null_group_key_is_a_group_of_its_own() {
         ],
     }))
     .unwrap();
-    let mut op = cfg.build(&ctx()).unwrap();
-    op.init(&schema).unwrap();
+    let built = cfg.build(&ctx(), &Input::new(schema.clone())).unwrap();
+    let mut op = Harness::new(built).with_input(schema.clone());
     let rows: Vec<(Option<&str>, Option<i32>, f64)> = vec![
         (Some("A"), Some(1), 1.0),
         (None, Some(1), 2.0),
@@ -1597,7 +1659,7 @@ fn a_null_group_key_is_a_group_of_its_own() {
         ],
     )
     .unwrap();
-    op.process(b, &mut Collector::new(1)).unwrap();
+    op.process(b).unwrap();
     let out = trigger(&mut op);
     let mut want: BTreeMap<(Option<String>, Option<i32>), (i64, f64)> = BTreeMap::new();
     for (c, r, t) in &rows {
@@ -1625,48 +1687,34 @@ fn a_null_group_key_is_a_group_of_its_own() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3. The watermark per Kafka partition
+// 8. The runtime's watermark: per source partition, and from upstream
 // ---------------------------------------------------------------------------------------------
 
-/// `evs` with Kafka's `partition` column: event `i` comes from partition `parts[i]`.
-fn with_partitions(evs: &[Ev], parts: &[i32], tc: TimeCol) -> RecordBatch {
-    let b = batch(evs, tc);
-    let mut fields: Vec<Field> = b.schema().fields().iter().map(|f| (**f).clone()).collect();
-    fields.push(Field::new("partition", DataType::Int32, false));
-    let mut cols = b.columns().to_vec();
-    cols.push(Arc::new(Int32Array::from(parts.to_vec())));
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+fn p(n: i32) -> PartitionId {
+    PartitionId::kafka("orders", n)
 }
 
-fn partitioned(extra: Value) -> Box<dyn Operator> {
-    let mut op = window_config(extra).build(&ctx()).unwrap();
-    let schema = with_partitions(&[], &[], TimeCol::Text).schema();
-    op.init(&schema).unwrap();
-    op
-}
-
-fn feed_partitioned(op: &mut Box<dyn Operator>, evs: &[Ev], parts: &[i32]) {
-    let mut out = Collector::new(1);
-    op.process(with_partitions(evs, parts, TimeCol::Text), &mut out)
+fn feed_from(op: &mut Harness, partition: i32, evs: &[Ev]) {
+    let out = op
+        .process_from(&p(partition), batch(evs, TimeCol::Text))
         .unwrap();
+    assert!(out.is_empty(), "an aggregate emits at triggers only");
 }
 
 #[test]
 fn the_watermark_follows_the_slowest_partition() {
-    let mut op = partitioned(json!({ "window": "1m", "watermark": "30s" }));
+    let mut op = windowed(json!({ "window": "1m", "watermark": "30s" }), TimeCol::Text);
     let b = base();
     // Partition 0 is read 10 minutes ahead of partition 1, as in a backfill.
-    feed_partitioned(
-        &mut op,
-        &[ev("A", b + 10 * MIN, 1.0), ev("B", b + 20 * SEC, 2.0)],
-        &[0, 1],
-    );
+    feed_from(&mut op, 0, &[ev("A", b + 10 * MIN, 1.0)]);
+    feed_from(&mut op, 1, &[ev("B", b + 20 * SEC, 2.0)]);
     // Watermark = min(10:10:00, 10:00:20) - 30 s = 09:59:50: nothing closes.
     assert!(trigger(&mut op).is_empty());
+    assert_eq!(op.current_watermark(), Some(b - 10 * SEC));
     assert_eq!(snapshot_json(&mut op)["watermark"], json!(b - 10 * SEC));
     // Partition 1 catches up with events 5 minutes behind partition 0: not late.
     let catch_up = [ev("B", b + 30 * SEC, 4.0), ev("C", b + 5 * MIN, 8.0)];
-    feed_partitioned(&mut op, &catch_up, &[1, 1]);
+    feed_from(&mut op, 1, &catch_up);
     assert_eq!(snapshot_json(&mut op)["late_events"], json!(0));
     // Watermark = 10:05:00 - 30 s = 10:04:30: B's window [10:00, 10:01) closes with both events.
     let got = read(&trigger(&mut op), Some(MIN));
@@ -1681,24 +1729,428 @@ fn the_watermark_follows_the_slowest_partition() {
 
 #[test]
 fn an_idle_partition_stops_holding_the_watermark_back() {
-    let mut op = partitioned(json!({ "window": "1m", "watermark": "0s", "idle_timeout": "200ms" }));
-    let b = base();
-    feed_partitioned(
-        &mut op,
-        &[ev("A", b + 10 * SEC, 1.0), ev("B", b + 5 * MIN, 2.0)],
-        &[0, 1],
+    let mut op = windowed(
+        json!({ "window": "1m", "watermark": "0s", "idle_timeout": "200ms" }),
+        TimeCol::Text,
     );
+    let b = base();
+    feed_from(&mut op, 0, &[ev("A", b + 10 * SEC, 1.0)]);
+    feed_from(&mut op, 1, &[ev("B", b + 5 * MIN, 2.0)]);
     assert!(
         trigger(&mut op).is_empty(),
         "partition 0 holds it at 10:00:10"
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The harness's clock, not a real wait.
+    op.wait(std::time::Duration::from_millis(300));
     // Partition 0 has been idle past the timeout; partition 1 advances.
-    feed_partitioned(&mut op, &[ev("B", b + 6 * MIN, 4.0)], &[1]);
+    feed_from(&mut op, 1, &[ev("B", b + 6 * MIN, 4.0)]);
     let got = read(&trigger(&mut op), Some(MIN));
     assert!(
         got.contains_key(&(b, "A".to_string())),
         "A's window closed once partition 0 was idle: {got:?}"
     );
     assert_eq!(snapshot_json(&mut op)["watermark"], json!(b + 6 * MIN));
+}
+
+/// A window aggregate downstream of another node gets the watermark from upstream: it closes
+/// windows at the next trigger, never goes back, and makes older events late.
+#[test]
+fn a_watermark_from_upstream_closes_windows_at_the_next_trigger() {
+    let tc = TimeCol::Text;
+    let built = build_window(json!({ "window": "1m" }), tc).unwrap();
+    // No event time in the harness: watermarks come only as upstream sends them.
+    let mut op = Harness::new(built).with_input(input_schema(tc));
+    let b = base();
+    let first = [ev("A", b + 10 * SEC, 1.0), ev("A", b + 70 * SEC, 2.0)];
+    feed(&mut op, &first, tc);
+    assert!(trigger(&mut op).is_empty(), "no watermark yet");
+    assert!(
+        op.watermark(b + MIN).unwrap().is_empty(),
+        "emits at triggers only"
+    );
+    let got = read(&trigger(&mut op), Some(MIN));
+    assert_eq!(
+        got,
+        BTreeMap::from([((b, "A".to_string()), expected_row(&first[..1]))])
+    );
+    // A lower watermark (from a slower input, say) does not move it back.
+    let mut out = Collector::new(1);
+    op.operator_mut()
+        .on_watermark(b + 5 * SEC, &mut out)
+        .unwrap();
+    assert!(out.port(0).is_empty());
+    assert_eq!(snapshot_json(&mut op)["watermark"], json!(b + MIN));
+    // Older than the watermark: late, counted, in no window.
+    feed(
+        &mut op,
+        &[ev("A", b + 59 * SEC, 100.0), ev("A", b + 61 * SEC, 4.0)],
+        tc,
+    );
+    assert_eq!(snapshot_json(&mut op)["late_events"], json!(1));
+    op.watermark(b + 2 * MIN).unwrap();
+    let got = read(&trigger(&mut op), Some(MIN));
+    let want = expected_row(&[ev("A", 0, 2.0), ev("A", 0, 4.0)]);
+    assert_eq!(got, BTreeMap::from([((b + MIN, "A".to_string()), want)]));
+    assert_eq!(op.state_size(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Event time is declared on the pipeline, not on the window
+// ---------------------------------------------------------------------------------------------
+
+fn invalid(r: engine_api::Result<Built>) -> (String, String) {
+    match r {
+        Err(e) if e.key().is_some() => (
+            e.key().unwrap_or_default().to_string(),
+            e.message().to_string(),
+        ),
+        Err(e) => panic!("expected an invalid key, got {e:?}"),
+        Ok(_) => panic!("expected an error, got Ok"),
+    }
+}
+
+#[test]
+fn the_time_column_is_the_declared_event_time() {
+    let tc = TimeCol::Text;
+    // By default, the declared one; naming it again is fine.
+    for extra in [
+        json!({ "window": "1m" }),
+        json!({ "window": "1m", "time_column": "ts" }),
+    ] {
+        let mut op = Harness::new(build_window(extra, tc).unwrap())
+            .with_input(input_schema(tc))
+            .with_event_time(&engine_api::testing::event_time("ts", 0));
+        feed(
+            &mut op,
+            &[ev("A", base(), 1.0), ev("A", base() + MIN, 1.0)],
+            tc,
+        );
+        assert_eq!(read(&trigger(&mut op), Some(MIN)).len(), 1);
+    }
+    // Another column than the one the watermark follows.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer", DataType::Utf8, true),
+        Field::new("ts", DataType::Utf8, true),
+        Field::new("created", DataType::Utf8, true),
+        Field::new("total", DataType::Float64, true),
+    ]));
+    let cfg = |extra: Value| -> WindowAggregateConfig {
+        let mut v = json!({ "window": "1m", "aggregates": [{ "name": "n", "fn": "count" }] });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    let declared = Input::new(schema.clone()).with_event_time("ts");
+    let (key, message) = invalid(cfg(json!({ "time_column": "created" })).build(&ctx(), &declared));
+    assert_eq!(key, "time_column");
+    assert!(
+        message.contains("`created`") && message.contains("`ts`") && message.contains("watermark"),
+        "{message}"
+    );
+    // No event time declared upstream: say how to declare it.
+    let undeclared = Input::new(schema.clone());
+    for extra in [json!({}), json!({ "time_column": "created" })] {
+        let (key, message) = invalid(cfg(extra.clone()).build(&ctx(), &undeclared));
+        assert_eq!(key, "time_column");
+        assert!(
+            message.contains("event_time = { column = ")
+                && message.contains("lateness = \"2m\"")
+                && message.contains("where the column first exists"),
+            "{message}"
+        );
+        if extra.get("time_column").is_some() {
+            assert!(message.contains("column = \"created\""), "{message}");
+        }
+    }
+}
+
+#[test]
+fn watermark_and_idle_timeout_moved_to_the_event_time_declaration() {
+    let tc = TimeCol::Text;
+    for (key, instead) in [("watermark", "lateness"), ("idle_timeout", "idle_timeout")] {
+        let mut extra = json!({ "window": "1m" });
+        extra[key] = json!("2m");
+        let (k, message) = invalid(build_window(extra, tc));
+        assert_eq!(k, key);
+        assert!(
+            message.contains("event_time = {")
+                && message.contains(&format!("`{instead}`"))
+                && message.contains("moved"),
+            "{message}"
+        );
+    }
+    // Through the registry, from TOML (as the pipeline loader hands it over), with a value from
+    // the environment too.
+    let mut registry = engine_api::Registry::new();
+    operators::register(&mut registry);
+    for (text, key) in [
+        ("window = \"1m\"\nwatermark = \"2m\"", "watermark"),
+        ("window = \"1m\"\nidle_timeout = \"30s\"", "idle_timeout"),
+    ] {
+        let text = format!("{text}\naggregates = [{{ name = \"n\", fn = \"count\" }}]");
+        let mut cfg: engine_api::ConfigValue = toml::from_str::<toml::Value>(&text).unwrap().into();
+        if key == "idle_timeout" {
+            cfg.remove(key);
+            if let engine_api::ConfigValue::Table(t) = &mut cfg {
+                t.push((
+                    key.into(),
+                    engine_api::ConfigValue::Interpolated("30s".into()),
+                ));
+            }
+        }
+        match registry.build("window_aggregate", cfg, &ctx(), Some(&window_input(tc))) {
+            Err(e) if e.key().is_some() => {
+                assert_eq!(e.key(), Some(key));
+                assert!(e.message().contains("moved"), "{}", e.message());
+            }
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("built with `{key}`"),
+        }
+    }
+    // Whatever the value: the key itself is the mistake, not its value.
+    let (k, _) = invalid(build_window(json!({ "window": "1m", "watermark": 5 }), tc));
+    assert_eq!(k, "watermark");
+    // Other unknown keys are still refused by name.
+    let e = serde_json::from_value::<WindowAggregateConfig>(json!({
+        "window": "1m", "aggregates": [], "lateness": "2m",
+    }))
+    .unwrap_err();
+    assert!(e.to_string().contains("unknown field `lateness`"), "{e}");
+}
+
+#[test]
+fn snapshots_from_before_the_runtime_owned_event_time_still_load() {
+    let tc = TimeCol::Text;
+    let extra = json!({ "window": "1m", "watermark": "30s" });
+    let mut op = windowed(extra.clone(), tc);
+    let b = base();
+    feed(
+        &mut op,
+        &[ev("A", b + 10 * SEC, 1.0), ev("B", b + 50 * SEC, 2.0)],
+        tc,
+    );
+    feed(&mut op, &[ev("A", b + 65 * SEC, 4.0)], tc);
+    assert!(trigger(&mut op).is_empty());
+    let mut snap = snapshot_json(&mut op);
+    assert_eq!(
+        snap["watermark"],
+        json!(b + 35 * SEC),
+        "the watermark is kept"
+    );
+    assert!(snap.get("partition_max").is_none() && snap.get("max_event_time").is_none());
+    // As an older version wrote it: with its own event-time tracking.
+    snap["max_event_time"] = json!(b + 65 * SEC);
+    snap["partition_max"] = json!({ "0": b + 65 * SEC, "1": b + 50 * SEC });
+    let old = serde_json::to_vec(&snap).unwrap();
+    let mut restored = build_window(json!({ "window": "1m" }), tc)
+        .unwrap()
+        .operator;
+    restored.restore(&old).unwrap();
+    assert_eq!(restored.state_size(), 3);
+    // The restored watermark still makes older events late...
+    let mut out = Collector::new(1);
+    let late = batch(&[ev("A", b + 20 * SEC, 100.0)], tc);
+    restored.process(late, &mut out).unwrap();
+    let snap: Value = serde_json::from_slice(&restored.snapshot().unwrap().unwrap()).unwrap();
+    assert_eq!(snap["late_events"], json!(1));
+    // ...and the runtime's next watermark closes the windows it passes.
+    restored.on_watermark(b + 61 * SEC, &mut out).unwrap();
+    restored.on_barrier(2, &mut out).unwrap();
+    let got = read(out.port(0), Some(MIN));
+    assert_eq!(
+        got,
+        BTreeMap::from([
+            ((b, "A".to_string()), expected_row(&[ev("A", 0, 1.0)])),
+            ((b, "B".to_string()), expected_row(&[ev("B", 0, 2.0)])),
+        ])
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. The operator contract (engine_api::testing::check_operator)
+// ---------------------------------------------------------------------------------------------
+
+/// What a model of several source partitions expects at a trigger.
+fn model_trigger(model: &mut Model, mode: &str) -> BTreeMap<Key, Row> {
+    match mode {
+        "append" => model.trigger_append(),
+        "update" => model.trigger_update(),
+        _ => model.trigger_complete(),
+    }
+}
+
+/// Three partitions, the third read two minutes behind the others at first, disordered events
+/// (some late once the third catches up) and a trigger after every third batch. Each trigger's rows must be the model's, and the
+/// operator must keep the contract: restored from any trigger it continues alike, and so on.
+fn windows_over_partitions(mode: &str, slide: &str) {
+    let tc = TimeCol::Text;
+    let mut extra =
+        json!({ "window": "1m", "slide": slide, "watermark": "20s", "output_mode": mode });
+    let e = event_time(&mut extra);
+    let slide_ms = humantime::parse_duration(slide).unwrap().as_millis() as i64;
+    let mut model = Model::new(MIN, slide_ms, 20 * SEC);
+    let mut rng = Rng(0xfeed);
+    let mut script = Script::new(input_schema(tc)).with_event_time(e);
+    let mut batches = Vec::new();
+    for b in 0..12i64 {
+        let part = (b % 3) as i32;
+        // Partition 2 is two minutes behind for two rounds, then catches up.
+        let round = b / 3;
+        let lag = if part == 2 && round < 2 { 2 * MIN } else { 0 };
+        let evs = gen_events(
+            &mut rng,
+            25,
+            base() + round * 40 * SEC - lag,
+            40 * SEC,
+            MIN,
+            3,
+        );
+        script = script.batch_from(p(part), batch(&evs, tc));
+        batches.push((part, evs));
+        if part == 2 {
+            script = script.barrier();
+        }
+    }
+    let run = check_operator(|| build_window(extra.clone(), tc), &script.end());
+    // The model, step by step.
+    let mut batches = batches.into_iter();
+    let mut emitted = 0;
+    for (i, step) in script_steps(&run).iter().enumerate() {
+        match step {
+            StepKind::Batch => {
+                let (part, evs) = batches.next().unwrap();
+                model.feed_from(part, &evs);
+                assert!(run.steps[i].is_empty());
+            }
+            StepKind::Barrier => {
+                let want = model_trigger(&mut model, mode);
+                let got = read(run.steps[i].main(), Some(MIN));
+                assert_eq!(got, want, "{mode} {slide}: step {i}");
+                emitted += got.len();
+            }
+            StepKind::End => assert!(run.steps[i].is_empty()),
+        }
+    }
+    assert!(model.late > 0, "some events must be late");
+    assert!(emitted > 0, "some windows must be emitted");
+}
+
+enum StepKind {
+    Batch,
+    Barrier,
+    End,
+}
+
+/// The kind of each step of a run of [`windows_over_partitions`]'s script (batches, barriers
+/// and the end, in that script's pattern: a barrier after every third batch).
+fn script_steps(run: &engine_api::testing::Run) -> Vec<StepKind> {
+    let n = run.steps.len();
+    (0..n)
+        .map(|i| {
+            if i + 1 == n {
+                StepKind::End
+            } else if i % 4 == 3 {
+                StepKind::Barrier
+            } else {
+                StepKind::Batch
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn tumbling_windows_over_partitions_keep_the_contract_in_every_mode() {
+    for mode in ["append", "update", "complete"] {
+        windows_over_partitions(mode, "1m");
+    }
+}
+
+#[test]
+fn hopping_windows_over_partitions_keep_the_contract_in_every_mode() {
+    for mode in ["append", "update", "complete"] {
+        windows_over_partitions(mode, "20s");
+    }
+}
+
+/// Idle partitions, watermarks from upstream and rows without a time, for the contract alone.
+#[test]
+fn windows_keep_the_contract_with_idle_partitions_and_upstream_watermarks() {
+    let tc = TimeCol::Text;
+    for mode in ["append", "update", "complete"] {
+        let mut extra = json!({ "window": "1m", "watermark": "10s", "idle_timeout": "1s", "output_mode": mode });
+        let e = event_time(&mut extra);
+        let mut rng = Rng(99);
+        let mut no_time = gen_events(&mut rng, 10, base(), MIN, 0, 2);
+        no_time.iter_mut().step_by(3).for_each(|e| e.t = None);
+        let script = Script::new(input_schema(tc))
+            .with_event_time(e)
+            .batch_from(
+                p(0),
+                batch(&gen_events(&mut rng, 30, base(), MIN, 20 * SEC, 3), tc),
+            )
+            .batch_from(
+                p(1),
+                batch(&gen_events(&mut rng, 30, base(), 30 * SEC, 0, 3), tc),
+            )
+            .barrier()
+            .wait(std::time::Duration::from_secs(2))
+            .batch_from(
+                p(0),
+                batch(
+                    &gen_events(&mut rng, 30, base() + MIN, MIN, 40 * SEC, 3),
+                    tc,
+                ),
+            )
+            .barrier()
+            .watermark(base() + 3 * MIN)
+            .batch_from(p(1), batch(&no_time, tc))
+            .barrier()
+            .batch(batch(
+                &gen_events(&mut rng, 10, base() + 10 * MIN, MIN, 0, 3),
+                tc,
+            ))
+            .barrier()
+            .end();
+        let run = check_operator(|| build_window(extra.clone(), tc), &script);
+        assert!(!run.all().is_empty(), "{mode}");
+    }
+}
+
+#[test]
+fn running_aggregates_keep_the_contract() {
+    let tc = TimeCol::Text;
+    for mode in ["update", "complete"] {
+        let mut rng = Rng(7);
+        let mut script = Script::new(input_schema(tc));
+        let mut seen = Vec::new();
+        let mut since: Vec<String> = Vec::new();
+        let mut want = Vec::new();
+        for b in 0..6 {
+            let evs = gen_events(&mut rng, 20, base(), MIN, 0, 4);
+            seen.extend(evs.clone());
+            since.extend(evs.iter().map(|e| e.customer.clone()));
+            script = script.batch_from(p(b % 2), batch(&evs, tc));
+            if b % 2 == 1 {
+                script = script.barrier();
+                // Complete: every group; update: the groups changed since the last trigger.
+                let changed: Vec<&str> = since.iter().map(String::as_str).collect();
+                want.push(match mode {
+                    "complete" => per_customer(&seen),
+                    _ => only(per_customer(&seen), &changed),
+                });
+                since.clear();
+            }
+        }
+        let cfg = global_config(json!({ "output_mode": mode }));
+        let run = check_operator(
+            || cfg.clone().build(&ctx(), &Input::new(input_schema(tc))),
+            &script.end(),
+        );
+        // Triggers are steps 2, 5 and 8.
+        for (k, i) in [2, 5, 8].into_iter().enumerate() {
+            let got = read(run.steps[i].main(), None);
+            assert_eq!(got, want[k], "{mode}: trigger {k}");
+        }
+    }
 }

@@ -6,7 +6,8 @@ mod common;
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use common::ctx;
-use engine_api::{Collector, ErrorKind, Operator, OperatorConfig, OutputMode};
+use engine_api::testing::{Harness, Script, check_operator};
+use engine_api::{Built, ErrorKind, Input, OperatorConfig, OutputMode};
 use operators::aggregate::AggregateConfig;
 use operators::compute::ComputeConfig;
 use operators::top_n::TopNConfig;
@@ -83,11 +84,21 @@ fn compute(columns: &[(&str, &str)]) -> ComputeConfig {
     }
 }
 
-fn run(op: &mut Box<dyn Operator>, b: RecordBatch) -> RecordBatch {
-    let mut out = Collector::new(1);
-    op.process(b, &mut out).unwrap();
-    assert_eq!(out.port(0).len(), 1);
-    out.port(0)[0].clone()
+fn build_compute(cfg: ComputeConfig) -> engine_api::Result<Built> {
+    cfg.build(&ctx(), &Input::new(abn_schema()))
+}
+
+/// A built `compute` over [`abn_schema`], with its output schema.
+fn computing(cfg: ComputeConfig) -> (Harness, SchemaRef) {
+    let built = build_compute(cfg).unwrap();
+    let schema = built.ports[0].schema.clone();
+    (Harness::new(built).with_input(abn_schema()), schema)
+}
+
+fn run(op: &mut Harness, b: RecordBatch) -> RecordBatch {
+    let out = op.process(b).unwrap();
+    assert_eq!(out.main().len(), 1);
+    out.main()[0].clone()
 }
 
 const ROWS: [Abn; 6] = [
@@ -101,10 +112,7 @@ const ROWS: [Abn; 6] = [
 
 #[test]
 fn compute_adds_a_column_from_an_expression() {
-    let mut op = compute(&[("mid", "(a + b) / 2"), ("scaled", "a * 3 - b")])
-        .build(&ctx())
-        .unwrap();
-    let schema = op.init(&abn_schema()).unwrap().remove(0);
+    let (mut op, schema) = computing(compute(&[("mid", "(a + b) / 2"), ("scaled", "a * 3 - b")]));
     assert_eq!(names(&schema), ["a", "b", "name", "mid", "scaled"]);
     assert_eq!(schema.field(3).data_type(), &DataType::Float64);
     assert!(schema.field(3).is_nullable());
@@ -126,18 +134,17 @@ fn compute_adds_a_column_from_an_expression() {
     assert_eq!(f64s(&got, "mid"), want_mid);
     assert_eq!(f64s(&got, "scaled"), want_scaled);
     // An empty batch gives an empty batch of the same schema (and nothing is emitted).
-    let mut out = Collector::new(1);
-    op.process(abn_batch(&[]), &mut out).unwrap();
-    assert!(out.port(0).is_empty());
+    assert!(op.process(abn_batch(&[])).unwrap().is_empty());
 }
 
 #[test]
 fn compute_replaces_an_existing_column_in_place() {
     // `a` is replaced; `twice_a`, after it, still reads the input's `a`.
-    let mut op = compute(&[("a", "a * 10"), ("twice_a", "a * 2"), ("is_big", "b > 1")])
-        .build(&ctx())
-        .unwrap();
-    let schema = op.init(&abn_schema()).unwrap().remove(0);
+    let (mut op, schema) = computing(compute(&[
+        ("a", "a * 10"),
+        ("twice_a", "a * 2"),
+        ("is_big", "b > 1"),
+    ]));
     assert_eq!(names(&schema), ["a", "b", "name", "twice_a", "is_big"]);
     assert_eq!(
         schema.field(0).data_type(),
@@ -181,10 +188,7 @@ fn division_by_zero_gives_infinities_and_nan() {
         (Some(1), Some(-0.0), None),
         (Some(6), Some(4.0), None),
     ];
-    let mut op = compute(&[("q", "a / b"), ("r", "b / a"), ("z", "a / 0")])
-        .build(&ctx())
-        .unwrap();
-    op.init(&abn_schema()).unwrap();
+    let (mut op, _) = computing(compute(&[("q", "a / b"), ("r", "b / a"), ("z", "a / 0")]));
     let got = run(&mut op, abn_batch(&rows));
     let q = f64s(&got, "q");
     assert_eq!(q[0], Some(f64::INFINITY));
@@ -204,29 +208,52 @@ fn division_by_zero_gives_infinities_and_nan() {
 
 #[test]
 fn compute_configuration_mistakes() {
-    let e = config_error(
-        compute(&[("ok", "a + 1"), ("load", "(a + nope) / 2")])
-            .build(&ctx())
-            .unwrap()
-            .init(&abn_schema()),
-    );
+    let e = config_error(build_compute(compute(&[
+        ("ok", "a + 1"),
+        ("load", "(a + nope) / 2"),
+    ])));
     assert!(
         e.contains("`nope`") && e.starts_with("`columns.load`"),
         "{e}"
     );
     assert!(e.contains("a, b, name"), "lists the columns: {e}");
-    let e = config_error(compute(&[("bad", "(a + b")]).build(&ctx()));
+    let e = config_error(build_compute(compute(&[("bad", "(a + b")])));
     assert!(e.starts_with("`columns.bad`"), "{e}");
-    let e = config_error(compute(&[]).build(&ctx()));
+    let e = config_error(build_compute(compute(&[])));
     assert!(e.contains("empty"), "{e}");
-    // Arithmetic on text is found at init, as a configuration mistake.
-    let e = config_error(
-        compute(&[("n1", "name + 1")])
-            .build(&ctx())
-            .unwrap()
-            .init(&abn_schema()),
-    );
+    // Arithmetic on text is found at build, as a configuration mistake.
+    let e = config_error(build_compute(compute(&[("n1", "name + 1")])));
     assert!(e.starts_with("`columns.n1`"), "{e}");
+}
+
+#[test]
+fn compute_passes_the_input_mode_on_and_keeps_the_operator_contract() {
+    for mode in [OutputMode::Append, OutputMode::Update, OutputMode::Complete] {
+        let built = compute(&[("mid", "(a + b) / 2")])
+            .build(&ctx(), &Input::new(abn_schema()).with_mode(mode))
+            .unwrap();
+        assert_eq!(built.ports[0].mode, mode);
+    }
+    let script = Script::new(abn_schema())
+        .batch(abn_batch(&ROWS[..4]))
+        .barrier()
+        .batch(abn_batch(&ROWS[4..]))
+        .batch(abn_batch(&ROWS[..1]))
+        .barrier()
+        .end();
+    let run = check_operator(
+        || build_compute(compute(&[("a", "a * 10"), ("mid", "(a + b) / 2")])),
+        &script,
+    );
+    let got = run.all().concat("out");
+    let rows: Vec<Abn> = ROWS.iter().chain(&ROWS[..1]).copied().collect();
+    let want_mid: Vec<Option<f64>> = rows
+        .iter()
+        .map(|(a, b, _)| Some((a.map(|a| a as f64)? + (*b)?) / 2.0))
+        .collect();
+    assert_eq!(f64s(&got, "mid"), want_mid);
+    let a10: Vec<Option<f64>> = rows.iter().map(|r| r.0.map(|a| a as f64 * 10.0)).collect();
+    assert_eq!(f64s(&got, "a"), a10);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,17 +280,20 @@ fn servers(rows: &[(String, Option<f64>)]) -> RecordBatch {
     .unwrap()
 }
 
-fn top_n(v: serde_json::Value) -> (Box<dyn Operator>, SchemaRef) {
+fn build_top_n(v: serde_json::Value, mode: OutputMode) -> engine_api::Result<Built> {
     let cfg: TopNConfig = serde_json::from_value(v).unwrap();
-    let mut op = cfg.build(&ctx()).unwrap();
-    let schema = op.init(&servers_schema()).unwrap().remove(0);
-    (op, schema)
+    cfg.build(&ctx(), &Input::new(servers_schema()).with_mode(mode))
 }
 
-fn trigger(op: &mut Box<dyn Operator>) -> Vec<RecordBatch> {
-    let mut out = Collector::new(1);
-    op.on_barrier(1, &mut out).unwrap();
-    out.port(0).to_vec()
+/// A built `top_n` over a complete-mode [`servers_schema`] table, with its output schema.
+fn top_n(v: serde_json::Value) -> (Harness, SchemaRef) {
+    let built = build_top_n(v, OutputMode::Complete).unwrap();
+    let schema = built.ports[0].schema.clone();
+    (Harness::new(built).with_input(servers_schema()), schema)
+}
+
+fn trigger(op: &mut Harness) -> Vec<RecordBatch> {
+    op.barrier().unwrap().main().to_vec()
 }
 
 /// The ranking, as (rank, server, load).
@@ -339,17 +369,19 @@ fn top_n_ranks_the_table_emitted_before_the_trigger() {
     assert_eq!(schema.field(0).data_type(), &DataType::Int64);
     let rows = gen_servers(1, 40);
     // The complete table may come in several batches before the trigger.
-    let mut out = Collector::new(1);
-    op.process(servers(&rows[..15]), &mut out).unwrap();
-    op.process(servers(&rows[15..]), &mut out).unwrap();
-    assert!(out.port(0).is_empty(), "top_n emits at triggers");
+    let first = op.process(servers(&rows[..15])).unwrap();
+    let second = op.process(servers(&rows[15..])).unwrap();
+    assert!(
+        first.is_empty() && second.is_empty(),
+        "top_n emits at triggers"
+    );
     let got = ranking(&trigger(&mut op), "rank");
     check_ranking(&got, &rows, 5, true);
     // Nothing new: nothing emitted.
     assert!(trigger(&mut op).is_empty());
     // The next complete table replaces the previous one: it is not added to it.
     let next = gen_servers(2, 12);
-    op.process(servers(&next), &mut Collector::new(1)).unwrap();
+    op.process(servers(&next)).unwrap();
     let got = ranking(&trigger(&mut op), "rank");
     check_ranking(&got, &next, 5, true);
 }
@@ -358,7 +390,7 @@ fn top_n_ranks_the_table_emitted_before_the_trigger() {
 fn top_n_with_n_larger_than_the_table_ranks_every_row() {
     let (mut op, _) = top_n(json!({ "order_by": "load", "n": 100 }));
     let rows = gen_servers(3, 23);
-    op.process(servers(&rows), &mut Collector::new(1)).unwrap();
+    op.process(servers(&rows)).unwrap();
     let got = ranking(&trigger(&mut op), "rank");
     assert_eq!(got.len(), rows.len());
     check_ranking(&got, &rows, 100, true);
@@ -375,7 +407,7 @@ fn top_n_ascending_and_a_custom_rank_column() {
     }));
     assert_eq!(names(&schema), ["position", "server", "load"]);
     let rows = gen_servers(4, 30);
-    op.process(servers(&rows), &mut Collector::new(1)).unwrap();
+    op.process(servers(&rows)).unwrap();
     let got = ranking(&trigger(&mut op), "position");
     check_ranking(&got, &rows, 4, false);
     // Smallest first, and nulls are not "smallest".
@@ -392,7 +424,7 @@ fn top_n_ties() {
         .map(|(i, l)| (format!("s{i}"), Some(*l)))
         .collect();
     let (mut op, _) = top_n(json!({ "order_by": "load", "n": 3 }));
-    op.process(servers(&rows), &mut Collector::new(1)).unwrap();
+    op.process(servers(&rows)).unwrap();
     let got = ranking(&trigger(&mut op), "rank");
     check_ranking(&got, &rows, 3, true);
     assert_eq!(got[0].1, "s3");
@@ -405,23 +437,47 @@ fn top_n_ties() {
 
 #[test]
 fn top_n_needs_a_complete_mode_input() {
-    let (op, _) = top_n(json!({ "order_by": "load", "n": 3 }));
+    let cfg = json!({ "order_by": "load", "n": 3 });
     for mode in [OutputMode::Append, OutputMode::Update] {
-        let e = config_error(op.output_mode(mode));
+        let e = config_error(build_top_n(cfg.clone(), mode));
         assert!(
             e.contains("complete") && e.contains(&mode.to_string()),
             "{e}"
         );
     }
-    assert_eq!(
-        op.output_mode(OutputMode::Complete).unwrap(),
-        OutputMode::Complete
-    );
-    let cfg: TopNConfig = serde_json::from_value(json!({ "order_by": "load", "n": 0 })).unwrap();
-    assert!(config_error(cfg.build(&ctx())).contains("`n`"));
-    let cfg: TopNConfig = serde_json::from_value(json!({ "order_by": "cpu", "n": 1 })).unwrap();
-    let e = config_error(cfg.build(&ctx()).unwrap().init(&servers_schema()));
+    let built = build_top_n(cfg, OutputMode::Complete).unwrap();
+    assert_eq!(built.ports[0].mode, OutputMode::Complete);
+    let e = config_error(build_top_n(
+        json!({ "order_by": "load", "n": 0 }),
+        OutputMode::Complete,
+    ));
+    assert!(e.contains("`n`"), "{e}");
+    let e = config_error(build_top_n(
+        json!({ "order_by": "cpu", "n": 1 }),
+        OutputMode::Complete,
+    ));
     assert!(e.contains("`cpu`"), "{e}");
+}
+
+#[test]
+fn top_n_keeps_the_operator_contract() {
+    let (t1, t2) = (gen_servers(5, 30), gen_servers(6, 18));
+    // A complete table per trigger, in one or several batches.
+    let script = Script::new(servers_schema())
+        .batch(servers(&t1[..10]))
+        .batch(servers(&t1[10..]))
+        .barrier()
+        .barrier()
+        .batch(servers(&t2))
+        .barrier()
+        .end();
+    let run = check_operator(
+        || build_top_n(json!({ "order_by": "load", "n": 4 }), OutputMode::Complete),
+        &script,
+    );
+    check_ranking(&ranking(run.steps[2].main(), "rank"), &t1, 4, true);
+    assert!(run.steps[3].is_empty(), "no new table, no ranking");
+    check_ranking(&ranking(run.steps[5].main(), "rank"), &t2, 4, true);
 }
 
 /// `aggregate` (complete) → `compute` → `top_n`, wired by hand as the engine wires them: the
@@ -441,18 +497,22 @@ fn top_n_over_a_complete_aggregate() {
         ],
     }))
     .unwrap();
-    let mut agg = agg.build(&ctx()).unwrap();
-    let s1 = agg.init(&input).unwrap().remove(0);
-    let mut comp = compute(&[("load", "(avg_cpu + avg_mem) / 2")])
-        .build(&ctx())
+    // Each node is built against what the one before it declares, as the graph builder does.
+    let agg = agg.build(&ctx(), &Input::new(input.clone())).unwrap();
+    let (s1, mode) = (agg.ports[0].schema.clone(), agg.ports[0].mode);
+    assert_eq!(mode, OutputMode::Complete);
+    let comp = compute(&[("load", "(avg_cpu + avg_mem) / 2")])
+        .build(&ctx(), &Input::new(s1.clone()).with_mode(mode))
         .unwrap();
-    let s2 = comp.init(&s1).unwrap().remove(0);
+    let (s2, mode) = (comp.ports[0].schema.clone(), comp.ports[0].mode);
     let cfg: TopNConfig = serde_json::from_value(json!({ "order_by": "load", "n": 3 })).unwrap();
-    let mut top = cfg.build(&ctx()).unwrap();
-    top.init(&s2).unwrap();
-    let mode = agg.output_mode(OutputMode::Append).unwrap();
-    let mode = comp.output_mode(mode).unwrap();
-    assert_eq!(top.output_mode(mode).unwrap(), OutputMode::Complete);
+    let top = cfg
+        .build(&ctx(), &Input::new(s2.clone()).with_mode(mode))
+        .unwrap();
+    assert_eq!(top.ports[0].mode, OutputMode::Complete);
+    let mut agg = Harness::new(agg).with_input(input.clone());
+    let mut comp = Harness::new(comp).with_input(s1);
+    let mut top = Harness::new(top).with_input(s2);
 
     let mut samples: Vec<(String, f64, f64)> = Vec::new();
     let mut x = 77u64;
@@ -478,20 +538,18 @@ fn top_n_over_a_complete_aggregate() {
             ],
         )
         .unwrap();
-        agg.process(b, &mut Collector::new(1)).unwrap();
+        agg.process(b).unwrap();
         // The trigger reaches the aggregate, whose output flows down before the trigger does.
-        let mut out = Collector::new(1);
-        agg.on_barrier(epoch, &mut out).unwrap();
-        for table in out.port(0) {
-            let mut c = Collector::new(1);
-            comp.process(table.clone(), &mut c).unwrap();
-            for b in c.port(0) {
-                top.process(b.clone(), &mut Collector::new(1)).unwrap();
+        let out = agg.barrier().unwrap();
+        for table in out.main() {
+            let c = comp.process(table.clone()).unwrap();
+            for b in c.main() {
+                top.process(b.clone()).unwrap();
             }
         }
-        let mut out = Collector::new(1);
-        top.on_barrier(epoch, &mut out).unwrap();
-        let b = &out.port(0)[0];
+        assert!(comp.barrier().unwrap().is_empty());
+        let out = top.barrier().unwrap();
+        let b = &out.main()[0];
 
         // Independently: per server, the mean cpu and mem so far, and the load.
         let mut per: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();

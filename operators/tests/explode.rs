@@ -8,7 +8,8 @@ use arrow::array::{
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Fields, Float64Type, Int32Type, Schema, SchemaRef};
 use common::*;
-use engine_api::{ErrorKind, Operator, OperatorConfig};
+use engine_api::testing::{Harness, Script, check_operator};
+use engine_api::{ErrorKind, Input, OperatorConfig, OutputMode};
 use operators::explode::ExplodeConfig;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -67,10 +68,10 @@ fn orders_batch(orders: &[Value]) -> RecordBatch {
     decoder.flush().unwrap().unwrap()
 }
 
-fn explode(cfg: ExplodeConfig, input: &SchemaRef) -> (Box<dyn Operator>, SchemaRef) {
-    let mut op = cfg.build(&ctx()).unwrap();
-    let schema = op.init(input).unwrap().remove(0);
-    (op, schema)
+fn explode(cfg: ExplodeConfig, input: &SchemaRef) -> (Harness, SchemaRef) {
+    let built = cfg.build(&ctx(), &Input::new(input.clone())).unwrap();
+    let schema = built.ports[0].schema.clone();
+    (Harness::new(built).with_input(input.clone()), schema)
 }
 
 fn cfg(position: Option<&str>, columns: Option<&[&str]>) -> ExplodeConfig {
@@ -296,14 +297,14 @@ fn a_batch_with_nothing_to_explode_emits_nothing() {
     let orders = vec![orders()[1].clone(), orders()[2].clone()];
     let (mut op, _) = explode(cfg(None, None), &orders_schema());
     let out = run(&mut op, orders_batch(&orders));
-    assert!(out.port(0).is_empty());
+    assert!(out.main().is_empty());
 }
 
-fn init_error(c: ExplodeConfig, input: &SchemaRef) -> String {
-    match c.build(&ctx()).unwrap().init(input) {
+fn build_error(c: ExplodeConfig, input: &SchemaRef) -> String {
+    match c.build(&ctx(), &Input::new(input.clone())) {
         Err(e) if e.kind() == ErrorKind::Config => e.to_string(),
         Err(e) => panic!("not a config error: {e:?}"),
-        Ok(s) => panic!("expected an error, got {s:?}"),
+        Ok(b) => panic!("expected an error, got {:?}", b.ports),
     }
 }
 
@@ -312,25 +313,25 @@ fn config_errors_name_the_column() {
     let input = orders_schema();
     let mut c = cfg(None, None);
     c.column = "itemz".into();
-    let e = init_error(c, &input);
+    let e = build_error(c, &input);
     assert!(e.contains("`itemz`") && e.contains("items"), "{e}");
 
     let mut c = cfg(None, None);
     c.column = "customer_id".into();
-    let e = init_error(c, &input);
+    let e = build_error(c, &input);
     assert!(e.contains("`customer_id`") && e.contains("list"), "{e}");
 
-    let e = init_error(cfg(None, Some(&["order_id", "totl"])), &input);
+    let e = build_error(cfg(None, Some(&["order_id", "totl"])), &input);
     assert!(e.contains("`totl`"), "{e}");
 
     // The position column or a kept column clashing with an item field.
-    let e = init_error(cfg(Some("order_id"), None), &input);
+    let e = build_error(cfg(Some("order_id"), None), &input);
     assert!(e.contains("`order_id`"), "{e}");
     let clash = Arc::new(Schema::new(vec![
         Field::new("quantity", DataType::Int32, true),
         orders_schema().field_with_name("items").unwrap().clone(),
     ]));
-    let e = init_error(cfg(None, None), &clash);
+    let e = build_error(cfg(None, None), &clash);
     assert!(e.contains("`quantity`"), "{e}");
 }
 
@@ -343,4 +344,44 @@ fn config_from_toml_names() {
             .is_err()
     );
     let _ = StringArray::from(vec!["unused"]).len();
+}
+
+#[test]
+fn explode_keeps_the_operator_contract_and_the_input_mode() {
+    let orders = orders();
+    let script = Script::new(orders_schema())
+        .batch(orders_batch(&orders))
+        .barrier()
+        .batch(orders_batch(&orders[1..3]))
+        .batch(orders_batch(&orders[3..]))
+        .barrier()
+        .end();
+    for (position, columns) in [
+        (Some("item_index"), None),
+        (None, Some(&["order_id", "total"][..])),
+    ] {
+        let run = check_operator(
+            || cfg(position, columns).build(&ctx(), &Input::new(orders_schema())),
+            &script,
+        );
+        let got = run.all().concat("out");
+        // Every item of the first batch, then the one item of order 4.
+        let mut want: Vec<i64> = expected_rows(&orders)
+            .iter()
+            .map(|(o, _, _)| o["order_id"].as_i64().unwrap())
+            .collect();
+        want.push(4);
+        let ids: Vec<i64> = i32s(&got, "order_id")
+            .into_iter()
+            .map(|v| i64::from(v.unwrap()))
+            .collect();
+        assert_eq!(ids, want);
+    }
+    let built = cfg(None, None)
+        .build(
+            &ctx(),
+            &Input::new(orders_schema()).with_mode(OutputMode::Update),
+        )
+        .unwrap();
+    assert_eq!(built.ports[0].mode, OutputMode::Update);
 }

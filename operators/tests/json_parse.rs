@@ -8,7 +8,8 @@ use arrow::datatypes::TimestampMillisecondType;
 use arrow::datatypes::{DataType, Float64Type, Int32Type, SchemaRef, TimeUnit};
 use base64::Engine as _;
 use common::*;
-use engine_api::{Collector, ErrorKind, Operator, OperatorConfig};
+use engine_api::testing::{Harness, Script, check_operator};
+use engine_api::{ErrorKind, Input, OperatorConfig, OutputMode};
 use indexmap::IndexMap;
 use operators::json_parse::{JsonParseConfig, OnError};
 use serde_json::{Value, json};
@@ -45,19 +46,12 @@ fn config(
     }
 }
 
-/// A built and initialised operator with its output schemas (out, quarantine).
-fn parser(cfg: JsonParseConfig) -> (Box<dyn Operator>, SchemaRef, SchemaRef) {
-    let mut op = cfg.build(&ctx()).unwrap();
-    assert_eq!(op.output_ports(), ["out", "quarantine"]);
-    let schemas = op.init(&kafka_schema()).unwrap();
-    assert_eq!(schemas.len(), 2);
-    (op, schemas[0].clone(), schemas[1].clone())
+/// A built operator with its output schemas (out, quarantine).
+fn parser(cfg: JsonParseConfig) -> (Harness, SchemaRef, SchemaRef) {
+    init_parser(cfg)
 }
 
-fn orders_parser(
-    required: &[&str],
-    on_error: OnError,
-) -> (Box<dyn Operator>, SchemaRef, SchemaRef) {
+fn orders_parser(required: &[&str], on_error: OnError) -> (Harness, SchemaRef, SchemaRef) {
     parser(config(orders_schema(), required, on_error))
 }
 
@@ -178,12 +172,13 @@ fn valid_orders_decode_to_the_values_of_their_json() {
 fn a_string_value_column_is_parsed_too() {
     let mut cfg = config(orders_schema(), &[], OnError::Quarantine);
     cfg.value_column = "payload".into();
-    let mut op = cfg.build(&ctx()).unwrap();
     let input = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
         arrow::datatypes::Field::new("id", DataType::Int64, false),
         arrow::datatypes::Field::new("payload", DataType::Utf8, true),
     ]));
-    let schemas = op.init(&input).unwrap();
+    let built = cfg.build(&ctx(), &Input::new(input.clone())).unwrap();
+    let schemas: Vec<SchemaRef> = built.ports.iter().map(|p| p.schema.clone()).collect();
+    let mut op = Harness::new(built).with_input(input.clone());
     let o = order(5, json!([item(1, "a", 2, 1.25)]));
     let batch = RecordBatch::try_new(
         input,
@@ -421,7 +416,7 @@ fn an_all_bad_batch_and_an_all_good_batch() {
         ]
     );
     let out = run(&mut op, kafka_batch(&msgs(vec![])));
-    assert!(out.port(0).is_empty() && out.port(1).is_empty());
+    assert!(out.main().is_empty() && out.port("quarantine").is_empty());
 }
 
 /// arrow-json's decoder is a stream parser that takes raw newlines inside strings: fed the
@@ -806,7 +801,7 @@ fn on_error_drop_keeps_the_good_rows_and_emits_nothing_else() {
     let (mut op, out_schema, _) = orders_parser(&["order_id"], OnError::Drop);
     let sent = msgs(mixed());
     let out = run(&mut op, kafka_batch(&sent));
-    assert!(out.port(1).is_empty());
+    assert!(out.port("quarantine").is_empty());
     let good = port(&out, 0, &out_schema);
     assert_eq!(offsets(&good), [100, 103]);
     assert_row_is(
@@ -821,8 +816,12 @@ fn on_error_drop_keeps_the_good_rows_and_emits_nothing_else() {
 
 #[test]
 fn on_error_fail_returns_an_error_and_emits_nothing() {
-    let (mut op, _, _) = orders_parser(&["order_id"], OnError::Fail);
-    let mut out = Collector::new(2);
+    // Driven without the harness, to see that nothing is collected before the error.
+    let built = config(orders_schema(), &["order_id"], OnError::Fail)
+        .build(&ctx(), &Input::new(kafka_schema()))
+        .unwrap();
+    let mut op = built.operator;
+    let mut out = engine_api::Collector::new(2);
     let err = op
         .process(kafka_batch(&msgs(mixed())), &mut out)
         .unwrap_err();
@@ -834,7 +833,7 @@ fn on_error_fail_returns_an_error_and_emits_nothing() {
 
     // A clean batch goes through.
     let good = vec![bytes(&order(1, json!([])))];
-    let mut out = Collector::new(2);
+    let mut out = engine_api::Collector::new(2);
     op.process(kafka_batch(&msgs(good)), &mut out).unwrap();
     assert_eq!(
         out.port(0).iter().map(RecordBatch::num_rows).sum::<usize>(),
@@ -878,39 +877,146 @@ fn config_error(r: engine_api::Result<impl Sized>) -> String {
     }
 }
 
+fn build(cfg: JsonParseConfig) -> engine_api::Result<engine_api::Built> {
+    cfg.build(&ctx(), &Input::new(kafka_schema()))
+}
+
 #[test]
 fn configuration_mistakes_are_config_errors_naming_the_culprit() {
-    let e =
-        config_error(config(orders_schema(), &["order_idd"], OnError::Quarantine).build(&ctx()));
+    let e = config_error(build(config(
+        orders_schema(),
+        &["order_idd"],
+        OnError::Quarantine,
+    )));
     assert!(e.contains("order_idd"), "{e}");
 
     let mut bad_type = orders_schema();
     bad_type.insert("when".into(), "datetime".into());
-    let e = config_error(config(bad_type, &[], OnError::Quarantine).build(&ctx()));
+    let e = config_error(build(config(bad_type, &[], OnError::Quarantine)));
     assert!(e.contains("when") && e.contains("datetime"), "{e}");
 
     let mut cfg = config(orders_schema(), &[], OnError::Quarantine);
     cfg.value_column = "payload".into();
-    let e = config_error(cfg.build(&ctx()).unwrap().init(&kafka_schema()));
+    let e = config_error(build(cfg));
     assert!(e.contains("payload"), "{e}");
 
     let mut cfg = config(orders_schema(), &[], OnError::Quarantine);
     cfg.value_column = "offset".into();
-    let e = config_error(cfg.build(&ctx()).unwrap().init(&kafka_schema()));
+    let e = config_error(build(cfg));
     assert!(e.contains("offset"), "{e}");
 
     let mut clash = orders_schema();
     clash.insert("partition".into(), "int".into());
-    let e = config_error(
-        config(clash, &[], OnError::Quarantine)
-            .build(&ctx())
-            .unwrap()
-            .init(&kafka_schema()),
-    );
+    let e = config_error(build(config(clash, &[], OnError::Quarantine)));
     assert!(e.contains("partition"), "{e}");
 
-    let e = config_error(config(IndexMap::new(), &[], OnError::Quarantine).build(&ctx()));
+    let e = config_error(build(config(IndexMap::new(), &[], OnError::Quarantine)));
     assert!(e.contains("no fields"), "{e}");
+}
+
+#[test]
+fn the_ports_are_declared_in_the_input_mode_and_quarantine_must_be_read() {
+    for mode in [OutputMode::Append, OutputMode::Update] {
+        for (on_error, must_read) in [
+            (OnError::Quarantine, Some("or set on_error = \"drop\"")),
+            // Nothing ever goes to quarantine then: it may stay unread.
+            (OnError::Drop, None),
+            (OnError::Fail, None),
+        ] {
+            let built = config(orders_schema(), &[], on_error)
+                .build(&ctx(), &Input::new(kafka_schema()).with_mode(mode))
+                .unwrap();
+            let ports: Vec<_> = built
+                .ports
+                .iter()
+                .map(|p| (p.name.as_str(), p.mode, p.must_read.as_deref()))
+                .collect();
+            assert_eq!(
+                ports,
+                [("out", mode, None), ("quarantine", mode, must_read)],
+                "{on_error:?}"
+            );
+        }
+    }
+}
+
+/// Several batches of good and bad records with triggers between them, the wall-clock
+/// `ingested_at` left out of the comparison.
+fn compliance_script() -> (Script, Vec<Msg>) {
+    let mut script = Script::new(kafka_schema()).wall_clock_column("quarantine", "ingested_at");
+    let mut all = Vec::new();
+    for round in 0..4i64 {
+        let mut values: Vec<Option<Vec<u8>>> = (0..6)
+            .map(|i| bytes(&order(round * 10 + i, json!([item(i, "x", 1, 0.5)]))))
+            .collect();
+        values[round as usize] = text("{broken");
+        values[5] = if round % 2 == 0 {
+            None
+        } else {
+            text(r#"{"customer_id": "no id"}"#)
+        };
+        let sent: Vec<Msg> = msgs(values)
+            .into_iter()
+            .map(|mut m| {
+                m.offset += round * 100;
+                m
+            })
+            .collect();
+        script = script.batch(kafka_batch(&sent));
+        if round % 2 == 1 {
+            script = script.barrier();
+        }
+        all.extend(sent);
+    }
+    (script.barrier().end(), all)
+}
+
+#[test]
+fn json_parse_keeps_the_operator_contract() {
+    for on_error in [OnError::Quarantine, OnError::Drop] {
+        let (script, sent) = compliance_script();
+        let run = check_operator(
+            || build(config(orders_schema(), &["order_id"], on_error)),
+            &script,
+        );
+        let all = run.all();
+        let good = all.concat("out");
+        let bad = all.concat("quarantine");
+        // Per round: one broken message, and a tombstone or a record without its order_id.
+        assert_eq!(good.num_rows(), 4 * 4, "{on_error:?}");
+        assert_coordinates(&good, &sent);
+        match on_error {
+            OnError::Quarantine => {
+                assert_eq!(bad.num_rows(), 4 * 2);
+                assert_coordinates(&bad, &sent);
+                let mut r: Vec<String> = reasons(&bad).into_iter().map(|(_, r)| r).collect();
+                r.sort();
+                assert_eq!(
+                    r,
+                    [
+                        "missing_field",
+                        "missing_field",
+                        "not_json",
+                        "not_json",
+                        "not_json",
+                        "not_json",
+                        "null_value",
+                        "null_value"
+                    ]
+                );
+            }
+            _ => assert_eq!(bad.num_rows(), 0),
+        }
+        // Rows come out with the batch that brought them, never at triggers.
+        for (i, step) in run.steps.iter().enumerate() {
+            if !matches!(
+                script.steps().get(i),
+                Some(engine_api::testing::Step::Batch(_))
+            ) {
+                assert!(step.is_empty(), "step {i}");
+            }
+        }
+    }
 }
 
 #[test]

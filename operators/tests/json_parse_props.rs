@@ -19,6 +19,8 @@ mod common;
 use arrow::array::RecordBatch;
 use base64::Engine as _;
 use common::*;
+use engine_api::testing::{Script, check_operator};
+use engine_api::{Input, OperatorConfig};
 use operators::json_parse::{JsonParseConfig, reason};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -361,7 +363,16 @@ fn strict_config() -> JsonParseConfig {
 }
 
 /// Runs one batch through `cfg`. `all_good_kept`: the good orders must be on the main port.
+/// The same batch, between two triggers, also goes through the operator-contract check.
 fn check(cfg: JsonParseConfig, rows: &[Row], all_good_kept: bool, outcomes: &Outcomes) {
+    let batch = kafka_batch(&msgs(rows.iter().map(Row::value).collect()));
+    let script = Script::new(kafka_schema())
+        .wall_clock_column("quarantine", "ingested_at")
+        .batch(batch)
+        .barrier()
+        .end();
+    let input = Input::new(kafka_schema());
+    check_operator(|| cfg.clone().build(&ctx(), &input), &script);
     let (mut op, out_schema, q_schema) = init_parser(cfg);
     // parse_all: no panic, no error, each offset once on one port, coordinates carried.
     let (good, bad, sent) = parse_all(

@@ -11,7 +11,11 @@ mod common;
 
 use arrow::array::RecordBatch;
 use common::*;
+use engine_api::testing::{Script, check_operator};
+use engine_api::{Input, OperatorConfig, OutputMode};
+use operators::aggregate::WindowAggregateConfig;
 use operators::json_parse::reason;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 const LOG_FIELDS: [&str; 7] = [
@@ -229,5 +233,106 @@ fn landing_pipelines_quarantine_only_records_without_a_usable_event_time() {
             ],
             "{file}"
         );
+    }
+}
+
+/// The shipped pipelines declare their event time on the parse node, on a column of its schema,
+/// and their windows build on it without naming it again.
+#[test]
+fn shipped_windows_build_on_the_event_time_declared_on_parse() {
+    let mut windows = 0;
+    for file in [
+        "orders.toml",
+        "logs.toml",
+        "metrics.toml",
+        "orders_console.toml",
+    ] {
+        let (column, lateness) =
+            shipped_event_time(file).unwrap_or_else(|| panic!("{file}: no event_time on parse"));
+        engine_api::parse_duration(
+            "lateness",
+            &lateness,
+            std::time::Duration::ZERO,
+            std::time::Duration::from_secs(31 * 24 * 3600),
+        )
+        .unwrap();
+        let parsed = shipped_parse_config(file)
+            .build(&ctx(), &Input::new(kafka_schema()))
+            .unwrap();
+        let schema = parsed.ports[0].schema.clone();
+        assert!(schema.index_of(&column).is_ok(), "{file}: no `{column}`");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../pipelines")
+            .join(file);
+        let doc: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for (name, node) in doc["nodes"].as_table().unwrap() {
+            if node["type"].as_str() != Some("window_aggregate") {
+                continue;
+            }
+            assert_eq!(node["inputs"].as_array().unwrap().len(), 1);
+            assert_eq!(node["inputs"][0].as_str(), Some("parse"), "{file}: {name}");
+            let mut table = node.as_table().unwrap().clone();
+            table.remove("type");
+            table.remove("inputs");
+            for gone in ["time_column", "watermark", "idle_timeout"] {
+                assert!(
+                    !table.contains_key(gone),
+                    "{file}: {name} still has `{gone}`"
+                );
+            }
+            let cfg = WindowAggregateConfig::deserialize(toml::Value::Table(table))
+                .unwrap_or_else(|e| panic!("{file}: {name}: {e}"));
+            let input = Input::new(schema.clone()).with_event_time(&column);
+            let built = cfg
+                .build(&ctx(), &input)
+                .unwrap_or_else(|e| panic!("{file}: {name}: {e}"));
+            assert_ne!(built.ports[0].mode, OutputMode::Complete, "{file}: {name}");
+            windows += 1;
+        }
+    }
+    assert_eq!(windows, 4);
+}
+
+/// Each shipped parse node keeps the operator contract on batches of good and bad records.
+#[test]
+fn shipped_parsers_keep_the_operator_contract() {
+    let cases: [(&str, Value); 3] = [
+        (
+            "logs.toml",
+            log_line(0, "WARNING", "2026-03-01 10:00:00,123", 5),
+        ),
+        (
+            "orders.toml",
+            json!({"order_id": 1, "customer_id": "c", "timestamp": "2026-03-01T10:00:00Z", "items": [], "total": -1.0}),
+        ),
+        (
+            "metrics.toml",
+            json!({"timestamp": "2026-03-01T10:00:00Z", "server_id": "s", "cpu_percent": 150.0}),
+        ),
+    ];
+    for (file, good) in cases {
+        let mut no_time = good.clone();
+        no_time.as_object_mut().unwrap().remove("timestamp");
+        let values = vec![
+            Some(serde_json::to_vec(&good).unwrap()),
+            Some(b"{not json".to_vec()),
+            Some(serde_json::to_vec(&no_time).unwrap()),
+            None,
+        ];
+        let batch = kafka_batch(&msgs(values));
+        let script = Script::new(kafka_schema())
+            .wall_clock_column("quarantine", "ingested_at")
+            .batch(batch.clone())
+            .barrier()
+            .batch(batch)
+            .barrier()
+            .end();
+        let run = check_operator(
+            || shipped_parse_config(file).build(&ctx(), &Input::new(kafka_schema())),
+            &script,
+        );
+        let all = run.all();
+        assert_eq!(all.num_rows("out"), 2, "{file}");
+        assert_eq!(all.num_rows("quarantine"), 6, "{file}");
     }
 }

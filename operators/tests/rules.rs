@@ -7,7 +7,8 @@ mod common;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, SchemaRef};
 use common::*;
-use engine_api::{ErrorKind, Operator, OperatorConfig};
+use engine_api::testing::{Harness, Script, check_operator};
+use engine_api::{ErrorKind, Input, OperatorConfig};
 use indexmap::IndexMap;
 use operators::json_parse::{JsonParseConfig, OnError};
 use serde_json::{Value, json};
@@ -45,11 +46,12 @@ fn config(rules: &[&str], required: &[&str], on_error: OnError) -> JsonParseConf
     }
 }
 
-fn parser(cfg: JsonParseConfig) -> (Box<dyn Operator>, SchemaRef, SchemaRef) {
-    let mut op = cfg.build(&ctx()).unwrap();
-    let mut s = op.init(&kafka_schema()).unwrap();
-    let q = s.remove(1);
-    (op, s.remove(0), q)
+fn parser(cfg: JsonParseConfig) -> (Harness, SchemaRef, SchemaRef) {
+    init_parser(cfg)
+}
+
+fn build(cfg: JsonParseConfig) -> engine_api::Result<engine_api::Built> {
+    cfg.build(&ctx(), &Input::new(kafka_schema()))
 }
 
 fn config_error<T>(r: engine_api::Result<T>) -> String {
@@ -285,7 +287,11 @@ fn null_values_break_no_rule() {
         .map(|r| Some(serde_json::to_vec(r).unwrap()))
         .collect();
     let out = run(&mut op, kafka_batch(&msgs(vals)));
-    assert!(out.port(1).is_empty(), "{:?}", out.port(1));
+    assert!(
+        out.port("quarantine").is_empty(),
+        "{:?}",
+        out.port("quarantine")
+    );
     assert_eq!(ids(&port(&out, 0, &out_schema)), [1, 2, 3, 4]);
     let _ = q_schema;
 }
@@ -311,7 +317,13 @@ fn negative_zero_is_not_below_zero() {
         .unwrap()
         .as_primitive::<Float64Type>();
     assert!(totals.iter().all(|t| t == Some(0.0)));
-    assert_eq!(out.port(1).iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    assert_eq!(
+        out.port("quarantine")
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        1
+    );
 }
 
 #[test]
@@ -356,8 +368,10 @@ fn rules_with_drop_and_fail() {
     let (mut op, out_schema, _) = parser(config(&["total >= 0"], &[], OnError::Drop));
     let out = run(&mut op, kafka_batch(&msgs(vals())));
     assert_eq!(ids(&port(&out, 0, &out_schema)), [1]);
-    assert!(out.port(1).is_empty());
-    let (mut op, _, _) = parser(config(&["total >= 0"], &[], OnError::Fail));
+    assert!(out.port("quarantine").is_empty());
+    let mut op = build(config(&["total >= 0"], &[], OnError::Fail))
+        .unwrap()
+        .operator;
     let mut c = engine_api::Collector::new(2);
     match op.process(kafka_batch(&msgs(vals())), &mut c) {
         Err(e) if e.kind() == ErrorKind::Runtime => {
@@ -373,12 +387,9 @@ fn rules_with_drop_and_fail() {
 }
 
 #[test]
-fn rule_mistakes_are_config_errors_at_init() {
-    let at_init = |rule: &str| -> String {
-        let op = config(&[rule], &[], OnError::Quarantine).build(&ctx());
-        let mut op = op.unwrap_or_else(|e| panic!("`{rule}` failed at build: {e}"));
-        config_error(op.init(&kafka_schema()))
-    };
+fn rule_mistakes_are_config_errors_at_build() {
+    let at_init =
+        |rule: &str| -> String { config_error(build(config(&[rule], &[], OnError::Quarantine))) };
     let e = at_init("nope >= 0");
     assert!(e.contains("`nope`") && e.contains("nope >= 0"), "{e}");
     let e = at_init("items.nope > 0");
@@ -390,13 +401,7 @@ fn rule_mistakes_are_config_errors_at_init() {
     let e = at_init("items.quantity > total");
     assert!(e.contains("items.quantity > total"), "{e}");
     // Columns of the Kafka record are in the parsed output too, so a rule may use them.
-    assert!(
-        config(&["offset >= 0"], &[], OnError::Quarantine)
-            .build(&ctx())
-            .unwrap()
-            .init(&kafka_schema())
-            .is_ok()
-    );
+    assert!(build(config(&["offset >= 0"], &[], OnError::Quarantine)).is_ok());
     // Types are checked too, so `engine validate` finds these before any data.
     for rule in [
         "level > 1",
@@ -408,6 +413,40 @@ fn rule_mistakes_are_config_errors_at_init() {
         assert!(e.contains(rule), "{rule}: {e}");
     }
     // Syntax errors are found when the node is built.
-    let e = config_error(config(&["total >="], &[], OnError::Quarantine).build(&ctx()));
+    let e = config_error(build(config(&["total >="], &[], OnError::Quarantine)));
     assert!(e.contains("rules"), "{e}");
+}
+
+#[test]
+fn json_parse_with_rules_keeps_the_operator_contract() {
+    let recs = gen_records(300);
+    let vals = values(&recs);
+    let mut script = Script::new(kafka_schema()).wall_clock_column("quarantine", "ingested_at");
+    let mut sent = Vec::new();
+    for (i, chunk) in vals.chunks(70).enumerate() {
+        let batch: Vec<Msg> = msgs(chunk.to_vec())
+            .into_iter()
+            .map(|mut m| {
+                m.offset += i as i64 * 1000;
+                m
+            })
+            .collect();
+        script = script.batch(kafka_batch(&batch)).barrier();
+        sent.extend(batch);
+    }
+    let run = check_operator(
+        || build(config(&RULES, &["id"], OnError::Quarantine)),
+        &script.end(),
+    );
+    let all = run.all();
+    let (good, bad) = (all.concat("out"), all.concat("quarantine"));
+    assert_eq!(
+        good.num_rows() + bad.num_rows(),
+        recs.len(),
+        "every record once"
+    );
+    assert_coordinates(&good, &sent);
+    assert_coordinates(&bad, &sent);
+    let want_good = recs.iter().filter(|r| r.first_broken().is_none()).count();
+    assert_eq!(good.num_rows(), want_good);
 }

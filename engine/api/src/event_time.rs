@@ -83,7 +83,11 @@ impl WatermarkTracker {
     /// Takes one partition's largest event time in a batch.
     pub fn observe_max(&mut self, partition: Option<&PartitionId>, max: i64, now: Instant) {
         let p = partition.cloned().unwrap_or_else(unkeyed);
-        let m = self.state.max_event_time.entry(p.clone()).or_insert(i64::MIN);
+        let m = self
+            .state
+            .max_event_time
+            .entry(p.clone())
+            .or_insert(i64::MIN);
         if max > *m {
             *m = max;
             self.advanced.insert(p, now);

@@ -14,6 +14,9 @@ pub mod registry;
 pub mod secret;
 pub mod storage;
 pub mod store;
+/// For operator authors: run a built operator as the runtime does ([`testing::Harness`]) and check
+/// the operator contract ([`testing::check_operator`]).
+pub mod testing;
 pub mod time;
 pub mod types;
 

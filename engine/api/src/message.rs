@@ -5,7 +5,9 @@ pub type Epoch = u64;
 
 /// A source partition (Kafka: `topic/partition`): the unit of ordering, of event time and of
 /// ownership when several processes share a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct PartitionId(std::sync::Arc<str>);
 

@@ -38,7 +38,8 @@ pub trait SinkConfig: DeserializeOwned {
     fn build(self, ctx: &BuildContext, input: &Input) -> Result<Box<dyn Sink>>;
 }
 
-type Factory = Box<dyn Fn(ConfigValue, &BuildContext, Option<&Input>) -> Result<Node> + Send + Sync>;
+type Factory =
+    Box<dyn Fn(ConfigValue, &BuildContext, Option<&Input>) -> Result<Node> + Send + Sync>;
 
 /// A built node, before it is wrapped in an actor.
 pub enum Node {
@@ -95,7 +96,9 @@ impl Registry {
     pub fn register_operator<C: OperatorConfig + 'static>(&mut self, name: &str) {
         self.insert(name, NodeKind::Operator, |v, ctx, input| {
             let input = input.ok_or_else(no_input)?;
-            Ok(Node::Operator(v.deserialize_into::<C>()?.build(ctx, input)?))
+            Ok(Node::Operator(
+                v.deserialize_into::<C>()?.build(ctx, input)?,
+            ))
         });
     }
 
@@ -151,7 +154,9 @@ impl Registry {
 
     /// The registered type names with their kind.
     pub fn types(&self) -> impl Iterator<Item = (&str, &'static str)> {
-        self.factories.iter().map(|(n, (k, _))| (n.as_str(), k.name()))
+        self.factories
+            .iter()
+            .map(|(n, (k, _))| (n.as_str(), k.name()))
     }
 
     pub fn names(&self) -> Vec<&str> {

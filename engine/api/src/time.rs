@@ -1,9 +1,9 @@
 //! Event-time parsing: ISO-8601 / RFC 3339 text to milliseconds since the Unix epoch.
 
+use crate::{EngineError, Result};
 use arrow::array::{ArrayRef, AsArray, Int64Array};
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{DateTime, NaiveDateTime};
-use crate::{EngineError, Result};
 use std::borrow::Cow;
 
 /// Parses the event-time text producers write, to ms since the Unix epoch:

@@ -285,18 +285,24 @@ struct EventTimeSection {
 }
 
 /// Default and range of the allowed lateness (how far the watermark trails event time).
-const LATENESS: (&str, Duration, Duration) = ("2m", Duration::ZERO, Duration::from_secs(31 * 86400));
+const LATENESS: (&str, Duration, Duration) =
+    ("2m", Duration::ZERO, Duration::from_secs(31 * 86400));
 /// Default and range of the idle timeout of a source partition.
-const IDLE_TIMEOUT: (&str, Duration, Duration) = ("30s", Duration::ZERO, Duration::from_secs(86400));
+const IDLE_TIMEOUT: (&str, Duration, Duration) =
+    ("30s", Duration::ZERO, Duration::from_secs(86400));
 
 fn event_time(v: ConfigValue) -> Result<EventTime> {
     let s: EventTimeSection = v.deserialize_into()?;
     if s.column.is_empty() {
-        return Err(EngineError::invalid("column", "is empty; name the event-time column"));
+        return Err(EngineError::invalid(
+            "column",
+            "is empty; name the event-time column",
+        ));
     }
-    let duration = |key: &str, value: Option<String>, (default, lo, hi): (&str, Duration, Duration)| {
-        parse_duration(key, value.as_deref().unwrap_or(default), lo, hi)
-    };
+    let duration =
+        |key: &str, value: Option<String>, (default, lo, hi): (&str, Duration, Duration)| {
+            parse_duration(key, value.as_deref().unwrap_or(default), lo, hi)
+        };
     Ok(EventTime {
         column: s.column,
         lateness_ms: duration("lateness", s.lateness, LATENESS)?.as_millis() as i64,

@@ -70,7 +70,11 @@ impl Graph {
     }
     /// Replaces source `name` with another of the same schema (an in-process run's
     /// [`crate::harness::VectorSource`]).
-    pub fn replace_source(&mut self, name: &str, source: Box<dyn engine_api::Source>) -> Result<()> {
+    pub fn replace_source(
+        &mut self,
+        name: &str,
+        source: Box<dyn engine_api::Source>,
+    ) -> Result<()> {
         let g = self.node_mut(name)?;
         match &g.node {
             Node::Source(old) if old.schema() == source.schema() => {
@@ -80,7 +84,9 @@ impl Graph {
             Node::Source(_) => Err(EngineError::config(format!(
                 "the replacement of source `{name}` has another schema"
             ))),
-            _ => Err(EngineError::config(format!("node `{name}` is not a source"))),
+            _ => Err(EngineError::config(format!(
+                "node `{name}` is not a source"
+            ))),
         }
     }
 
@@ -326,7 +332,10 @@ fn build_node(
         .iter()
         .map(|(u, _)| built[*u].sends_watermarks())
         .collect();
-    if let (Some(_), Some(upstream)) = (&spec.event_time, input.as_ref().and_then(|i| i.event_time.as_ref())) {
+    if let (Some(_), Some(upstream)) = (
+        &spec.event_time,
+        input.as_ref().and_then(|i| i.event_time.as_ref()),
+    ) {
         return Err(EngineError::config(format!(
             "{}: event time is already declared upstream (column `{upstream}`); declare it once, on the node where the column first exists",
             pipeline.locate(&spec, Some("event_time"))
@@ -337,7 +346,10 @@ fn build_node(
         .build(&spec.type_name, spec.config.clone(), &ctx, input.as_ref())
         .map_err(|e| pipeline.node_error(&spec, e))?;
     let (ports, mode) = match &node {
-        Node::Source(s) => (vec![OutputPort::main(s.schema(), OutputMode::Append)], OutputMode::Append),
+        Node::Source(s) => (
+            vec![OutputPort::main(s.schema(), OutputMode::Append)],
+            OutputMode::Append,
+        ),
         Node::Operator(b) => {
             if b.ports.first().is_none_or(|p| p.name != MAIN_PORT) {
                 return Err(EngineError::config(format!(
@@ -347,7 +359,9 @@ fn build_node(
             (b.ports.clone(), b.ports[0].mode)
         }
         Node::Sink(sink) => {
-            let input = input.as_ref().ok_or_else(|| EngineError::runtime("a sink without input"))?;
+            let input = input
+                .as_ref()
+                .ok_or_else(|| EngineError::runtime("a sink without input"))?;
             let ok = sink.accepts();
             if !ok.contains(&input.mode) {
                 let from = &built[inputs[0].0].spec.name;
@@ -371,7 +385,11 @@ fn build_node(
                 "{key}: a sink has no output to take event time from; declare it on the node where the column first exists"
             )));
         };
-        match port.schema.field_with_name(&e.column).map(|f| f.data_type()) {
+        match port
+            .schema
+            .field_with_name(&e.column)
+            .map(|f| f.data_type())
+        {
             Ok(DataType::Utf8 | DataType::Timestamp(_, _)) => {}
             Ok(other) => {
                 return Err(EngineError::config(format!(
@@ -402,7 +420,11 @@ fn build_node(
 
 /// The [`Input`] a node reading `inputs` is built against: one schema and one mode, which
 /// every input must share, and the event-time column when one arrives and is still there.
-fn resolve_input(at: &str, inputs: &[(usize, usize)], built: &[GraphNode]) -> Result<Option<Input>> {
+fn resolve_input(
+    at: &str,
+    inputs: &[(usize, usize)],
+    built: &[GraphNode],
+) -> Result<Option<Input>> {
     let Some((u, p)) = inputs.first() else {
         return Ok(None);
     };
@@ -511,7 +533,10 @@ columns = ["x", "y"]
         .unwrap();
         let names: Vec<&str> = g.nodes.iter().map(|n| n.spec.name.as_str()).collect();
         assert_eq!(names, ["in", "a", "b", "out"]);
-        assert_eq!(g.nodes[3].input.as_ref().unwrap().schema, schema(&["x", "y"]));
+        assert_eq!(
+            g.nodes[3].input.as_ref().unwrap().schema,
+            schema(&["x", "y"])
+        );
         assert_eq!(g.readers(2, 0), vec![(3, 0)]);
         assert!(g.warnings.is_empty(), "{:?}", g.warnings);
     }
@@ -616,7 +641,10 @@ inputs = ["plain"]
         assert_eq!(e.idle_timeout, std::time::Duration::from_secs(60));
         assert_eq!(node("a").timed_inputs, [false, false]);
         assert!(node("a").sends_watermarks());
-        assert_eq!(node("w").input.as_ref().unwrap().event_time.as_deref(), Some("x"));
+        assert_eq!(
+            node("w").input.as_ref().unwrap().event_time.as_deref(),
+            Some("x")
+        );
         assert_eq!(node("w").timed_inputs, [true]);
         // `w` outputs no `x`: event time stops there, watermarks still flow.
         assert_eq!(node("out").input.as_ref().unwrap().event_time, None);

@@ -251,8 +251,7 @@ impl Committer for MemoryCommitter {
             .collect();
         let mut t = self.table.lock();
         let before = t.staged.len();
-        t.staged
-            .retain(|k, _| k.0 != self.node || keep.contains(k));
+        t.staged.retain(|k, _| k.0 != self.node || keep.contains(k));
         Ok(before - t.staged.len())
     }
 }

@@ -3,9 +3,9 @@
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use engine_api::{
-    BuildContext, Built, Collector, Committer, EngineError, Epoch, Input, Operator,
-    OperatorConfig, OutputMode, OutputPort, PendingCommit, Registry, Result, Sink, SinkConfig,
-    Source, SourceConfig, SourceContext,
+    BuildContext, Built, Collector, Committer, EngineError, Epoch, Input, Operator, OperatorConfig,
+    OutputMode, OutputPort, PendingCommit, Registry, Result, Sink, SinkConfig, Source,
+    SourceConfig, SourceContext,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -123,7 +123,10 @@ impl OperatorConfig for SumOp {
 impl Operator for Sum {
     fn process(&mut self, batch: RecordBatch, _: &mut Collector) -> Result<()> {
         let keys = batch.column_by_name("key").unwrap().as_string::<i32>();
-        let n = batch.column_by_name("n").unwrap().as_primitive::<Int64Type>();
+        let n = batch
+            .column_by_name("n")
+            .unwrap()
+            .as_primitive::<Int64Type>();
         for i in 0..batch.num_rows() {
             if n.value(i) < 0 {
                 return Err(EngineError::runtime("negative n"));

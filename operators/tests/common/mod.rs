@@ -1,5 +1,6 @@
-//! Helpers shared by the operator tests: a Kafka-shaped input batch, a build context, and a
-//! comparison of decoded Arrow values against the JSON they came from.
+//! Helpers shared by the operator tests: a Kafka-shaped input batch, a build context, operators
+//! driven through `engine_api::testing::Harness` as the runtime drives them, and a comparison of
+//! decoded Arrow values against the JSON they came from.
 #![allow(dead_code)]
 
 use arrow::array::{
@@ -10,22 +11,28 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{
     DataType, Float64Type, Int32Type, Int64Type, SchemaRef, TimestampMillisecondType,
 };
-use engine_api::{BuildContext, Collector, Operator, OperatorConfig, StorageConfig};
+use engine_api::testing::{Harness, Output, build_context};
+use engine_api::{BuildContext, Input, OperatorConfig, PartitionId};
 use operators::json_parse::JsonParseConfig;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub fn ctx() -> BuildContext {
-    BuildContext {
-        pipeline: "test".into(),
-        node: "node".into(),
-        storage: StorageConfig::default(),
-        trigger: Duration::from_secs(10),
-        checkpoint: "file:///tmp/test".into(),
-    }
+    build_context("node")
+}
+
+/// Builds `cfg` against `input` (append mode, no event time) in a harness that checks the
+/// batches it is given against `input`.
+pub fn harness(cfg: impl OperatorConfig, input: &SchemaRef) -> Harness {
+    let built = cfg.build(&ctx(), &Input::new(input.clone())).unwrap();
+    Harness::new(built).with_input(input.clone())
+}
+
+/// The Kafka partition the test batches come from.
+pub fn partition() -> PartitionId {
+    PartitionId::kafka(TOPIC, 0)
 }
 
 /// The Kafka source's schema.
@@ -98,16 +105,14 @@ pub fn kafka_batch(msgs: &[Msg]) -> RecordBatch {
     .unwrap()
 }
 
-/// Runs one batch through an initialised operator; returns the collector.
-pub fn run(op: &mut Box<dyn Operator>, batch: RecordBatch) -> Collector {
-    let mut out = Collector::new(2);
-    op.process(batch, &mut out).unwrap();
-    out
+/// Runs one batch through a built operator; returns what it emitted.
+pub fn run(op: &mut Harness, batch: RecordBatch) -> Output {
+    op.process(batch).unwrap()
 }
 
-/// Everything collected on `port`, as one batch of `schema`.
-pub fn port(out: &Collector, port: usize, schema: &SchemaRef) -> RecordBatch {
-    concat_batches(schema, out.port(port)).unwrap()
+/// Everything emitted on port number `port`, as one batch of `schema`.
+pub fn port(out: &Output, port: usize, schema: &SchemaRef) -> RecordBatch {
+    concat_batches(schema, &out.ports()[port].batches).unwrap()
 }
 
 pub fn col<'a>(batch: &'a RecordBatch, name: &str) -> &'a ArrayRef {
@@ -233,7 +238,7 @@ pub fn assert_row_is(batch: &RecordBatch, row: usize, json: &Value, fields: &[&s
 /// Runs `values` through `op`; returns (out, quarantine, the messages sent) after checking that
 /// every message lands on exactly one port.
 pub fn parse_all(
-    op: &mut Box<dyn Operator>,
+    op: &mut Harness,
     out_schema: &SchemaRef,
     q_schema: &SchemaRef,
     values: Vec<Option<Vec<u8>>>,
@@ -296,7 +301,9 @@ pub fn shipped_parse_config(file: &str) -> JsonParseConfig {
         Some("json_parse".to_string()),
         "{file}: [nodes.parse] is a json_parse"
     );
+    // The runtime's keys, which it strips before the operator sees its config.
     parse.remove("inputs");
+    parse.remove("event_time");
     assert!(
         !toml::to_string(&parse).unwrap().contains("${"),
         "{file}: [nodes.parse] uses environment variables, which this helper does not expand"
@@ -305,11 +312,26 @@ pub fn shipped_parse_config(file: &str) -> JsonParseConfig {
         .unwrap_or_else(|e| panic!("{file}: [nodes.parse]: {e}"))
 }
 
-/// A built and initialised operator with its output schemas (out, quarantine).
-pub fn init_parser(cfg: JsonParseConfig) -> (Box<dyn Operator>, SchemaRef, SchemaRef) {
-    let mut op = cfg.build(&ctx()).unwrap();
-    let mut schemas = op.init(&kafka_schema()).unwrap();
-    assert_eq!(schemas.len(), 2);
-    let q = schemas.remove(1);
-    (op, schemas.remove(0), q)
+/// The `event_time` a shipped pipeline declares on its parse node: (column, lateness).
+pub fn shipped_event_time(file: &str) -> Option<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipelines")
+        .join(file);
+    let doc: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let e = doc["nodes"]["parse"].get("event_time")?;
+    Some((
+        e["column"].as_str().unwrap().to_string(),
+        e.get("lateness")
+            .map_or("2m", |l| l.as_str().unwrap())
+            .to_string(),
+    ))
+}
+
+/// A built parser over Kafka records, with its output schemas (out, quarantine).
+pub fn init_parser(cfg: JsonParseConfig) -> (Harness, SchemaRef, SchemaRef) {
+    let built = cfg.build(&ctx(), &Input::new(kafka_schema())).unwrap();
+    let names: Vec<&str> = built.ports.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["out", "quarantine"]);
+    let (out, q) = (built.ports[0].schema.clone(), built.ports[1].schema.clone());
+    (Harness::new(built).with_input(kafka_schema()), out, q)
 }

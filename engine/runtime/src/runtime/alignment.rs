@@ -85,9 +85,11 @@ mod tests {
     fn rows(n: i64) -> Message {
         use arrow::array::{Int64Array, RecordBatch};
         use arrow::datatypes::{DataType, Field, Schema};
-        let schema = std::sync::Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let schema =
+            std::sync::Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let batch =
-            RecordBatch::try_new(schema, vec![std::sync::Arc::new(Int64Array::from(vec![n]))]).unwrap();
+            RecordBatch::try_new(schema, vec![std::sync::Arc::new(Int64Array::from(vec![n]))])
+                .unwrap();
         Message::Batch {
             batch,
             partition: None,
@@ -97,7 +99,10 @@ mod tests {
         match m {
             Message::Batch { batch, .. } => {
                 use arrow::array::AsArray;
-                let v = batch.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
+                let v = batch
+                    .column(0)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .value(0);
                 format!("row {v}")
             }
             Message::Barrier(b) => format!("barrier {}", b.epoch),

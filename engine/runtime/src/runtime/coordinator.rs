@@ -4,12 +4,12 @@
 //! the sinks' staged output. Epochs commit strictly in sequence: one that never completes (a lost
 //! acknowledgement) holds back every later one, so nothing is committed out of order.
 
+use super::outputs::{Flow, Stop};
 use crate::checkpoint::{CheckpointStore, Lock, Manifest};
 use engine_api::{Committer, EngineError, Epoch, PendingCommit, Result, TrackerState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use super::outputs::{Flow, Stop};
 use tokio::sync::mpsc;
 
 /// What actors and sources tell the coordinator.
@@ -81,7 +81,10 @@ pub(crate) struct Coordinator {
 impl Coordinator {
     /// Runs until every actor and source has dropped its handle; the lock is given up at the
     /// end, also after a failure (this process writes nothing more).
-    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<CoordMsg>) -> Result<Progress> {
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<CoordMsg>,
+    ) -> Result<Progress> {
         let mut lock = self.lock.take();
         let result = self.commit_all(&mut lock, &mut rx).await;
         if let Some(l) = lock {

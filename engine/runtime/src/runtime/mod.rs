@@ -75,7 +75,9 @@ pub async fn check_environment(graph: &mut Graph) -> Result<()> {
 pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> Result<RunSummary> {
     let started = Instant::now();
     let Graph {
-        pipeline, mut nodes, ..
+        pipeline,
+        mut nodes,
+        ..
     } = graph;
     let store = CheckpointStore::open(&pipeline.checkpoint, &pipeline.storage, &pipeline.name)?;
     store.check().await?;
@@ -100,7 +102,10 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
                 .map_err(|e| e.context(format!("node `{}`", g.spec.name)))?;
         }
     }
-    let source_count = nodes.iter().filter(|g| matches!(g.node, Node::Source(_))).count();
+    let source_count = nodes
+        .iter()
+        .filter(|g| matches!(g.node, Node::Source(_)))
+        .count();
     for g in nodes.iter_mut() {
         if let Node::Source(src) = &mut g.node {
             let restored = latest
@@ -274,7 +279,10 @@ fn wire(
     nodes: &[GraphNode],
     capacity: usize,
 ) -> (Vec<Edges>, Vec<Option<mpsc::Receiver<Envelope>>>) {
-    let mut outputs: Vec<Edges> = nodes.iter().map(|g| vec![Vec::new(); g.ports.len()]).collect();
+    let mut outputs: Vec<Edges> = nodes
+        .iter()
+        .map(|g| vec![Vec::new(); g.ports.len()])
+        .collect();
     let mut mailboxes = Vec::with_capacity(nodes.len());
     for g in nodes {
         if g.inputs.is_empty() {

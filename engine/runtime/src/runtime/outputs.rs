@@ -2,10 +2,10 @@
 //! keep the source partition they came from; the node that declares the pipeline's event time
 //! tracks it here, on what it sends, and turns it into watermarks at each trigger.
 
+use arrow::array::RecordBatch;
 use engine_api::{
     Collector, EngineError, EventTime, Message, PartitionId, TrackerState, WatermarkTracker,
 };
-use arrow::array::RecordBatch;
 use std::time::Instant;
 use tokio::sync::mpsc;
 

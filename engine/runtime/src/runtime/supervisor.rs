@@ -32,7 +32,11 @@ impl Supervisor {
         self.tasks.spawn(async move { (node, f.await) });
     }
 
-    pub(crate) fn spawn_blocking(&mut self, node: String, f: impl FnOnce() -> Flow + Send + 'static) {
+    pub(crate) fn spawn_blocking(
+        &mut self,
+        node: String,
+        f: impl FnOnce() -> Flow + Send + 'static,
+    ) {
         self.tasks.spawn_blocking(move || (node, f()));
     }
 
@@ -85,7 +89,9 @@ impl Supervisor {
             // Nothing failed on its own: the coordinator must have.
             return match tokio::time::timeout(Duration::from_secs(5), coordinator).await {
                 Ok(Ok(Err(e))) => Err(e.context("checkpoint coordinator failed")),
-                _ => Err(EngineError::runtime(format!("node `{node}` stopped: {what}"))),
+                _ => Err(EngineError::runtime(format!(
+                    "node `{node}` stopped: {what}"
+                ))),
             };
         }
         coordinator

@@ -1,7 +1,7 @@
 //! The runtime in-process: real actors, coordinator and checkpoint store (on a temporary
 //! folder), with vector sources and memory sinks. No Kafka, no S3.
 
-use super::coordinator::{CoordMsg, CoordinatorHandle, Coordinator};
+use super::coordinator::{CoordMsg, Coordinator, CoordinatorHandle};
 use super::*;
 use crate::checkpoint::Manifest;
 use crate::config::Pipeline;
@@ -80,7 +80,11 @@ async fn manifests(checkpoint: &str) -> Vec<Manifest> {
 
 /// Every commit of the complete-mode table, one table per epoch.
 fn per_epoch(table: &MemoryTable) -> Vec<Vec<(String, i64)>> {
-    table.committed().iter().map(|b| key_n(std::slice::from_ref(b))).collect()
+    table
+        .committed()
+        .iter()
+        .map(|b| key_n(std::slice::from_ref(b)))
+        .collect()
 }
 
 fn kv(v: &[(&str, i64)]) -> Vec<(String, i64)> {
@@ -141,8 +145,11 @@ async fn a_sink_that_fails_to_stage_stops_the_run_and_commits_nothing_of_that_ep
     let cp = temp_checkpoint();
     let table = MemoryTable::new();
     let mut g = graph(&cp, SUM, src(sum_script()), &table);
-    g.replace_sink("out", Box::new(MemorySink::new("out", table.clone()).fail_prepare_of(2)))
-        .unwrap();
+    g.replace_sink(
+        "out",
+        Box::new(MemorySink::new("out", table.clone()).fail_prepare_of(2)),
+    )
+    .unwrap();
     let e = run_batch(g).await.unwrap_err();
     assert!(e.to_string().contains("node `out` failed"), "{e}");
     assert!(e.to_string().contains("refuses epoch 2"), "{e}");
@@ -159,9 +166,16 @@ async fn a_commit_that_fails_after_its_manifest_is_finished_by_the_next_run() {
     let e = run_batch(graph(&cp, SUM, src(sum_script()), &table))
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("checkpoint coordinator failed"), "{e}");
+    assert!(
+        e.to_string().contains("checkpoint coordinator failed"),
+        "{e}"
+    );
     assert_eq!(per_epoch(&table), [kv(&[("a", 1), ("b", 2)])]);
-    assert_eq!(manifests(&cp).await.len(), 2, "epoch 2's manifest is the commit point");
+    assert_eq!(
+        manifests(&cp).await.len(),
+        2,
+        "epoch 2's manifest is the commit point"
+    );
     let s = run_batch(graph(&cp, SUM, src(sum_script()), &table))
         .await
         .unwrap();
@@ -255,9 +269,14 @@ async fn event_time_state_is_restored_so_a_restart_does_not_lower_the_watermark(
         Step::Batch(p(0), rows(&[("a", &t(50), 1)])),
         Step::Barrier,
     ];
-    run_batch(graph(&cp, WATERMARKS, src(steps.clone()).crash_before(3), &table))
-        .await
-        .unwrap_err();
+    run_batch(graph(
+        &cp,
+        WATERMARKS,
+        src(steps.clone()).crash_before(3),
+        &table,
+    ))
+    .await
+    .unwrap_err();
     run_batch(graph(&cp, WATERMARKS, src(steps), &table))
         .await
         .unwrap();
@@ -285,16 +304,20 @@ async fn several_sources_align_their_barriers_and_each_keeps_its_position() {
     let cp = temp_checkpoint();
     let table = MemoryTable::new();
     let mut g = graph(&cp, TWO_SOURCES, src(sum_script()), &table);
-    let other = vec![
-        Step::Batch(p(7), rows(&[("z", "", 10)])),
-        Step::Barrier,
-    ];
+    let other = vec![Step::Batch(p(7), rows(&[("z", "", 10)])), Step::Barrier];
     g.replace_source("in2", Box::new(src(other))).unwrap();
     let s = run_batch(g).await.unwrap();
     assert_eq!(s.records, 5);
     let all = per_epoch(&table);
-    assert_eq!(all.last().unwrap(), &kv(&[("a", 4), ("b", 2), ("c", 5), ("z", 10)]));
-    assert_eq!(all[0], kv(&[("a", 1), ("b", 2), ("z", 10)]), "epoch 1 covers both sources' first batches");
+    assert_eq!(
+        all.last().unwrap(),
+        &kv(&[("a", 4), ("b", 2), ("c", 5), ("z", 10)])
+    );
+    assert_eq!(
+        all[0],
+        kv(&[("a", 1), ("b", 2), ("z", 10)]),
+        "epoch 1 covers both sources' first batches"
+    );
     let m = manifests(&cp).await;
     let last = m.last().unwrap();
     assert_eq!(last.positions["in"], serde_json::json!({ "next_step": 5 }));
@@ -343,7 +366,13 @@ async fn a_lost_ack_holds_back_its_epoch_and_every_later_one() {
         h.send(m).unwrap();
     }
     // Epoch 2 loses b's ack; epoch 3 is complete but must wait behind 2.
-    for m in [position(2), ack("a", 2), position(3), ack("a", 3), ack("b", 3)] {
+    for m in [
+        position(2),
+        ack("a", 2),
+        position(3),
+        ack("a", 3),
+        ack("b", 3),
+    ] {
         h.send(m).unwrap();
     }
     drop(h);
@@ -369,7 +398,10 @@ async fn a_committed_manifest_refuses_a_second_writer_of_the_same_epoch() {
             assert_eq!(r.unwrap().epochs, 1);
         } else {
             let e = r.unwrap_err().to_string();
-            assert!(e.contains("epoch 1 of pipeline `t` was already committed"), "{e}");
+            assert!(
+                e.contains("epoch 1 of pipeline `t` was already committed"),
+                "{e}"
+            );
         }
     }
 }
@@ -388,9 +420,22 @@ fn version_1_manifests_still_load() {
     let m = Manifest::parse(v1.to_string().as_bytes()).unwrap();
     assert_eq!(m.version, crate::checkpoint::MANIFEST_VERSION);
     assert_eq!(m.epoch, 7);
-    assert_eq!(m.position_of("kafka", 1), Some(&serde_json::json!({ "commandes": { "0": 42 } })));
-    assert_eq!(m.position_of("kafka", 2), None, "ambiguous with several sources");
-    assert_eq!(m.pending, [PendingCommit::new("bronze", serde_json::json!({ "path": "x.parquet" }))]);
+    assert_eq!(
+        m.position_of("kafka", 1),
+        Some(&serde_json::json!({ "commandes": { "0": 42 } }))
+    );
+    assert_eq!(
+        m.position_of("kafka", 2),
+        None,
+        "ambiguous with several sources"
+    );
+    assert_eq!(
+        m.pending,
+        [PendingCommit::new(
+            "bronze",
+            serde_json::json!({ "path": "x.parquet" })
+        )]
+    );
     assert_eq!(m.tracker_state("parse"), None);
     // Written back as version 2, it reads the same.
     let again = Manifest::parse(&serde_json::to_vec(&m).unwrap()).unwrap();
