@@ -128,6 +128,8 @@ fn edit() -> impl Strategy<Value = Edit> {
             "topic",
             "brokers",
             "time_column",
+            "event_time",
+            "lateness",
             "order_by",
             "column",
             "properties",

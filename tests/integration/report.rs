@@ -35,6 +35,7 @@ starting_offsets = "earliest"
 [nodes.decode]
 type = "json_parse"
 inputs = ["feed"]
+event_time = {{ column = "timestamp", lateness = "2m" }}
 required = ["order_id", "customer_id", "timestamp"]
 rules = ["timestamp is timestamp", "total >= 0", "items.quantity > 0"]
 
@@ -81,9 +82,7 @@ mode = "complete"
 [nodes.per_minute]
 type = "window_aggregate"
 inputs = ["decode"]
-time_column = "timestamp"
 window = "1m"
-watermark = "2m"
 group_by = ["customer_id"]
 aggregates = [{{ name = "nb", fn = "count" }}, {{ name = "spent", fn = "sum", column = "total" }}]
 
