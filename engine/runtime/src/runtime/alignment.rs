@@ -124,10 +124,8 @@ mod tests {
         while let Some(e) = a.next(&mut rx).await {
             let mut line = format!("{}: {}", e.slot, value(&e.msg));
             match e.msg {
-                Message::Barrier(b) => {
-                    if a.barrier_arrived(e.slot, b).is_some() {
-                        line.push_str(" (aligned)")
-                    }
+                Message::Barrier(b) if a.barrier_arrived(e.slot, b).is_some() => {
+                    line.push_str(" (aligned)")
                 }
                 Message::EndOfInput => {
                     let (aligned, all) = a.ended(e.slot);
