@@ -131,72 +131,28 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
     let stop_sources = cancel.child_token();
     let failed = CancellationToken::new();
     let mut supervisor = Supervisor::new(failed.clone(), stop_sources.clone());
+    let shared = Shared {
+        coord,
+        committed: committed.clone(),
+        records: records.clone(),
+        stop_sources,
+        failed,
+        trigger: pipeline.trigger,
+        batch: opts.batch,
+        next_epoch,
+    };
     let (mut outputs, mut mailboxes) = wire(&nodes, pipeline.mailbox);
     for (i, g) in nodes.into_iter().enumerate() {
-        let GraphNode {
-            spec,
-            node,
-            ports,
-            timed_inputs,
-            event_time,
-            ..
-        } = g;
-        let name = spec.name;
-        let mut outs = Outputs::new(std::mem::take(&mut outputs[i]));
-        if let Some(e) = &event_time {
-            let column = ports[0].schema.index_of(&e.column)?;
-            outs.track(e, column);
-            if let Some(state) = latest.as_ref().and_then(|m| m.tracker_state(&name)) {
-                outs.restore_tracker(state);
-            }
-        }
-        match node {
-            Node::Source(mut src) => {
-                let mut ctx = SourceCtx {
-                    name: name.clone(),
-                    outputs: outs,
-                    handle: tokio::runtime::Handle::current(),
-                    coord: coord.clone(),
-                    next_epoch,
-                    last_barrier: Instant::now(),
-                    trigger: pipeline.trigger,
-                    stop: stop_sources.clone(),
-                    failed: failed.clone(),
-                    batch: opts.batch,
-                    committed: committed.clone(),
-                    records: records.clone(),
-                    cascade: None,
-                };
-                supervisor.spawn_blocking(name, move || {
-                    let ran = src.run(&mut ctx);
-                    ctx.finish(ran)
-                });
-            }
-            node => {
-                let behaviour = match node {
-                    Node::Operator(b) => Behaviour::operator(b.operator, outs.ports()),
-                    Node::Sink(sink) => {
-                        let rows = Arc::new(AtomicU64::new(0));
-                        rows_per_sink.insert(name.clone(), rows.clone());
-                        Behaviour::Sink { sink, rows }
-                    }
-                    Node::Source(_) => unreachable!("matched above"),
-                };
-                let actor = Actor {
-                    name: name.clone(),
-                    behaviour,
-                    rx: mailboxes[i].take().ok_or_else(|| {
-                        EngineError::runtime(format!("node `{name}` has no mailbox"))
-                    })?,
-                    outputs: outs,
-                    timed: timed_inputs,
-                    coord: coord.clone(),
-                };
-                supervisor.spawn(name, actor.run());
-            }
+        let edges = std::mem::take(&mut outputs[i]);
+        let mailbox = mailboxes[i].take();
+        if let Some((sink, rows)) =
+            spawn_node(g, edges, mailbox, latest.as_ref(), &shared, &mut supervisor)?
+        {
+            rows_per_sink.insert(sink, rows);
         }
     }
-    drop(coord);
+    // The coordinator ends once every task has dropped its handle.
+    drop(shared);
 
     let coordinator = tokio::spawn(
         Coordinator {
@@ -222,6 +178,89 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         last_epoch: progress.last,
         elapsed: started.elapsed(),
     })
+}
+
+/// What every node's task gets from the run.
+struct Shared {
+    coord: CoordinatorHandle,
+    committed: Committed,
+    records: Arc<AtomicU64>,
+    stop_sources: CancellationToken,
+    failed: CancellationToken,
+    trigger: Duration,
+    batch: bool,
+    next_epoch: Epoch,
+}
+
+/// Starts one node under `supervisor`: a source on a blocking thread, an operator or a sink as
+/// an actor on its mailbox. The node that declares event time tracks it on its outputs, from
+/// the restored state. Returns a sink's row counter.
+fn spawn_node(
+    g: GraphNode,
+    edges: Edges,
+    mailbox: Option<mpsc::Receiver<Envelope>>,
+    latest: Option<&Manifest>,
+    shared: &Shared,
+    supervisor: &mut Supervisor,
+) -> Result<Option<(String, Arc<AtomicU64>)>> {
+    let GraphNode {
+        spec,
+        node,
+        ports,
+        timed_inputs,
+        event_time,
+        ..
+    } = g;
+    let name = spec.name;
+    let mut outputs = Outputs::new(edges);
+    if let Some(e) = &event_time {
+        let column = ports[0].schema.index_of(&e.column)?;
+        outputs.track(e, column);
+        if let Some(state) = latest.and_then(|m| m.tracker_state(&name)) {
+            outputs.restore_tracker(state);
+        }
+    }
+    let mut sink_rows = None;
+    let behaviour = match node {
+        Node::Source(mut src) => {
+            let mut ctx = SourceCtx {
+                name: name.clone(),
+                outputs,
+                handle: tokio::runtime::Handle::current(),
+                coord: shared.coord.clone(),
+                next_epoch: shared.next_epoch,
+                last_barrier: Instant::now(),
+                trigger: shared.trigger,
+                stop: shared.stop_sources.clone(),
+                failed: shared.failed.clone(),
+                batch: shared.batch,
+                committed: shared.committed.clone(),
+                records: shared.records.clone(),
+                cascade: None,
+            };
+            supervisor.spawn_blocking(name, move || {
+                let ran = src.run(&mut ctx);
+                ctx.finish(ran)
+            });
+            return Ok(None);
+        }
+        Node::Operator(b) => Behaviour::operator(b.operator, outputs.ports()),
+        Node::Sink(sink) => {
+            let rows = Arc::new(AtomicU64::new(0));
+            sink_rows = Some((name.clone(), rows.clone()));
+            Behaviour::Sink { sink, rows }
+        }
+    };
+    let actor = Actor {
+        rx: mailbox.ok_or_else(|| EngineError::runtime(format!("node `{name}` has no mailbox")))?,
+        name: name.clone(),
+        behaviour,
+        outputs,
+        timed: timed_inputs,
+        coord: shared.coord.clone(),
+    };
+    supervisor.spawn(name, actor.run());
+    Ok(sink_rows)
 }
 
 /// Restores from the last committed manifest: finishes its commits, removes what epochs that
