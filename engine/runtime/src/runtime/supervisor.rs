@@ -1,6 +1,6 @@
 //! Supervision: every actor and source runs as a task; the first failure stops the whole
-//! pipeline (sources stop reading, the other actors are aborted) and is reported with the
-//! failing node's name. A failure that is only a consequence of another (a downstream node or
+//! pipeline (sources stop reading, the other nodes stop or drain, and whatever is still busy
+//! after [`DRAIN`] is aborted) and is reported with the failing node's name. A failure that is only a consequence of another (a downstream node or
 //! the coordinator gone) is reported only when no cause is known.
 
 use super::coordinator::Progress;
@@ -10,6 +10,9 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
+
+/// How long the other nodes may take to stop by themselves after a failure.
+const DRAIN: Duration = Duration::from_secs(10);
 
 pub(crate) struct Supervisor {
     tasks: JoinSet<(String, Flow)>,
@@ -48,7 +51,23 @@ impl Supervisor {
     ) -> Result<Progress> {
         let mut cause: Option<EngineError> = None;
         let mut cascade: Option<(String, &'static str)> = None;
-        while let Some(joined) = self.tasks.join_next().await {
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let joined = match deadline {
+                None => self.tasks.join_next().await,
+                Some(d) => match tokio::time::timeout_at(d, self.tasks.join_next()).await {
+                    Ok(j) => j,
+                    Err(_) => {
+                        tracing::warn!(
+                            "nodes still busy {DRAIN:?} after the failure; stopping them"
+                        );
+                        self.tasks.abort_all();
+                        deadline = None;
+                        continue;
+                    }
+                },
+            };
+            let Some(joined) = joined else { break };
             let (node, stop) = match joined {
                 Ok((_, Ok(()))) => continue,
                 Err(e) if e.is_cancelled() => continue,
@@ -68,9 +87,12 @@ impl Supervisor {
                 _ => {}
             }
             if first {
+                // Sources stop reading; the nodes upstream of the failure stop when their sends
+                // fail, those downstream drain what they hold (acknowledging the barriers in it,
+                // so complete epochs still commit) and end when their inputs close.
                 self.failed.cancel();
                 self.stop_sources.cancel();
-                self.tasks.abort_all();
+                deadline = Some(tokio::time::Instant::now() + DRAIN);
             }
         }
         if let Some(e) = cause {
