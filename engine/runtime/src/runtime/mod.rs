@@ -270,7 +270,18 @@ async fn restore(
     committers: &HashMap<String, Arc<dyn Committer>>,
     nodes: &mut [GraphNode],
 ) -> Result<Option<Manifest>> {
-    let latest = store.latest().await?;
+    let mut latest = store.latest().await?;
+    // A version-1 manifest's position belongs to the pipeline's only source: name it.
+    let sources: Vec<&str> = nodes
+        .iter()
+        .filter(|g| matches!(g.node, Node::Source(_)))
+        .map(|g| g.spec.name.as_str())
+        .collect();
+    if let (Some(m), [only]) = (latest.as_mut(), sources.as_slice())
+        && let Some(p) = m.positions.remove("")
+    {
+        m.positions.entry(only.to_string()).or_insert(p);
+    }
     if let Some(m) = &latest {
         tracing::info!(epoch = m.epoch, "resuming from checkpoint");
         finish_commits(committers, &m.pending).await?;

@@ -437,3 +437,37 @@ fn a_manifest_from_a_newer_engine_is_refused() {
         .unwrap_err();
     assert!(e.contains("newer than this engine's"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_written_by_the_previous_engine_is_resumed_and_upgraded() {
+    let cp = temp_checkpoint();
+    let dir = cp.trim_start_matches("file://").to_string();
+    // What the engine before manifest version 2 wrote after epoch 1 of `sum_script`.
+    std::fs::create_dir_all(format!("{dir}/manifests")).unwrap();
+    std::fs::create_dir_all(format!("{dir}/state")).unwrap();
+    let state = format!("{}/state/sum.bin", dir.trim_start_matches('/'));
+    std::fs::write(format!("/{state}"), br#"{"a":1,"b":2}"#).unwrap();
+    let v1 = serde_json::json!({
+        "version": 1, "pipeline": "t", "epoch": 1, "created_at": "2026-11-30T10:00:00Z",
+        "position": { "next_step": 2 }, "state": { "sum": state }, "pending": []
+    });
+    std::fs::write(
+        format!("{dir}/manifests/{:020}.json", 1),
+        serde_json::to_vec(&v1).unwrap(),
+    )
+    .unwrap();
+    let table = MemoryTable::new();
+    let s = run_batch(graph(&cp, SUM, src(sum_script()), &table))
+        .await
+        .unwrap();
+    assert_eq!(s.records, 2, "resumed at step 2");
+    assert_eq!(per_epoch(&table), sum_script_tables()[1..]);
+    let last = manifests(&cp).await.pop().unwrap();
+    assert_eq!(last.version, crate::checkpoint::MANIFEST_VERSION);
+    assert_eq!(
+        last.positions,
+        [("in".to_string(), serde_json::json!({ "next_step": 5 }))]
+            .into_iter()
+            .collect()
+    );
+}
