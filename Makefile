@@ -2,7 +2,7 @@
 SHELL := bash
 ENGINE := target/release/engine
 
-.PHONY: help build demo test test-faults test-unit bench stack-up stack-down stack-status fmt lint
+.PHONY: help build demo test test-faults test-scaleout test-unit bench stack-up stack-down stack-status fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ test: ## Lints, unit tests, then integration tests against the real local stack
 
 test-faults: build stack-up ## The fault-injection suite (kill -9 x FAULT_KILLS, failpoints, fencing) against the real stack
 	FAULT_KILLS=$${FAULT_KILLS:-20} cargo test --release --locked --workspace --test faults -- --nocapture --test-threads 1
+
+test-scaleout: build stack-up ## Scale-out checks against the real stack (so far: 32 concurrent conditional PUTs per key, PREFLIGHT_ROUNDS rounds, default 5)
+	PREFLIGHT_ROUNDS=$${PREFLIGHT_ROUNDS:-5} cargo test --release --locked --workspace --test integration preflight -- --ignored --nocapture
 
 bench: ## Throughput side by side: raw Kafka read, the engine, Spark (if installed); results in bench/results/
 	bench/run

@@ -7,6 +7,7 @@
 //! with its values.
 
 mod gold;
+mod preflight;
 mod report;
 
 use serde_json::{Value, json};
