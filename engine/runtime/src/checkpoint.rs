@@ -31,7 +31,7 @@ pub struct Manifest {
     pub created_at: String,
     /// Each source's position after this epoch, by source node (for Kafka: the next offset per
     /// partition). A version-1 manifest's single `position` is read under the key `""`, which
-    /// [`Manifest::position_of`] gives to the pipeline's only source.
+    /// [`Manifest::name_v1_position`] gives to the pipeline's only source.
     #[serde(default)]
     pub positions: BTreeMap<String, serde_json::Value>,
     /// Operator state objects, by node (state that spans partitions, such as an aggregate's).
@@ -100,12 +100,14 @@ impl Manifest {
         Ok(m)
     }
 
-    /// The position stored for `source`, or a version-1 manifest's single position when the
-    /// pipeline has `sources` == 1.
-    pub fn position_of(&self, source: &str, sources: usize) -> Option<&serde_json::Value> {
-        self.positions
-            .get(source)
-            .or_else(|| (sources == 1).then(|| self.positions.get("")).flatten())
+    /// Gives a version-1 manifest's single position (under `""`) to the pipeline's source when
+    /// it has exactly one; with several it stays unnamed, so no source resumes from it.
+    pub fn name_v1_position(&mut self, sources: &[&str]) {
+        if let [only] = sources
+            && let Some(p) = self.positions.remove("")
+        {
+            self.positions.entry(only.to_string()).or_insert(p);
+        }
     }
 
     /// The event-time state of `node`, rebuilt from the per-partition entries.

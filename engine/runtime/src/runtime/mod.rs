@@ -91,7 +91,12 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
             _ => None,
         })
         .collect();
-    let latest = restore(&store, &committers, &mut nodes).await?;
+    let sources: BTreeSet<String> = nodes
+        .iter()
+        .filter(|g| matches!(g.node, Node::Source(_)))
+        .map(|g| g.spec.name.clone())
+        .collect();
+    let latest = restore(&store, &committers, &sources, &mut nodes).await?;
     let next_epoch = latest.as_ref().map_or(1, |m| m.epoch + 1);
 
     // Open connections before anything runs, so bad input fails fast and clearly.
@@ -102,15 +107,11 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
                 .map_err(|e| e.context(format!("node `{}`", g.spec.name)))?;
         }
     }
-    let source_count = nodes
-        .iter()
-        .filter(|g| matches!(g.node, Node::Source(_)))
-        .count();
     for g in nodes.iter_mut() {
         if let Node::Source(src) = &mut g.node {
             let restored = latest
                 .as_ref()
-                .and_then(|m| m.position_of(&g.spec.name, source_count))
+                .and_then(|m| m.positions.get(&g.spec.name))
                 .cloned();
             open_source(&g.spec.name, src, restored).await?;
         }
@@ -121,11 +122,6 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
     let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
     let records = Arc::new(AtomicU64::new(0));
     let mut rows_per_sink: BTreeMap<String, Arc<AtomicU64>> = BTreeMap::new();
-    let sources: BTreeSet<String> = nodes
-        .iter()
-        .filter(|g| matches!(g.node, Node::Source(_)))
-        .map(|g| g.spec.name.clone())
-        .collect();
     let acks_needed = nodes.len() - sources.len();
 
     let stop_sources = cancel.child_token();
@@ -268,19 +264,13 @@ fn spawn_node(
 async fn restore(
     store: &CheckpointStore,
     committers: &HashMap<String, Arc<dyn Committer>>,
+    sources: &BTreeSet<String>,
     nodes: &mut [GraphNode],
 ) -> Result<Option<Manifest>> {
     let mut latest = store.latest().await?;
-    // A version-1 manifest's position belongs to the pipeline's only source: name it.
-    let sources: Vec<&str> = nodes
-        .iter()
-        .filter(|g| matches!(g.node, Node::Source(_)))
-        .map(|g| g.spec.name.as_str())
-        .collect();
-    if let (Some(m), [only]) = (latest.as_mut(), sources.as_slice())
-        && let Some(p) = m.positions.remove("")
-    {
-        m.positions.entry(only.to_string()).or_insert(p);
+    if let Some(m) = latest.as_mut() {
+        let names: Vec<&str> = sources.iter().map(String::as_str).collect();
+        m.name_v1_position(&names);
     }
     if let Some(m) = &latest {
         tracing::info!(epoch = m.epoch, "resuming from checkpoint");

@@ -409,14 +409,23 @@ fn version_1_manifests_still_load() {
     let m = Manifest::parse(v1.to_string().as_bytes()).unwrap();
     assert_eq!(m.version, crate::checkpoint::MANIFEST_VERSION);
     assert_eq!(m.epoch, 7);
+    let mut two = m.clone();
+    two.name_v1_position(&["kafka", "files"]);
     assert_eq!(
-        m.position_of("kafka", 1),
-        Some(&serde_json::json!({ "commandes": { "0": 42 } }))
-    );
-    assert_eq!(
-        m.position_of("kafka", 2),
+        two.positions.get("kafka"),
         None,
         "ambiguous with several sources"
+    );
+    let mut m = m;
+    m.name_v1_position(&["kafka"]);
+    assert_eq!(
+        m.positions,
+        [(
+            "kafka".to_string(),
+            serde_json::json!({ "commandes": { "0": 42 } })
+        )]
+        .into_iter()
+        .collect()
     );
     assert_eq!(
         m.pending,
