@@ -33,13 +33,17 @@ pub(crate) struct SourceCtx {
 }
 
 impl SourceCtx {
-    fn check_failed(&mut self) -> Result<()> {
+    /// A cascade once another node has failed: nothing more is worth sending.
+    fn after_failure(&self) -> Flow {
         if self.failed.is_cancelled() {
-            return self.flow(Err(Stop::Cascade(
-                "the pipeline is stopping after a failure",
-            )));
+            return Err(Stop::Cascade("the pipeline is stopping after a failure"));
         }
         Ok(())
+    }
+
+    fn check_failed(&mut self) -> Result<()> {
+        let f = self.after_failure();
+        self.flow(f)
     }
 
     /// Turns the outcome of a send into the source's `Result`, remembering a cascade.
@@ -61,9 +65,7 @@ impl SourceCtx {
                 None => Stop::Failed(e),
             });
         }
-        if self.failed.is_cancelled() {
-            return Err(Stop::Cascade("the pipeline is stopping after a failure"));
-        }
+        self.after_failure()?;
         self.handle
             .block_on(self.outputs.broadcast(Message::EndOfInput))?;
         self.coord.send(CoordMsg::SourceEnded {
