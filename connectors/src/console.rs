@@ -3,7 +3,9 @@
 use arrow::array::RecordBatch;
 use arrow::util::display::FormatOptions;
 use arrow::util::pretty::pretty_format_batches_with_options;
-use engine_api::{BuildContext, Committer, Epoch, Input, PendingCommit, Result, Sink, SinkConfig};
+use engine_api::{
+    BuildContext, Committer, Epoch, Input, PartitionId, PendingCommit, Result, Sink, SinkConfig,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -60,7 +62,7 @@ impl Sink for ConsoleSink {
         Ok(())
     }
 
-    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+    async fn write(&mut self, batch: RecordBatch, _: Option<&PartitionId>) -> Result<()> {
         self.total += batch.num_rows();
         let held: usize = self.rows.iter().map(|b| b.num_rows()).sum();
         if held < self.cfg.num_rows {

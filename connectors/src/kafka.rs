@@ -10,8 +10,8 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 use engine_api::{
-    BuildContext, EngineError, PartitionId, Reason, Result, Secret, Service, Source, SourceConfig,
-    SourceContext,
+    BuildContext, Claims, EngineError, PartitionId, Positions, Reason, Result, Secret, Service,
+    Source, SourceConfig, SourceContext,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -238,9 +238,10 @@ impl KafkaSource {
             .with_node(&self.node)
     }
 
-    /// Streaming: assigns partitions added since the last look, from their start, and stops
-    /// the pipeline if the topic was deleted or recreated under it.
-    fn refresh(&mut self, consumer: &Client) -> Result<()> {
+    /// Streaming: claims and assigns partitions added since the last look (from their start,
+    /// unless one was committed meanwhile), and stops the pipeline if the topic was deleted or
+    /// recreated under it.
+    fn refresh(&mut self, consumer: &Client, claims: &mut dyn Claims) -> Result<()> {
         let topic = self.cfg.topic.clone();
         let md = match consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
             Ok(md) => md,
@@ -282,10 +283,17 @@ impl KafkaSource {
                     else {
                         continue;
                     };
+                    let claimed = claims.claim(&[PartitionId::kafka(&topic, id)])?;
+                    let start = kafka_position(&topic, &claimed.positions)?
+                        .offsets
+                        .get(&id)
+                        .copied()
+                        .unwrap_or(low)
+                        .max(low);
                     added
-                        .add_partition_offset(&topic, id, Offset::Offset(low))
+                        .add_partition_offset(&topic, id, Offset::Offset(start))
                         .map_err(|e| EngineError::runtime(format!("kafka: {e}")))?;
-                    self.read.next.insert(id, low);
+                    self.read.next.insert(id, start);
                 }
             }
         }
@@ -380,7 +388,7 @@ impl Source for KafkaSource {
         kafka_schema()
     }
 
-    fn open(&mut self, restored: Option<&serde_json::Value>) -> Result<()> {
+    fn open(&mut self, claims: &mut dyn Claims) -> Result<()> {
         let (consumer, md) = self.connect()?;
         let topic = self.cfg.topic.clone();
         let t = md
@@ -388,7 +396,16 @@ impl Source for KafkaSource {
             .iter()
             .find(|t| t.name() == topic)
             .expect("connect checked the topic");
-        let restored = restored_position(restored, &topic)?;
+        let ids: Vec<PartitionId> = t
+            .partitions()
+            .iter()
+            .map(|p| PartitionId::kafka(&topic, p.id()))
+            .collect();
+        let claimed = claims.claim(&ids)?;
+        let restored = claimed
+            .resumed
+            .then(|| kafka_position(&topic, &claimed.positions))
+            .transpose()?;
         let mut tpl = TopicPartitionList::new();
         let mut end = BTreeMap::new();
         for p in t.partitions() {
@@ -424,6 +441,16 @@ impl Source for KafkaSource {
         self.connect().map(|_| ())
     }
 
+    fn legacy_positions(&self, position: &serde_json::Value) -> Result<Positions> {
+        let Some(r) = restored_position(Some(position), &self.cfg.topic)? else {
+            return Ok(Positions::new());
+        };
+        Ok(r.offsets
+            .iter()
+            .map(|(p, o)| (PartitionId::kafka(&r.topic, *p), serde_json::json!(o)))
+            .collect())
+    }
+
     fn run(&mut self, ctx: &mut dyn SourceContext) -> Result<()> {
         if !ctx.batch_mode() {
             self.read.end = None;
@@ -451,11 +478,11 @@ impl Source for KafkaSource {
                 break;
             }
             if self.read.end.is_none() && last_refresh.elapsed() >= METADATA_REFRESH {
-                self.refresh(&consumer)?;
+                self.refresh(&consumer, ctx)?;
                 last_refresh = Instant::now();
             }
             if let Some(pos) = ctx.take_committed() {
-                report_lag(&consumer, &pos);
+                report_lag(&consumer, &topic, &pos);
             }
             let t0 = Instant::now();
             let polled = consumer.poll(poll_timeout);
@@ -510,7 +537,7 @@ impl Source for KafkaSource {
             }
             if ctx.checkpoint_due() {
                 send(ctx, self.read.flush_all()?)?;
-                ctx.barrier(self.read.position())?;
+                ctx.barrier(self.read.positions())?;
             }
         }
         send(ctx, self.read.flush_all()?)?;
@@ -519,7 +546,7 @@ impl Source for KafkaSource {
             emit_s = in_emit.as_secs_f64(),
             "kafka source: time waiting for Kafka and for downstream mailboxes"
         );
-        ctx.barrier(self.read.position())?;
+        ctx.barrier(self.read.positions())?;
         self.consumer = Some(consumer);
         Ok(())
     }
@@ -542,6 +569,28 @@ fn restored_position(
         )));
     }
     Ok(Some(r))
+}
+
+/// The offsets of `topic` among committed positions, which must all be of that topic.
+fn kafka_position(topic: &str, positions: &Positions) -> Result<KafkaPosition> {
+    let prefix = format!("{topic}/");
+    let mut offsets = BTreeMap::new();
+    for (id, v) in positions {
+        let p = id
+            .as_str()
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok());
+        let (Some(p), Some(o)) = (p, v.as_i64()) else {
+            return Err(EngineError::config(format!(
+                "the checkpoint holds position {v} of partition `{id}`, which is not of topic `{topic}`: it was made reading another topic; use a new checkpoint location"
+            )));
+        };
+        offsets.insert(p, o);
+    }
+    Ok(KafkaPosition {
+        topic: topic.to_string(),
+        offsets,
+    })
 }
 
 /// Where a partition starts reading.
@@ -726,15 +775,14 @@ impl Reading {
         }
     }
 
-    /// The position a barrier records: the next offset per partition. Rows pending are not
-    /// covered by it, so the source sends them before the barrier.
-    fn position(&self) -> serde_json::Value {
+    /// The positions a barrier records: the next offset of each partition. Rows pending are not
+    /// covered by them, so the source sends them before the barrier.
+    fn positions(&self) -> Positions {
         debug_assert!(self.oldest.is_none(), "rows pending at a barrier");
-        serde_json::to_value(KafkaPosition {
-            topic: self.topic.clone(),
-            offsets: self.next.clone(),
-        })
-        .expect("serialisable")
+        self.next
+            .iter()
+            .map(|(p, o)| (PartitionId::kafka(&self.topic, *p), serde_json::json!(o)))
+            .collect()
     }
 }
 
@@ -778,8 +826,8 @@ impl Builders {
 }
 
 /// Commits checkpointed offsets to the consumer group so `kafka-consumer-groups` shows lag.
-fn report_lag(consumer: &Client, position: &serde_json::Value) {
-    let Ok(pos) = serde_json::from_value::<KafkaPosition>(position.clone()) else {
+fn report_lag(consumer: &Client, topic: &str, positions: &Positions) {
+    let Ok(pos) = kafka_position(topic, positions) else {
         return;
     };
     let mut tpl = TopicPartitionList::new();
@@ -1041,16 +1089,28 @@ mod tests {
         }
         let sent = r.flush_all().unwrap();
         assert_eq!(sent.len(), 2);
-        let pos: KafkaPosition = serde_json::from_value(r.position()).unwrap();
-        assert_eq!(pos.topic, TOPIC);
+        let positions = r.positions();
         // Partition 2 read nothing: it restarts where it was.
-        assert_eq!(pos.offsets, BTreeMap::from([(0, 12), (1, 71), (2, 0)]));
-        // The position restores to where reading continues.
-        let restored = restored_position(Some(&r.position()), TOPIC).unwrap();
+        let expected: Positions = [(0, 12), (1, 71), (2, 0)]
+            .into_iter()
+            .map(|(p, o)| (PartitionId::kafka(TOPIC, p), serde_json::json!(o)))
+            .collect();
+        assert_eq!(positions, expected);
+        // The positions restore to where reading continues.
+        let restored = kafka_position(TOPIC, &positions).unwrap();
+        assert_eq!(restored.offsets, BTreeMap::from([(0, 12), (1, 71), (2, 0)]));
         for (p, next) in [(0, 12), (1, 71), (2, 0)] {
-            let s = start(p, restored.as_ref(), (0, 100), StartingOffsets::Latest).unwrap();
+            let s = start(p, Some(&restored), (0, 100), StartingOffsets::Latest).unwrap();
             assert_eq!(s.offset, next, "partition {p}");
         }
+        // Another topic's positions are refused.
+        let other: Positions = [(PartitionId::kafka("logs", 0), serde_json::json!(3))].into();
+        let e = kafka_position(TOPIC, &other).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(
+            e.to_string().contains("use a new checkpoint location"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,19 +3,22 @@
 //! Files are staged and become visible only when their epoch commits:
 //! - on S3, a file is a multipart upload whose parts go up while rows arrive; the upload is
 //!   completed after the epoch's manifest is written, and completing it again on restart is safe;
-//! - on `file://`, a file is written under `_staging/<owner>/` and renamed into the table on
-//!   commit (`<owner>` identifies the pipeline by its checkpoint location).
+//! - on `file://`, a file is written under `_staging/<owner>/<partition>/` and renamed into the
+//!   table on commit (`<owner>` identifies the pipeline by its checkpoint location).
 //!
 //! A reader listing the table's prefix therefore never sees a half-written or uncommitted file.
-//! One file per epoch (the trigger interval), rolled over at `target_file_mb`.
+//! An append-mode table gets one file per epoch (the trigger interval) and source partition,
+//! rolled over at `target_file_mb`: a partition's output is staged, committed and cleaned up
+//! with that partition alone, which is what lets several processes share a topic. Intent
+//! records of uploads live in the partition's staging folder too.
 
 use crate::store::Location;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use engine_api::{
-    BuildContext, Committer, EngineError, Epoch, Input, OutputMode, PendingCommit, Result, Sink,
-    SinkConfig, TableInfo, TablePreview,
+    BuildContext, Committer, EngineError, Epoch, Input, OutputMode, PartitionId, PendingCommit,
+    Result, Sink, SinkConfig, TableInfo, TablePreview,
 };
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
@@ -24,6 +27,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// `type = "parquet"`.
@@ -166,7 +170,7 @@ impl SinkConfig for ParquetSinkConfig {
             mode: self.mode,
             preview,
             schema: input.schema.clone(),
-            file: None,
+            files: BTreeMap::new(),
             staged: Vec::new(),
         }))
     }
@@ -184,12 +188,15 @@ pub struct ParquetSink {
     preview: TablePreview,
     /// The schema of every batch written.
     schema: SchemaRef,
-    file: Option<OpenFile>,
-    staged: Vec<Staged>,
+    /// The files being written, by source partition (complete mode: one, under `None`).
+    files: BTreeMap<Option<PartitionId>, OpenFile>,
+    staged: Vec<(Option<PartitionId>, Staged)>,
 }
 
 /// A file being written.
 struct OpenFile {
+    /// Where this file's staging objects go: `<staging>/<partition>`.
+    staging: String,
     writer: ArrowWriter<Vec<u8>>,
     path: Path,
     rows: usize,
@@ -212,6 +219,10 @@ enum Staged {
         upload_id: String,
         parts: Vec<String>,
         rows: usize,
+        /// The upload's intent record, removed once it completed. Absent in manifests written
+        /// before files were staged per partition: it was then `<staging>/uploads/<file>.json`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        intent: Option<String>,
     },
     Rename {
         from: String,
@@ -231,8 +242,9 @@ impl ParquetSink {
         self.location.s3.as_ref()
     }
 
-    async fn open_file(&mut self) -> Result<()> {
-        let schema = self.schema.clone();
+    /// Starts a file for `partition`'s rows.
+    async fn open_file(&mut self, partition: Option<&PartitionId>) -> Result<OpenFile> {
+        let staging = partition_staging(&self.staging, partition);
         let path = self.location.child(&file_name(
             now_ms(),
             &uuid::Uuid::new_v4().simple().to_string(),
@@ -249,7 +261,7 @@ impl ParquetSink {
                 self.location
                     .store
                     .put(
-                        &intent_path(&self.location, &self.staging, &path),
+                        &intent_path(&self.location, &staging, &path),
                         PutPayload::from(intent.to_string()),
                     )
                     .await
@@ -261,22 +273,20 @@ impl ParquetSink {
             }
             _ => Upload::Local,
         };
-        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(self.props.clone()))
-            .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
-        self.file = Some(OpenFile {
+        let writer =
+            ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.props.clone()))
+                .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+        Ok(OpenFile {
+            staging,
             writer,
             path,
             rows: 0,
             upload,
-        });
-        Ok(())
+        })
     }
 
-    /// Uploads buffered bytes as a part when there are enough of them (or `last`).
-    async fn upload_parts(&mut self, last: bool) -> Result<()> {
-        let Some(file) = self.file.as_mut() else {
-            return Ok(());
-        };
+    /// Uploads `file`'s buffered bytes as a part when there are enough of them (or `last`).
+    async fn upload_parts(location: &Location, file: &mut OpenFile, last: bool) -> Result<()> {
         let Upload::Multipart { id, parts } = &mut file.upload else {
             return Ok(());
         };
@@ -285,26 +295,26 @@ impl ParquetSink {
             return Ok(());
         }
         let data = Bytes::from(std::mem::take(buffered));
-        let s3 = self.location.s3.as_ref().expect("multipart only on S3");
+        let s3 = location.s3.as_ref().expect("multipart only on S3");
         let part = s3
             .put_part(&file.path, id, parts.len(), PutPayload::from(data))
             .await
-            .map_err(|e| self.location.explain(e))?;
+            .map_err(|e| location.explain(e))?;
         parts.push(part);
         Ok(())
     }
 
-    /// Finishes the open file and records it as staged.
-    async fn close_file(&mut self) -> Result<()> {
-        let Some(file) = self.file.as_mut() else {
+    /// Finishes `partition`'s open file, if any, and records it as staged.
+    async fn close_file(&mut self, partition: &Option<PartitionId>) -> Result<()> {
+        let Some(mut file) = self.files.remove(partition) else {
             return Ok(());
         };
         file.writer
             .finish()
             .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
-        self.upload_parts(true).await?;
-        let file = self.file.take().expect("checked above");
+        Self::upload_parts(&self.location, &mut file, true).await?;
         let OpenFile {
+            staging,
             mut writer,
             path,
             rows,
@@ -312,6 +322,7 @@ impl ParquetSink {
         } = file;
         let staged = match upload {
             Upload::Multipart { id, parts } => Staged::Multipart {
+                intent: Some(intent_path(&self.location, &staging, &path).to_string()),
                 path: path.to_string(),
                 upload_id: id,
                 parts: parts.into_iter().map(|p| p.content_id).collect(),
@@ -320,14 +331,14 @@ impl ParquetSink {
             Upload::Local => {
                 // The whole file goes to `_staging/`, to be renamed (append) or copied over the
                 // table's single object (complete) on commit.
-                let staging = staging_path(&self.location, &self.staging, &path);
+                let staged = staging_path(&self.location, &staging, &path);
                 let data = Bytes::from(std::mem::take(writer.inner_mut()));
                 self.location
                     .store
-                    .put(&staging, PutPayload::from(data))
+                    .put(&staged, PutPayload::from(data))
                     .await
                     .map_err(|e| self.location.explain(e))?;
-                let from = staging.to_string();
+                let from = staged.to_string();
                 match self.mode {
                     OutputMode::Complete => Staged::Replace {
                         from,
@@ -342,8 +353,17 @@ impl ParquetSink {
                 }
             }
         };
-        self.staged.push(staged);
+        self.staged.push((partition.clone(), staged));
         Ok(())
+    }
+}
+
+/// The staging folder of one source partition's files: `<staging>/<partition>`, or
+/// `<staging>/_mixed` for rows derived from several partitions.
+fn partition_staging(staging: &str, partition: Option<&PartitionId>) -> String {
+    match partition {
+        Some(p) => format!("{staging}/{p}"),
+        None => format!("{staging}/_mixed"),
     }
 }
 
@@ -387,9 +407,13 @@ fn file_name(ms: u128, id: &str) -> String {
     format!("part-{ms:015}-{id}.parquet")
 }
 
-/// What the manifest holds for a staged file.
-fn pending(node: &str, staged: &Staged) -> PendingCommit {
-    PendingCommit::new(node, serde_json::to_value(staged).expect("serialisable"))
+/// What the manifest holds for a staged file of `partition`'s rows.
+fn pending(node: &str, partition: Option<PartitionId>, staged: &Staged) -> PendingCommit {
+    PendingCommit::of(
+        node,
+        partition,
+        serde_json::to_value(staged).expect("serialisable"),
+    )
 }
 
 /// The staged file a manifest's pending commit describes.
@@ -408,14 +432,20 @@ impl Sink for ParquetSink {
         self.location.check().await
     }
 
-    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+    async fn write(&mut self, batch: RecordBatch, partition: Option<&PartitionId>) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.file.is_none() {
-            self.open_file().await?;
+        // A complete-mode table is one object, whatever partitions its rows came from.
+        let key = match self.mode {
+            OutputMode::Complete => None,
+            _ => partition.cloned(),
+        };
+        if !self.files.contains_key(&key) {
+            let file = self.open_file(key.as_ref()).await?;
+            self.files.insert(key.clone(), file);
         }
-        let file = self.file.as_mut().expect("opened above");
+        let file = self.files.get_mut(&key).expect("opened above");
         file.rows += batch.num_rows();
         file.writer
             .write(&batch)
@@ -426,17 +456,23 @@ impl Sink for ParquetSink {
                 .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
         }
         let size = file.writer.bytes_written() + file.writer.in_progress_size();
-        self.upload_parts(false).await?;
+        Self::upload_parts(&self.location, file, false).await?;
         if size >= self.target_bytes && self.mode == OutputMode::Append {
-            self.close_file().await?;
+            self.close_file(&key).await?;
         }
         Ok(())
     }
 
     async fn prepare_commit(&mut self, _epoch: Epoch) -> Result<Vec<PendingCommit>> {
-        self.close_file().await?;
+        let open: Vec<Option<PartitionId>> = self.files.keys().cloned().collect();
+        for p in &open {
+            self.close_file(p).await?;
+        }
         let staged = std::mem::take(&mut self.staged);
-        Ok(staged.iter().map(|s| pending(&self.node, s)).collect())
+        Ok(staged
+            .into_iter()
+            .map(|(p, s)| pending(&self.node, p, &s))
+            .collect())
     }
 
     fn committer(&self) -> Arc<dyn Committer> {
@@ -472,11 +508,23 @@ pub struct ParquetCommitter {
     staging: String,
 }
 
+impl ParquetCommitter {
+    async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>> {
+        futures::TryStreamExt::try_collect(self.location.store.list(Some(prefix)))
+            .await
+            .map_err(|e| self.location.explain(e))
+    }
+}
+
 #[async_trait::async_trait]
 impl Committer for ParquetCommitter {
-    async fn recover(&self, committed: &[PendingCommit]) -> Result<usize> {
-        // What the last committed manifest references must stay; everything else under
-        // `_staging/` was staged by an epoch that never committed.
+    async fn recover(
+        &self,
+        partition: Option<&PartitionId>,
+        committed: &[PendingCommit],
+    ) -> Result<usize> {
+        // What the last committed manifest references must stay; everything else in the
+        // partition's staging folder was staged by an epoch that never committed.
         let mut keep = std::collections::HashSet::new();
         for p in committed {
             if let Ok(st) = staged_of(p) {
@@ -486,16 +534,30 @@ impl Committer for ParquetCommitter {
                 };
             }
         }
-        let staging = self.location.child(&self.staging);
-        let objects: Vec<_> =
-            futures::TryStreamExt::try_collect(self.location.store.list(Some(&staging)))
+        let mut objects = self
+            .list(
+                &self
+                    .location
+                    .child(&partition_staging(&self.staging, partition)),
+            )
+            .await?;
+        if partition.is_none() {
+            // What versions that staged every partition together left: files directly in the
+            // staging folder, and their upload intents.
+            let top = self.location.child(&self.staging);
+            let listed = self
+                .location
+                .store
+                .list_with_delimiter(Some(&top))
                 .await
                 .map_err(|e| self.location.explain(e))?;
+            objects.extend(listed.objects);
+            objects.extend(self.list(&top.clone().join("uploads")).await?);
+        }
         let mut cleaned = 0;
-        let intents = format!("/{}/uploads/", self.staging);
         for o in objects {
             let name = o.location.to_string();
-            if name.contains(&intents) {
+            if name.contains("/uploads/") {
                 let bytes = self
                     .location
                     .store
@@ -538,6 +600,7 @@ impl Committer for ParquetCommitter {
                     path,
                     upload_id,
                     parts,
+                    intent,
                     ..
                 } => {
                     let path = Path::from(path);
@@ -560,11 +623,11 @@ impl Committer for ParquetCommitter {
                             .explain(e)
                             .context(format!("completing {path}")));
                     }
-                    let _ = self
-                        .location
-                        .store
-                        .delete(&intent_path(&self.location, &self.staging, &path))
-                        .await;
+                    let intent = match intent {
+                        Some(i) => Path::from(i),
+                        None => intent_path(&self.location, &self.staging, &path),
+                    };
+                    let _ = self.location.store.delete(&intent).await;
                 }
                 Staged::Replace { from, to, .. } => {
                     let (from, to) = (Path::from(from), Path::from(to));
@@ -758,6 +821,7 @@ mod tests {
                 upload_id: "up-1".into(),
                 parts: vec!["e1".into(), "e2".into()],
                 rows: 3,
+                intent: Some("t/_staging/x/orders/0/uploads/part-1.parquet.json".into()),
             },
             Staged::Rename {
                 from: "t/_staging/x/part-2.parquet".into(),
@@ -770,10 +834,11 @@ mod tests {
                 rows: 5,
             },
         ];
-        for s in all {
-            let p = pending("table", &s);
+        let orders0 = PartitionId::kafka("orders", 0);
+        for (s, partition) in all.into_iter().zip([Some(orders0), None, None]) {
+            let p = pending("table", partition.clone(), &s);
             assert_eq!(p.node, "table");
-            assert_eq!(p.partition, None, "a table mixes source partitions");
+            assert_eq!(p.partition, partition);
             // Through the manifest's JSON and back.
             let text = serde_json::to_string(&p).unwrap();
             let back: PendingCommit = serde_json::from_str(&text).unwrap();
@@ -807,16 +872,28 @@ mod tests {
         )
         .unwrap();
         assert!(s.table().is_some());
-        s.write(batch(&[1, 2, 3])).await.unwrap();
-        s.write(batch(&[])).await.unwrap();
-        s.write(batch(&[4])).await.unwrap();
-        let epoch1 = s.prepare_commit(1).await.unwrap();
-        assert_eq!(epoch1.len(), 1, "one file per epoch");
-        let Staged::Rename { from, to, rows } = staged_of(&epoch1[0]).unwrap() else {
-            panic!("a local table stages files for a rename");
-        };
-        assert_eq!(rows, 4);
-        assert!(from.contains("/_staging/"), "{from}");
+        let (p0, p1) = (PartitionId::kafka("t", 0), PartitionId::kafka("t", 1));
+        s.write(batch(&[1, 2]), Some(&p0)).await.unwrap();
+        s.write(batch(&[]), Some(&p1)).await.unwrap();
+        s.write(batch(&[3]), Some(&p0)).await.unwrap();
+        s.write(batch(&[4]), Some(&p1)).await.unwrap();
+        let mut epoch1 = s.prepare_commit(1).await.unwrap();
+        epoch1.sort_by(|a, b| a.partition.cmp(&b.partition));
+        assert_eq!(epoch1.len(), 2, "one file per epoch and source partition");
+        let mut tos = Vec::new();
+        for (pending, (p, expect_rows)) in epoch1.iter().zip([(&p0, 3), (&p1, 1)]) {
+            assert_eq!(pending.partition.as_ref(), Some(p));
+            let Staged::Rename { from, to, rows } = staged_of(pending).unwrap() else {
+                panic!("a local table stages files for a rename");
+            };
+            assert_eq!(rows, expect_rows);
+            let folder = format!(
+                "/_staging/{}/{p}/",
+                staging_dir("file:///tmp/checkpoints/append").trim_start_matches("_staging/")
+            );
+            assert!(from.contains(&folder), "{from} is in {folder}");
+            tos.push(format!("/{to}"));
+        }
         assert!(
             visible(&dir.0).is_empty(),
             "nothing visible before the commit"
@@ -824,25 +901,43 @@ mod tests {
         let committer = s.committer();
         committer.commit(&epoch1).await.unwrap();
         let files = visible(&dir.0);
-        assert_eq!(files.len(), 1);
-        assert_eq!(
-            format!("/{to}"),
-            dir.0.join(&files[0]).display().to_string()
-        );
-        assert_eq!(ids_in(&dir.0.join(&files[0])), [1, 2, 3, 4]);
+        assert_eq!(files.len(), 2);
+        let mut paths: Vec<String> = files
+            .iter()
+            .map(|f| dir.0.join(f).display().to_string())
+            .collect();
+        paths.sort();
+        tos.sort();
+        assert_eq!(paths, tos);
+        let mut ids: Vec<i64> = files.iter().flat_map(|f| ids_in(&dir.0.join(f))).collect();
+        ids.sort();
+        assert_eq!(ids, [1, 2, 3, 4]);
         // Committing again (a restart finishing the last manifest) is harmless.
         committer.commit(&epoch1).await.unwrap();
         assert_eq!(visible(&dir.0), files);
 
         // Epoch 2 is staged but its manifest is never written: recovery removes its file and
         // keeps what the last manifest (epoch 1) references.
-        s.write(batch(&[5, 6])).await.unwrap();
+        s.write(batch(&[5, 6]), Some(&p1)).await.unwrap();
         let epoch2 = s.prepare_commit(2).await.unwrap();
         let Staged::Rename { from: staged2, .. } = staged_of(&epoch2[0]).unwrap() else {
             panic!("rename");
         };
         assert!(std::path::Path::new(&format!("/{staged2}")).exists());
-        assert_eq!(committer.recover(&epoch1).await.unwrap(), 1);
+        assert_eq!(
+            committer.recover(Some(&p0), &[]).await.unwrap(),
+            0,
+            "partition 0 left nothing staged"
+        );
+        let p1_committed: Vec<_> = epoch1
+            .iter()
+            .filter(|p| p.partition.as_ref() == Some(&p1))
+            .cloned()
+            .collect();
+        assert_eq!(
+            committer.recover(Some(&p1), &p1_committed).await.unwrap(),
+            1
+        );
         assert!(!std::path::Path::new(&format!("/{staged2}")).exists());
         assert_eq!(visible(&dir.0), files, "the committed file stays");
         // An epoch with no rows stages nothing.
@@ -860,8 +955,17 @@ mod tests {
         assert_eq!(s.accepts(), [OutputMode::Complete]);
         let committer = s.committer();
         for (epoch, ids) in [(1, vec![1, 2]), (2, vec![7, 8, 9])] {
-            s.write(batch(&ids)).await.unwrap();
+            // Rows of two partitions go into the table's one object.
+            let (a, b) = ids.split_at(1);
+            s.write(batch(a), Some(&PartitionId::kafka("t", 0)))
+                .await
+                .unwrap();
+            s.write(batch(b), Some(&PartitionId::kafka("t", 1)))
+                .await
+                .unwrap();
             let pending = s.prepare_commit(epoch).await.unwrap();
+            assert_eq!(pending.len(), 1);
+            assert_eq!(pending[0].partition, None);
             assert!(matches!(
                 staged_of(&pending[0]).unwrap(),
                 Staged::Replace { .. }

@@ -140,6 +140,16 @@ pub trait Operator: Send + 'static {
     fn state_size(&self) -> usize {
         0
     }
+
+    /// True when the operator's output depends on rows of several source partitions. The
+    /// runtime runs such operators, and everything after them, in the finalizer, which sees
+    /// every partition; the others run per partition, wherever the partition is owned. An
+    /// operator that keeps state ([`Operator::snapshot`] gives `Some`) is taken to merge
+    /// partitions whatever this says; a stateless one that emits in
+    /// [`Operator::on_watermark`], [`Operator::on_barrier`] or [`Operator::on_end`] must say so.
+    fn merges_partitions(&self) -> bool {
+        false
+    }
 }
 
 /// Where an operator pushes its output batches, per port.
@@ -186,38 +196,69 @@ impl Collector {
     }
 }
 
+/// A source's position, per source partition (for Kafka: the next offset to read). The
+/// runtime commits each partition's entry with that partition's share of the output, so a
+/// partition can move to another process on its own.
+pub type Positions = std::collections::BTreeMap<PartitionId, serde_json::Value>;
+
+/// What claiming partitions gives a source: where to resume each of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claimed {
+    /// The committed position of each claimed partition that has one.
+    pub positions: Positions,
+    /// True when this source has committed before: a claimed partition without a position is
+    /// then new since, and is read from its start.
+    pub resumed: bool,
+}
+
+/// How a source takes ownership of partitions before it reads them. The runtime fences the
+/// previous owner (its later commits for these partitions fail), finishes the output it
+/// committed, removes what it left staged, restores the partitions' event-time state, and
+/// returns the committed positions.
+pub trait Claims: Send {
+    fn claim(&mut self, partitions: &[PartitionId]) -> Result<Claimed>;
+}
+
 /// What the runtime offers a source. Sources run on a dedicated thread, so these calls block:
 /// `emit` waits while the downstream mailbox is full, which is how backpressure reaches Kafka.
-pub trait SourceContext: Send {
+pub trait SourceContext: Claims {
     /// Sends a batch read from one source partition downstream. Every row of a batch comes
-    /// from `partition`: the runtime tracks event time, and later ownership, per partition.
+    /// from `partition`, which the source must have claimed: the runtime tracks event time,
+    /// commits and hands over work per partition.
     fn emit(&mut self, partition: &PartitionId, batch: RecordBatch) -> Result<()>;
     /// True when the trigger interval has elapsed and the source should call [`SourceContext::barrier`].
     fn checkpoint_due(&self) -> bool;
-    /// Injects a barrier for the next epoch. `position` says where the source is (for Kafka, the
-    /// next offset per partition); it is stored in the epoch's manifest and given back to
-    /// [`Source::open`] on restart.
-    fn barrier(&mut self, position: serde_json::Value) -> Result<Epoch>;
+    /// Injects a barrier for the next epoch. `positions` says where the source is in each
+    /// partition it reads (for Kafka, the next offset); each is committed with its partition and
+    /// given back by [`Claims::claim`] on restart or handover.
+    fn barrier(&mut self, positions: Positions) -> Result<Epoch>;
     /// True once the pipeline is stopping (Ctrl-C, SIGTERM or a failure elsewhere).
     fn stopping(&self) -> bool;
     /// True in `--batch` mode: read up to the end seen at start, then return.
     fn batch_mode(&self) -> bool;
-    /// The position of the newest epoch whose manifest was committed since the last call, if any.
-    /// The Kafka source commits these offsets to its consumer group, only to report lag.
-    fn take_committed(&mut self) -> Option<serde_json::Value>;
+    /// The positions committed since the last call, if any. The Kafka source commits these
+    /// offsets to its consumer group, only to report lag.
+    fn take_committed(&mut self) -> Option<Positions>;
 }
 
 /// A source of batches (Kafka). Runs on its own thread.
 pub trait Source: Send + 'static {
     /// The schema of the batches it emits.
     fn schema(&self) -> SchemaRef;
-    /// Connects and checks (topic exists, broker reachable). `restored` is the position stored in
-    /// the last committed checkpoint, if any.
-    fn open(&mut self, restored: Option<&serde_json::Value>) -> Result<()>;
+    /// Connects and checks (topic exists, broker reachable), then claims the partitions it will
+    /// read, which gives their committed positions.
+    fn open(&mut self, claims: &mut dyn Claims) -> Result<()>;
     /// Checks, for `engine validate --connect`, that what the config names is there (broker
     /// reachable, credentials accepted, topic exists), without reading anything.
     fn check(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// Splits a position that a checkpoint written before positions were kept per partition
+    /// (manifest versions 1 and 2) holds for the whole source.
+    fn legacy_positions(&self, _position: &serde_json::Value) -> Result<Positions> {
+        Err(crate::EngineError::config(
+            "this source cannot resume from a checkpoint written by an earlier engine version; use a new checkpoint location",
+        ))
     }
     /// Reads until the input ends (batch mode) or the context says stop. The source must call
     /// [`SourceContext::barrier`] when a checkpoint is due and once more before returning.
@@ -248,6 +289,19 @@ impl PendingCommit {
             data,
         }
     }
+
+    /// Output of `node` that holds rows of `partition` only (`None`: of several).
+    pub fn of(
+        node: impl Into<String>,
+        partition: Option<PartitionId>,
+        data: serde_json::Value,
+    ) -> Self {
+        PendingCommit {
+            node: node.into(),
+            partition,
+            data,
+        }
+    }
 }
 
 /// A sink: receives batches, stages them per epoch, and makes them visible on commit.
@@ -260,8 +314,12 @@ pub trait Sink: Send + 'static {
     async fn check(&mut self) -> Result<()> {
         Ok(())
     }
-    /// Writes a batch into the current (staged, invisible) output.
-    async fn write(&mut self, batch: RecordBatch) -> Result<()>;
+    /// Writes a batch into the current (staged, invisible) output. `partition` is the source
+    /// partition every row came from, `None` for rows derived from several (an aggregate's
+    /// output). A sink that writes files stages one per partition and tags its
+    /// [`PendingCommit`] with it, so that a partition's output can be committed, or abandoned,
+    /// with that partition alone.
+    async fn write(&mut self, batch: RecordBatch, partition: Option<&PartitionId>) -> Result<()>;
     /// Stages everything written since the previous barrier; returns what commit must finish.
     async fn prepare_commit(&mut self, epoch: Epoch) -> Result<Vec<PendingCommit>>;
     /// The object that makes this sink's staged output visible. The checkpoint coordinator holds
@@ -312,10 +370,17 @@ pub struct TablePreview {
 pub trait Committer: Send + Sync + 'static {
     async fn commit(&self, pending: &[PendingCommit]) -> Result<()>;
 
-    /// On start, after the last manifest's commits are finished: removes what epochs that never
-    /// committed left staged (for S3, aborts their multipart uploads). `committed` is the last
-    /// manifest's pending work for this sink, which must be kept. Returns how many were removed.
-    async fn recover(&self, _committed: &[PendingCommit]) -> Result<usize> {
+    /// When a process takes over `partition` (`None`: the output that mixes partitions), after
+    /// the last manifest's commits are finished: removes what epochs that never committed left
+    /// staged for it, by any earlier owner (for S3, aborts their multipart uploads). The claim
+    /// has fenced those owners, so nothing they staged can commit any more. `committed` is the
+    /// last manifest's pending work for this sink and partition, which must be kept. Never
+    /// touches another partition's staging. Returns how many objects were removed.
+    async fn recover(
+        &self,
+        _partition: Option<&PartitionId>,
+        _committed: &[PendingCommit],
+    ) -> Result<usize> {
         Ok(0)
     }
 }

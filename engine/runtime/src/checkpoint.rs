@@ -1,9 +1,15 @@
-//! Checkpoint manifests in the object store.
+//! Checkpoint manifests in the object store. Two kinds of chain, each written with
+//! put-if-absent, so that each write is a commit point that no other process can take:
 //!
-//! `<checkpoint>/manifests/<epoch>.json` holds, per committed epoch, the source position (Kafka
-//! offsets), the operator state objects and the sinks' staged output. It is written with
-//! put-if-absent: that write is the commit point, and a second engine that tries to commit the
-//! same epoch of the same pipeline is refused.
+//! - `<checkpoint>/partitions/<source>/<partition>/<seq>.json`, one chain per source partition:
+//!   the partition's position (Kafka: next offset) and the output staged from its rows. The
+//!   first entry a process writes for a partition is a *claim* (same position, no output): it
+//!   takes the next sequence number, so the previous owner's next commit fails. That is the
+//!   fence.
+//! - `<checkpoint>/manifests/<epoch>.json`, the finalizer's chain: the operator state objects
+//!   (aggregates, windows), how far it consumed each partition chain, and the output of the
+//!   nodes that merge partitions. Version 1 and 2 manifests (written before partition chains)
+//!   are read there too.
 
 use engine_api::Location;
 use engine_api::{
@@ -17,7 +23,7 @@ use std::collections::BTreeMap;
 
 /// The manifest format this engine writes. Version 1 (one source, no event time, no partition
 /// keys) is still read.
-pub const MANIFEST_VERSION: u32 = 2;
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// What one committed epoch consists of. Everything that belongs to one source partition is
 /// keyed by it (`partitions`, and [`PendingCommit::partition`]), so that a partition's share can
@@ -139,6 +145,38 @@ impl Manifest {
     }
 }
 
+/// One entry of a partition's chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionManifest {
+    pub version: u32,
+    pub pipeline: String,
+    pub source: String,
+    pub partition: PartitionId,
+    pub seq: u64,
+    /// The process that wrote it: a random id per run.
+    pub owner: String,
+    /// A claim takes the partition over for `owner`: same position, no output.
+    #[serde(default)]
+    pub claim: bool,
+    /// The writer's epoch, for diagnostics (epochs count per run).
+    pub epoch: Epoch,
+    pub created_at: String,
+    /// Where reading resumes; `None` before anything was read.
+    pub position: Option<serde_json::Value>,
+    /// The output staged from this partition's rows that this entry makes visible.
+    pub pending: Vec<PendingCommit>,
+}
+
+/// A partition's folder name in a chain path: `/` (Kafka's `topic/partition`) becomes `@`,
+/// which Kafka topic names cannot hold.
+fn partition_segment(p: &PartitionId) -> String {
+    p.as_str().replace('/', "@")
+}
+
+fn partition_of_segment(seg: &str) -> PartitionId {
+    PartitionId::new(seg.replace('@', "/"))
+}
+
 pub struct CheckpointStore {
     location: Location,
     pipeline: String,
@@ -197,10 +235,7 @@ impl CheckpointStore {
             EngineError::runtime(format!("corrupt manifest {}: {e}", newest.location))
         })?;
         if m.pipeline != self.pipeline {
-            return Err(EngineError::config(format!(
-                "the checkpoint at {} belongs to pipeline `{}`, not `{}`; give each pipeline its own checkpoint location",
-                self.location.url, m.pipeline, self.pipeline
-            )));
+            return Err(self.foreign(&m.pipeline));
         }
         Ok(Some(m))
     }
@@ -225,6 +260,137 @@ impl CheckpointStore {
             .await
             .map_err(|e| self.location.explain(e))?;
         Ok(path.to_string())
+    }
+
+    fn chain(&self, source: &str, p: &PartitionId) -> Path {
+        self.location
+            .child(&format!("partitions/{source}/{}", partition_segment(p)))
+    }
+
+    /// The partitions of `source` that have a chain.
+    pub async fn chains(&self, source: &str) -> Result<Vec<PartitionId>> {
+        let prefix = self.location.child(&format!("partitions/{source}"));
+        let listed = self
+            .location
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| self.location.explain(e))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(partition_of_segment))
+            .collect())
+    }
+
+    /// The sequence numbers in partition `p`'s chain, ascending.
+    pub async fn partition_seqs(&self, source: &str, p: &PartitionId) -> Result<Vec<u64>> {
+        let prefix = self.chain(source, p);
+        let metas: Vec<_> = self
+            .location
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.location.explain(e))?;
+        let mut seqs: Vec<u64> = metas
+            .iter()
+            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .collect();
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    pub async fn partition_manifest(
+        &self,
+        source: &str,
+        p: &PartitionId,
+        seq: u64,
+    ) -> Result<PartitionManifest> {
+        let path = self.chain(source, p).join(format!("{seq:020}.json"));
+        let bytes = self.read(path.as_ref()).await?;
+        let m: PartitionManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| EngineError::runtime(format!("corrupt manifest {path}: {e}")))?;
+        if m.pipeline != self.pipeline {
+            return Err(self.foreign(&m.pipeline));
+        }
+        Ok(m)
+    }
+
+    /// The newest entry of partition `p`'s chain.
+    pub async fn partition_latest(
+        &self,
+        source: &str,
+        p: &PartitionId,
+    ) -> Result<Option<PartitionManifest>> {
+        match self.partition_seqs(source, p).await?.last() {
+            Some(seq) => Ok(Some(self.partition_manifest(source, p, *seq).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `m` if its sequence number is free in its chain; `false` when another process
+    /// took it first (the partition was claimed away: this process is fenced).
+    pub async fn commit_partition(&self, m: &PartitionManifest) -> Result<bool> {
+        let path = self
+            .chain(&m.source, &m.partition)
+            .join(format!("{:020}.json", m.seq));
+        let body = serde_json::to_vec_pretty(m).expect("serialisable");
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .location
+            .store
+            .put_opts(&path, PutPayload::from(body), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.location.explain(e)),
+        }
+    }
+
+    /// Removes entries of partition `p`'s chain below `seq` (best effort: a chain's newest
+    /// entries are all that restarts and claims read).
+    pub async fn prune_partition(&self, source: &str, p: &PartitionId, below: u64) {
+        let Ok(seqs) = self.partition_seqs(source, p).await else {
+            return;
+        };
+        for seq in seqs.into_iter().filter(|s| *s < below) {
+            self.remove_partition_entry(source, p, seq).await;
+        }
+    }
+
+    /// Removes entry `seq` of partition `p`'s chain (best effort).
+    pub async fn remove_partition_entry(&self, source: &str, p: &PartitionId, seq: u64) {
+        let path = self.chain(source, p).join(format!("{seq:020}.json"));
+        let _ = self.location.store.delete(&path).await;
+    }
+
+    /// Writes an object under the checkpoint location (the exchange between the partitioned
+    /// part of a pipeline and its finalizer).
+    pub async fn put(&self, name: &str, bytes: bytes::Bytes) -> Result<String> {
+        let path = self.location.child(name);
+        self.location
+            .store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.location.explain(e))?;
+        Ok(path.to_string())
+    }
+
+    pub async fn delete(&self, path: &str) {
+        let _ = self.location.store.delete(&Path::from(path)).await;
+    }
+
+    fn foreign(&self, pipeline: &str) -> EngineError {
+        EngineError::config(format!(
+            "the checkpoint at {} belongs to pipeline `{pipeline}`, not `{}`; give each pipeline its own checkpoint location",
+            self.location.url, self.pipeline
+        ))
     }
 
     /// Takes the pipeline's lock, `<checkpoint>/_lock.json`, so that a second engine on the same

@@ -11,7 +11,8 @@
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use engine_api::{
-    Committer, EngineError, Epoch, PartitionId, PendingCommit, Result, Sink, Source, SourceContext,
+    Claims, Committer, EngineError, Epoch, PartitionId, PendingCommit, Positions, Result, Sink,
+    Source, SourceContext,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -25,12 +26,14 @@ pub enum Step {
     Barrier,
 }
 
-/// A source that replays a script. Its position is the number of steps done, so a run
-/// restored from a checkpoint resumes after the last committed barrier.
+/// A source that replays a script. Its position in each partition is the number of that
+/// partition's batches sent, so a run restored from a checkpoint resumes after what was
+/// committed, partition by partition.
 pub struct VectorSource {
     schema: SchemaRef,
     steps: Vec<Step>,
-    start: usize,
+    /// Batches to skip per partition: what earlier runs committed.
+    start: BTreeMap<PartitionId, u64>,
     /// Stop (as if killed) before this step, without a last barrier.
     crash_before: Option<usize>,
 }
@@ -40,7 +43,7 @@ impl VectorSource {
         VectorSource {
             schema,
             steps,
-            start: 0,
+            start: BTreeMap::new(),
             crash_before: None,
         }
     }
@@ -51,6 +54,24 @@ impl VectorSource {
         self.crash_before = Some(step);
         self
     }
+
+    /// Batches per partition in the first `n` steps.
+    fn counts(&self, n: usize) -> BTreeMap<PartitionId, u64> {
+        let mut counts = BTreeMap::new();
+        for s in &self.steps[..n] {
+            if let Step::Batch(p, _) = s {
+                *counts.entry(p.clone()).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+fn positions(counts: &BTreeMap<PartitionId, u64>) -> Positions {
+    counts
+        .iter()
+        .map(|(p, n)| (p.clone(), serde_json::json!(n)))
+        .collect()
 }
 
 impl Source for VectorSource {
@@ -58,60 +79,111 @@ impl Source for VectorSource {
         self.schema.clone()
     }
 
-    fn open(&mut self, restored: Option<&serde_json::Value>) -> Result<()> {
-        self.start = match restored {
-            None => 0,
-            Some(p) => p
-                .get("next_step")
-                .and_then(|v| v.as_u64())
-                .ok_or_else(|| EngineError::runtime("vector source: bad position"))?
-                as usize,
-        };
+    fn open(&mut self, claims: &mut dyn Claims) -> Result<()> {
+        let partitions: Vec<PartitionId> = self.counts(self.steps.len()).into_keys().collect();
+        let claimed = claims.claim(&partitions)?;
+        self.start = BTreeMap::new();
+        for (p, v) in claimed.positions {
+            let n = v
+                .as_u64()
+                .ok_or_else(|| EngineError::runtime("vector source: bad position"))?;
+            self.start.insert(p, n);
+        }
         Ok(())
     }
 
+    /// Version 1 and 2 checkpoints held the number of steps done, `{"next_step": n}`.
+    fn legacy_positions(&self, position: &serde_json::Value) -> Result<Positions> {
+        let n = position["next_step"]
+            .as_u64()
+            .ok_or_else(|| EngineError::runtime("vector source: bad position"))?;
+        Ok(positions(&self.counts((n as usize).min(self.steps.len()))))
+    }
+
     fn run(&mut self, ctx: &mut dyn SourceContext) -> Result<()> {
-        for i in self.start..self.steps.len() {
+        let mut seen: BTreeMap<PartitionId, u64> = self
+            .counts(self.steps.len())
+            .into_keys()
+            .map(|p| (p, 0))
+            .collect();
+        // Resume after the last barrier whose positions were committed.
+        let resume = (0..self.steps.len())
+            .filter(|b| matches!(self.steps[*b], Step::Barrier))
+            .filter(|b| {
+                self.counts(*b)
+                    .iter()
+                    .all(|(p, n)| *n <= self.start.get(p).copied().unwrap_or(0))
+            })
+            .map(|b| b + 1)
+            .max()
+            .unwrap_or(0);
+        for (p, n) in self.counts(resume) {
+            seen.insert(p, n);
+        }
+        for i in resume..self.steps.len() {
             if self.crash_before == Some(i) {
-                wait_for_commit(ctx, i);
+                wait_for_commit(ctx, &self.counts(last_barrier_before(&self.steps, i)));
                 return Err(EngineError::runtime(format!("crashed before step {i}")));
             }
             if ctx.stopping() {
                 break;
             }
             match &self.steps[i] {
-                Step::Batch(p, b) => ctx.emit(p, b.clone())?,
+                Step::Batch(p, b) => {
+                    let n = seen.entry(p.clone()).or_default();
+                    *n += 1;
+                    if *n > self.start.get(p).copied().unwrap_or(0) {
+                        ctx.emit(p, b.clone())?;
+                    }
+                }
                 Step::Barrier => {
-                    ctx.barrier(serde_json::json!({ "next_step": i + 1 }))?;
+                    ctx.barrier(positions(&seen))?;
                 }
             }
         }
-        ctx.barrier(serde_json::json!({ "next_step": self.steps.len() }))?;
+        ctx.barrier(positions(&seen))?;
         Ok(())
     }
 }
 
-/// Waits (up to 10 s) until the last barrier before step `i` is committed, so a crash there
+/// How many steps come before the last barrier before step `i`.
+fn last_barrier_before(steps: &[Step], i: usize) -> usize {
+    steps[..i]
+        .iter()
+        .rposition(|s| matches!(s, Step::Barrier))
+        .unwrap_or(0)
+}
+
+/// Waits (up to 10 s) until the positions `want` are committed, so a crash there
 /// deterministically follows that commit.
-fn wait_for_commit(ctx: &mut dyn SourceContext, i: usize) {
+fn wait_for_commit(ctx: &mut dyn SourceContext, want: &BTreeMap<PartitionId, u64>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut done = 0;
+    let mut done: BTreeMap<PartitionId, u64> = BTreeMap::new();
     while std::time::Instant::now() < deadline {
         if let Some(p) = ctx.take_committed() {
-            done = p["next_step"].as_u64().unwrap_or(0) as usize;
+            for (k, v) in p {
+                done.insert(k, v.as_u64().unwrap_or(0));
+            }
         }
-        if done + 1 >= i {
+        if want
+            .iter()
+            .all(|(p, n)| done.get(p).copied().unwrap_or(0) >= *n)
+        {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
+/// What one memory sink staged for one epoch of one run and one source partition: epochs of the
+/// partitioned part of a pipeline count from 1 in every run.
+type StagedKey = (String, String, Epoch, Option<PartitionId>);
+
 #[derive(Default)]
 struct TableState {
     committed: Vec<RecordBatch>,
-    staged: BTreeMap<(String, Epoch), Vec<RecordBatch>>,
-    published: BTreeSet<(String, Epoch)>,
+    staged: BTreeMap<StagedKey, Vec<RecordBatch>>,
+    published: BTreeSet<StagedKey>,
     /// Commits that must fail (by epoch), once each.
     fail_commit: BTreeSet<Epoch>,
 }
@@ -149,8 +221,12 @@ impl MemoryTable {
 pub struct MemorySink {
     node: String,
     table: MemoryTable,
-    current: Vec<RecordBatch>,
+    /// What was written since the last barrier, per source partition (as the Parquet sink
+    /// stages one file per partition).
+    current: BTreeMap<Option<PartitionId>, Vec<RecordBatch>>,
     fail_prepare: Option<Epoch>,
+    /// Tells this sink's staged epochs from an earlier run's.
+    run: String,
 }
 
 impl MemorySink {
@@ -158,7 +234,8 @@ impl MemorySink {
         MemorySink {
             node: node.into(),
             table,
-            current: Vec::new(),
+            current: BTreeMap::new(),
+            run: uuid::Uuid::new_v4().simple().to_string(),
             fail_prepare: None,
         }
     }
@@ -176,8 +253,11 @@ impl Sink for MemorySink {
         Ok(())
     }
 
-    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        self.current.push(batch);
+    async fn write(&mut self, batch: RecordBatch, partition: Option<&PartitionId>) -> Result<()> {
+        self.current
+            .entry(partition.cloned())
+            .or_default()
+            .push(batch);
         Ok(())
     }
 
@@ -187,18 +267,25 @@ impl Sink for MemorySink {
                 "memory sink refuses epoch {epoch}"
             )));
         }
-        let batches = std::mem::take(&mut self.current);
-        if batches.is_empty() {
-            return Ok(Vec::new());
+        let mut pending = Vec::new();
+        let mut t = self.table.lock();
+        for (partition, batches) in std::mem::take(&mut self.current) {
+            t.staged.insert(
+                (
+                    self.node.clone(),
+                    self.run.clone(),
+                    epoch,
+                    partition.clone(),
+                ),
+                batches,
+            );
+            pending.push(PendingCommit::of(
+                &self.node,
+                partition,
+                serde_json::json!({ "epoch": epoch, "run": self.run }),
+            ));
         }
-        self.table
-            .lock()
-            .staged
-            .insert((self.node.clone(), epoch), batches);
-        Ok(vec![PendingCommit::new(
-            &self.node,
-            serde_json::json!({ "epoch": epoch }),
-        )])
+        Ok(pending)
     }
 
     fn committer(&self) -> Arc<dyn Committer> {
@@ -232,7 +319,7 @@ impl Committer for MemoryCommitter {
                     "memory table refuses the commit of epoch {epoch}"
                 )));
             }
-            let key = (p.node.clone(), epoch);
+            let key = staged_key(p, epoch);
             if t.published.contains(&key) {
                 continue;
             }
@@ -244,14 +331,24 @@ impl Committer for MemoryCommitter {
         Ok(())
     }
 
-    async fn recover(&self, committed: &[PendingCommit]) -> Result<usize> {
-        let keep: BTreeSet<(String, u64)> = committed
+    async fn recover(
+        &self,
+        partition: Option<&PartitionId>,
+        committed: &[PendingCommit],
+    ) -> Result<usize> {
+        let keep: BTreeSet<StagedKey> = committed
             .iter()
-            .filter_map(|p| Some((p.node.clone(), p.data["epoch"].as_u64()?)))
+            .filter_map(|p| Some(staged_key(p, p.data["epoch"].as_u64()?)))
             .collect();
         let mut t = self.table.lock();
         let before = t.staged.len();
-        t.staged.retain(|k, _| k.0 != self.node || keep.contains(k));
+        t.staged
+            .retain(|k, _| k.0 != self.node || k.3.as_ref() != partition || keep.contains(k));
         Ok(before - t.staged.len())
     }
+}
+
+fn staged_key(p: &PendingCommit, epoch: Epoch) -> StagedKey {
+    let run = p.data["run"].as_str().unwrap_or_default().to_string();
+    (p.node.clone(), run, epoch, p.partition.clone())
 }

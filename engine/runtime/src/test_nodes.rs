@@ -4,7 +4,7 @@ use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use engine_api::{
     BuildContext, Built, Collector, Committer, EngineError, Epoch, Input, Operator, OperatorConfig,
-    OutputMode, OutputPort, PendingCommit, Registry, Result, Sink, SinkConfig, Source,
+    OutputMode, OutputPort, PartitionId, PendingCommit, Registry, Result, Sink, SinkConfig, Source,
     SourceConfig, SourceContext,
 };
 use serde::Deserialize;
@@ -52,7 +52,7 @@ impl Source for TestSourceNode {
     fn schema(&self) -> SchemaRef {
         self.0.clone()
     }
-    fn open(&mut self, _: Option<&serde_json::Value>) -> Result<()> {
+    fn open(&mut self, _: &mut dyn engine_api::Claims) -> Result<()> {
         Ok(())
     }
     fn run(&mut self, _: &mut dyn SourceContext) -> Result<()> {
@@ -182,6 +182,9 @@ impl Watermarks {
     }
 }
 impl Operator for Watermarks {
+    fn merges_partitions(&self) -> bool {
+        true
+    }
     fn process(&mut self, _: RecordBatch, _: &mut Collector) -> Result<()> {
         Ok(())
     }
@@ -218,7 +221,7 @@ impl Sink for TestSinkNode {
     async fn open(&mut self) -> Result<()> {
         Ok(())
     }
-    async fn write(&mut self, _: RecordBatch) -> Result<()> {
+    async fn write(&mut self, _: RecordBatch, _: Option<&PartitionId>) -> Result<()> {
         Ok(())
     }
     async fn prepare_commit(&mut self, _: Epoch) -> Result<Vec<PendingCommit>> {

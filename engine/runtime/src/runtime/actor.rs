@@ -44,7 +44,7 @@ impl Behaviour {
             }
             Behaviour::Sink { sink, rows } => {
                 rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                Ok(sink.write(batch).await?)
+                Ok(sink.write(batch, partition.as_ref()).await?)
             }
         }
     }
@@ -136,7 +136,7 @@ impl Actor {
                     if all {
                         behaviour.end(&mut outputs).await?;
                         outputs.broadcast(Message::EndOfInput).await?;
-                        return Ok(());
+                        return coord.send(CoordMsg::NodeEnded { node: name });
                     }
                 }
             }

@@ -1,12 +1,20 @@
-//! The checkpoint coordinator: collects, per epoch, each source's position and every other
+//! The checkpoint coordinator: collects, per epoch, each source's positions and every other
 //! node's acknowledgement (operator state, event-time state, sinks' staged output), then commits
-//! the epoch in order: state objects, then the manifest (put-if-absent: the commit point), then
-//! the sinks' staged output. Epochs commit strictly in sequence: one that never completes (a lost
+//! the epoch. Epochs commit strictly in sequence: one that never completes (a lost
 //! acknowledgement) holds back every later one, so nothing is committed out of order.
+//!
+//! How an epoch commits depends on the part of the pipeline ([`Chain`]):
+//! - per partition: each partition's position and staged output go into the next entry of that
+//!   partition's chain (put-if-absent: the commit point, and the fence), then its output is
+//!   made visible;
+//! - the finalizer: state objects, then the epoch's manifest (put-if-absent: the commit point),
+//!   then the staged output.
 
+use super::exchange::Planner;
 use super::outputs::{Flow, Stop};
+use super::partitions::Partitions;
 use crate::checkpoint::{CheckpointStore, Lock, Manifest};
-use engine_api::{Committer, EngineError, Epoch, PendingCommit, Result, TrackerState};
+use engine_api::{Committer, EngineError, Epoch, PendingCommit, Positions, Result, TrackerState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,11 +26,14 @@ pub(crate) enum CoordMsg {
     Position {
         source: String,
         epoch: Epoch,
-        position: serde_json::Value,
+        positions: Positions,
         event_time: Option<TrackerState>,
     },
     /// A source finished (batch mode, or a clean stop) after its last barrier.
     SourceEnded { source: String },
+    /// An operator or sink got the end of all its inputs after its last barrier: later epochs
+    /// need no acknowledgement from it.
+    NodeEnded { node: String },
     /// An operator or sink handled the barrier of `epoch`.
     Ack {
         node: String,
@@ -46,13 +57,25 @@ impl CoordinatorHandle {
     }
 }
 
-/// The newest committed position per source, for sources to report lag.
-pub(crate) type Committed = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
+/// The newest committed positions per source, for sources to report lag.
+pub(crate) type Committed = Arc<Mutex<BTreeMap<String, Positions>>>;
+
+/// Where a part of the pipeline commits its epochs.
+pub(crate) enum Chain {
+    /// The part that runs per source partition: one chain per partition.
+    Partitioned(Arc<Partitions>),
+    /// The finalizer: one manifest per epoch, after `last`.
+    Finalizer {
+        last: Option<Manifest>,
+        /// Cleans up the exchange after each commit (absent in a pipeline without one).
+        planner: Option<Arc<Planner>>,
+    },
+}
 
 #[derive(Default)]
 struct EpochProgress {
-    positions: BTreeMap<String, serde_json::Value>,
-    acks: usize,
+    positions: BTreeMap<String, Positions>,
+    acked: BTreeSet<String>,
     state: BTreeMap<String, Vec<u8>>,
     event_time: BTreeMap<String, TrackerState>,
     pending: Vec<PendingCommit>,
@@ -67,15 +90,14 @@ pub(crate) struct Progress {
 
 pub(crate) struct Coordinator {
     pub(crate) lock: Option<Lock>,
-    pub(crate) store: CheckpointStore,
+    pub(crate) store: Arc<CheckpointStore>,
     /// Acknowledgements an epoch needs: one per operator and sink.
     pub(crate) acks_needed: usize,
     pub(crate) sources: BTreeSet<String>,
     pub(crate) first_epoch: Epoch,
     pub(crate) committers: HashMap<String, Arc<dyn Committer>>,
     pub(crate) committed: Committed,
-    /// The last committed manifest, if any.
-    pub(crate) last: Option<Manifest>,
+    pub(crate) chain: Chain,
 }
 
 impl Coordinator {
@@ -106,10 +128,11 @@ impl Coordinator {
             first_epoch,
             committers,
             committed,
-            mut last,
+            mut chain,
         } = self;
         let mut epochs: BTreeMap<Epoch, EpochProgress> = BTreeMap::new();
         let mut ended: BTreeSet<String> = BTreeSet::new();
+        let mut ended_nodes: BTreeSet<String> = BTreeSet::new();
         let mut next = first_epoch;
         let mut done = Progress::default();
         let mut last_commit = Instant::now();
@@ -132,17 +155,20 @@ impl Coordinator {
                 CoordMsg::Position {
                     source,
                     epoch,
-                    position,
+                    positions,
                     event_time,
                 } => {
                     let e = epochs.entry(epoch).or_default();
                     if let Some(t) = event_time {
                         e.event_time.insert(source.clone(), t);
                     }
-                    e.positions.insert(source, position);
+                    e.positions.insert(source, positions);
                 }
                 CoordMsg::SourceEnded { source } => {
                     ended.insert(source);
+                }
+                CoordMsg::NodeEnded { node } => {
+                    ended_nodes.insert(node);
                 }
                 CoordMsg::Ack {
                     node,
@@ -152,7 +178,7 @@ impl Coordinator {
                     pending,
                 } => {
                     let e = epochs.entry(epoch).or_default();
-                    e.acks += 1;
+                    e.acked.insert(node.clone());
                     if let Some(s) = state {
                         e.state.insert(node.clone(), s);
                     }
@@ -166,15 +192,42 @@ impl Coordinator {
                 let positioned = sources
                     .iter()
                     .all(|s| e.positions.contains_key(s) || ended.contains(s));
-                if e.acks < acks_needed || !positioned {
+                let gone = ended_nodes.difference(&e.acked).count();
+                if e.acked.len() + gone < acks_needed || !positioned {
                     break;
                 }
                 let e = epochs.remove(&next).expect("present");
                 let t0 = Instant::now();
-                if let Some(m) = commit_epoch(&store, &committers, last.as_ref(), next, e).await? {
+                let committed_what = match &mut chain {
+                    Chain::Partitioned(parts) => {
+                        let positions = e.positions.clone();
+                        let (partitions, files) =
+                            parts.commit(next, e.positions, e.pending).await?;
+                        if let Ok(mut c) = committed.lock() {
+                            c.extend(positions);
+                        }
+                        (partitions > 0).then_some((files, partitions, "partitions"))
+                    }
+                    Chain::Finalizer { last, planner } => {
+                        match commit_epoch(&store, &committers, last.as_ref(), next, e).await? {
+                            Some(m) => {
+                                if let Some(p) = planner {
+                                    p.committed(&p.positions_in(&m.positions)).await;
+                                }
+                                let files = m.pending.len();
+                                *last = Some(m);
+                                Some((files, 1, "finalizer"))
+                            }
+                            None => None,
+                        }
+                    }
+                };
+                if let Some((files, chains, part)) = committed_what {
                     tracing::info!(
                         epoch = next,
-                        files = m.pending.len(),
+                        part,
+                        chains,
+                        files,
                         commit_ms = t0.elapsed().as_millis() as u64,
                         since_last_ms = last_commit.elapsed().as_millis() as u64,
                         "epoch committed"
@@ -182,10 +235,6 @@ impl Coordinator {
                     last_commit = Instant::now();
                     done.epochs += 1;
                     done.last = Some(next);
-                    if let Ok(mut c) = committed.lock() {
-                        c.extend(m.positions.clone());
-                    }
-                    last = Some(m);
                 }
                 next += 1;
             }
@@ -209,7 +258,11 @@ async fn commit_epoch(
         m.partitions = l.partitions.clone();
         m.watermarks = l.watermarks.clone();
     }
-    m.positions.extend(e.positions);
+    m.positions.extend(
+        e.positions
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::to_value(v).expect("serialisable"))),
+    );
     for (node, t) in &e.event_time {
         m.set_tracker_state(node, t);
     }

@@ -5,25 +5,32 @@
 //! - [`outputs`]: the one send path, where event time is tracked;
 //! - [`alignment`]: barrier alignment at multi-input nodes;
 //! - [`coordinator`]: the checkpoint coordinator (the commit protocol);
+//! - [`partitions`]: claiming source partitions and committing each to its own chain;
+//! - [`split`]: the per-partition part of a graph and its finalizer;
+//! - [`exchange`]: how the finalizer gets the per-partition part's committed rows;
 //! - [`supervisor`]: the first failure stops the pipeline and is reported with its node.
 //!
 //! This module wires them: restore from the last checkpoint, open connections, create the
-//! mailboxes, start the actors and supervise them.
+//! mailboxes, start the actors and supervise them, once per part.
 
 mod actor;
 mod alignment;
 mod coordinator;
+mod exchange;
 mod outputs;
+mod partitions;
 mod source;
+mod split;
 mod supervisor;
 
-use crate::checkpoint::{CheckpointStore, Manifest};
+use crate::checkpoint::{CheckpointStore, Lock, Manifest};
 use crate::graph::{Graph, GraphNode};
 use actor::{Actor, Behaviour};
-use coordinator::{Committed, Coordinator, CoordinatorHandle, finish_commits};
-use engine_api::{Committer, EngineError, Epoch, Node, Result, Source};
+use coordinator::{Chain, Committed, Coordinator, CoordinatorHandle, finish_commits};
+use engine_api::{Committer, EngineError, Epoch, Node, PendingCommit, Positions, Result};
 use outputs::{Envelope, Outputs};
-use source::SourceCtx;
+use partitions::Partitions;
+use source::{Claiming, SourceCtx};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,8 +50,11 @@ pub struct RunOptions {
 pub struct RunSummary {
     pub records: u64,
     pub rows_per_sink: BTreeMap<String, u64>,
+    /// Epochs the per-partition part committed (each to the chains of the partitions it moved).
     pub epochs_committed: u64,
     pub last_epoch: Option<Epoch>,
+    /// Epochs the finalizer committed (0 in a pipeline without aggregates or windows).
+    pub finalizer_epochs: u64,
     pub elapsed: Duration,
 }
 
@@ -72,6 +82,12 @@ pub async fn check_environment(graph: &mut Graph) -> Result<()> {
 }
 
 /// Runs a built graph until its input ends (batch), `cancel` fires, or a node fails.
+///
+/// The graph runs as two parts (see [`split`]): the nodes that work row by row run per source
+/// partition, committing each partition to its own chain; the nodes that merge partitions
+/// (aggregates, windows) and what follows them run in the finalizer, which reads what the
+/// partition chains committed through the exchange. The finalizer stops once the per-partition
+/// part has stopped and it has taken everything that part committed.
 pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> Result<RunSummary> {
     let started = Instant::now();
     let Graph {
@@ -79,26 +95,214 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         mut nodes,
         ..
     } = graph;
-    let store = CheckpointStore::open(&pipeline.checkpoint, &pipeline.storage, &pipeline.name)?;
+    let store = Arc::new(CheckpointStore::open(
+        &pipeline.checkpoint,
+        &pipeline.storage,
+        &pipeline.name,
+    )?);
     store.check().await?;
     let lock = store.lock().await?;
 
-    // Committers outlive their sinks: the coordinator finishes commits with them.
-    let committers: HashMap<String, Arc<dyn Committer>> = nodes
+    let committers = committers_of(&nodes);
+    let sources: Vec<String> = nodes
+        .iter()
+        .filter(|g| matches!(g.node, Node::Source(_)))
+        .map(|g| g.spec.name.clone())
+        .collect();
+    let mut latest = store.latest().await?;
+    let mut resumed = BTreeMap::new();
+    for s in &sources {
+        resumed.insert(s.clone(), !store.chains(s).await?.is_empty());
+    }
+    let legacy = legacy_positions(&mut latest, &mut nodes, &committers, &resumed).await?;
+    for s in legacy.keys() {
+        resumed.insert(s.clone(), true);
+    }
+
+    let owner = uuid::Uuid::new_v4().simple().to_string();
+    let split::Split {
+        partitioned,
+        finalizer,
+    } = split::split(nodes, &store, latest.as_ref(), &owner)?;
+    let partitions = Arc::new(Partitions {
+        store: store.clone(),
+        committers: committers_of(&partitioned),
+        owner,
+        owned: Default::default(),
+        legacy,
+        resumed,
+        prune: finalizer.is_none(),
+        planner: finalizer.as_ref().map(|f| f.planner.clone()),
+    });
+    let (first, lock) = match finalizer {
+        Some(_) => (None, Some(lock)),
+        None => (Some(lock), None),
+    };
+    let upstream = Part {
+        nodes: partitioned,
+        chain: Chain::Partitioned(partitions.clone()),
+        first_epoch: 1,
+        latest: None,
+        lock: first,
+        partitions: Some(partitions),
+    };
+    let Some(fin) = finalizer else {
+        let done = run_part(upstream, &pipeline, &store, opts, cancel).await?;
+        return Ok(done.summary(started));
+    };
+    let mut fin_nodes = fin.nodes;
+    let fin_committers = committers_of(&fin_nodes);
+    restore(&store, &fin_committers, latest.as_ref(), &mut fin_nodes).await?;
+    let downstream = Part {
+        first_epoch: latest.as_ref().map_or(1, |m| m.epoch + 1),
+        nodes: fin_nodes,
+        chain: Chain::Finalizer {
+            last: latest.clone(),
+            planner: Some(fin.planner.clone()),
+        },
+        latest,
+        lock,
+        partitions: None,
+    };
+    let planner = fin.planner;
+    let stop_upstream = cancel.child_token();
+    let upstream_run = async {
+        let r = run_part(upstream, &pipeline, &store, opts, stop_upstream.clone()).await;
+        planner.upstream_done();
+        r
+    };
+    // The finalizer stops by itself once the per-partition part is done; when it fails, the
+    // per-partition part stops too.
+    let downstream_run = async {
+        let r = run_part(
+            downstream,
+            &pipeline,
+            &store,
+            opts,
+            CancellationToken::new(),
+        )
+        .await;
+        if r.is_err() {
+            stop_upstream.cancel();
+        }
+        r
+    };
+    let (up, down) = tokio::join!(upstream_run, downstream_run);
+    // A part that stopped because the other failed stopped cleanly: the error is the cause.
+    let (up, down) = (up?, down?);
+    let mut summary = up.summary(started);
+    summary.rows_per_sink.extend(down.rows_per_sink);
+    summary.finalizer_epochs = down.progress.epochs;
+    Ok(summary)
+}
+
+/// The committers of the sinks among `nodes`, by node.
+fn committers_of(nodes: &[GraphNode]) -> HashMap<String, Arc<dyn Committer>> {
+    nodes
         .iter()
         .filter_map(|g| match &g.node {
             Node::Sink(s) => Some((g.spec.name.clone(), s.committer())),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// A checkpoint written before partition chains (manifest versions 1 and 2) holds each
+/// source's position for all its partitions. For each source that has no chain yet, this
+/// finishes that manifest's commits and splits its position per partition; the first claims
+/// start the chains there.
+async fn legacy_positions(
+    latest: &mut Option<Manifest>,
+    nodes: &mut [GraphNode],
+    committers: &HashMap<String, Arc<dyn Committer>>,
+    resumed: &BTreeMap<String, bool>,
+) -> Result<BTreeMap<String, Positions>> {
+    let mut legacy = BTreeMap::new();
+    let Some(m) = latest.as_mut() else {
+        return Ok(legacy);
+    };
+    let names: Vec<&str> = resumed.keys().map(String::as_str).collect();
+    m.name_v1_position(&names);
+    for g in nodes.iter() {
+        if let (Node::Source(src), Some(v)) = (&g.node, m.positions.get(&g.spec.name))
+            && resumed.get(&g.spec.name) == Some(&false)
+        {
+            let positions = src
+                .legacy_positions(v)
+                .map_err(|e| e.context(format!("node `{}`", g.spec.name)))?;
+            legacy.insert(g.spec.name.clone(), positions);
+        }
+    }
+    // The chains carry these positions from now on.
+    for name in legacy.keys() {
+        m.positions.remove(name);
+    }
+    if !legacy.is_empty() {
+        tracing::info!(
+            epoch = m.epoch,
+            "resuming from a checkpoint written before partition chains"
+        );
+        finish_commits(committers, &m.pending).await?;
+        m.pending.clear();
+    }
+    Ok(legacy)
+}
+
+/// One part of a running pipeline: the per-partition part or the finalizer.
+struct Part {
+    nodes: Vec<GraphNode>,
+    chain: Chain,
+    first_epoch: Epoch,
+    /// The finalizer's last manifest, which restores event-time state.
+    latest: Option<Manifest>,
+    lock: Option<Lock>,
+    /// The per-partition part's claims.
+    partitions: Option<Arc<Partitions>>,
+}
+
+/// What one part did.
+struct PartDone {
+    progress: coordinator::Progress,
+    records: u64,
+    rows_per_sink: BTreeMap<String, u64>,
+}
+
+impl PartDone {
+    fn summary(self, started: Instant) -> RunSummary {
+        RunSummary {
+            records: self.records,
+            rows_per_sink: self.rows_per_sink,
+            epochs_committed: self.progress.epochs,
+            last_epoch: self.progress.last,
+            finalizer_epochs: 0,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// Opens a part's connections, starts its actors and its coordinator, and supervises them.
+async fn run_part(
+    part: Part,
+    pipeline: &crate::config::Pipeline,
+    store: &Arc<CheckpointStore>,
+    opts: RunOptions,
+    cancel: CancellationToken,
+) -> Result<PartDone> {
+    let Part {
+        mut nodes,
+        chain,
+        first_epoch,
+        latest,
+        lock,
+        partitions,
+    } = part;
+    // Committers outlive their sinks: the coordinator finishes commits with them.
+    let committers = committers_of(&nodes);
     let sources: BTreeSet<String> = nodes
         .iter()
         .filter(|g| matches!(g.node, Node::Source(_)))
         .map(|g| g.spec.name.clone())
         .collect();
-    let latest = restore(&store, &committers, &sources, &mut nodes).await?;
-    let next_epoch = latest.as_ref().map_or(1, |m| m.epoch + 1);
-
     // Open connections before anything runs, so bad input fails fast and clearly.
     for g in nodes.iter_mut() {
         if let Node::Sink(s) = &mut g.node {
@@ -107,13 +311,16 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
                 .map_err(|e| e.context(format!("node `{}`", g.spec.name)))?;
         }
     }
+    let handle = tokio::runtime::Handle::current();
     for g in nodes.iter_mut() {
         if let Node::Source(src) = &mut g.node {
-            let restored = latest
-                .as_ref()
-                .and_then(|m| m.positions.get(&g.spec.name))
-                .cloned();
-            open_source(&g.spec.name, src, restored).await?;
+            let mut claims = Claiming {
+                source: g.spec.name.clone(),
+                partitions: partitions.clone(),
+                handle: handle.clone(),
+            };
+            tokio::task::block_in_place(|| src.open(&mut claims))
+                .map_err(|e| e.context(format!("node `{}`", g.spec.name)))?;
         }
     }
 
@@ -135,7 +342,8 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         failed,
         trigger: pipeline.trigger,
         batch: opts.batch,
-        next_epoch,
+        next_epoch: first_epoch,
+        partitions,
     };
     let (mut outputs, mut mailboxes) = wire(&nodes, pipeline.mailbox);
     for (i, g) in nodes.into_iter().enumerate() {
@@ -152,27 +360,26 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
 
     let coordinator = tokio::spawn(
         Coordinator {
-            lock: Some(lock),
-            store,
+            lock,
+            store: store.clone(),
             acks_needed,
             sources,
-            first_epoch: next_epoch,
+            first_epoch,
             committers,
             committed,
-            last: latest,
+            chain,
         }
         .run(coord_rx),
     );
     let progress = supervisor.supervise(coordinator).await?;
-    Ok(RunSummary {
+    Ok(PartDone {
+        progress,
         records: records.load(Ordering::Relaxed),
         rows_per_sink: rows_per_sink
             .into_iter()
+            .filter(|(k, _)| !k.contains('.'))
             .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
             .collect(),
-        epochs_committed: progress.epochs,
-        last_epoch: progress.last,
-        elapsed: started.elapsed(),
     })
 }
 
@@ -186,6 +393,7 @@ struct Shared {
     trigger: Duration,
     batch: bool,
     next_epoch: Epoch,
+    partitions: Option<Arc<Partitions>>,
 }
 
 /// Starts one node under `supervisor`: a source on a blocking thread, an operator or a sink as
@@ -219,10 +427,11 @@ fn spawn_node(
     let mut sink_rows = None;
     let behaviour = match node {
         Node::Source(mut src) => {
+            let handle = tokio::runtime::Handle::current();
             let mut ctx = SourceCtx {
                 name: name.clone(),
                 outputs,
-                handle: tokio::runtime::Handle::current(),
+                handle: handle.clone(),
                 coord: shared.coord.clone(),
                 next_epoch: shared.next_epoch,
                 last_barrier: Instant::now(),
@@ -233,6 +442,11 @@ fn spawn_node(
                 committed: shared.committed.clone(),
                 records: shared.records.clone(),
                 cascade: None,
+                claims: Claiming {
+                    source: name.clone(),
+                    partitions: shared.partitions.clone(),
+                    handle,
+                },
             };
             supervisor.spawn_blocking(name, move || {
                 let ran = src.run(&mut ctx);
@@ -259,22 +473,23 @@ fn spawn_node(
     Ok(sink_rows)
 }
 
-/// Restores from the last committed manifest: finishes its commits, removes what epochs that
-/// never committed left staged, and restores operator state. Returns the manifest.
+/// Restores the finalizer from its last committed manifest: finishes its commits, removes what
+/// epochs that never committed left staged, and restores operator state.
 async fn restore(
     store: &CheckpointStore,
     committers: &HashMap<String, Arc<dyn Committer>>,
-    sources: &BTreeSet<String>,
+    latest: Option<&Manifest>,
     nodes: &mut [GraphNode],
-) -> Result<Option<Manifest>> {
-    let mut latest = store.latest().await?;
-    if let Some(m) = latest.as_mut() {
-        let names: Vec<&str> = sources.iter().map(String::as_str).collect();
-        m.name_v1_position(&names);
-    }
-    if let Some(m) = &latest {
-        tracing::info!(epoch = m.epoch, "resuming from checkpoint");
-        finish_commits(committers, &m.pending).await?;
+) -> Result<()> {
+    let committed_pending: Vec<PendingCommit> = latest
+        .map(|m| m.pending.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| committers.contains_key(&p.node))
+        .collect();
+    if let Some(m) = latest {
+        tracing::info!(epoch = m.epoch, "finalizer resuming from checkpoint");
+        finish_commits(committers, &committed_pending).await?;
         for g in nodes.iter_mut() {
             if let (Node::Operator(b), Some(path)) = (&mut g.node, m.state.get(&g.spec.name)) {
                 let bytes = store.read(path).await?;
@@ -284,7 +499,6 @@ async fn restore(
             }
         }
     }
-    let committed_pending = latest.as_ref().map(|m| m.pending.as_slice()).unwrap_or(&[]);
     for (node, c) in committers {
         let mine: Vec<_> = committed_pending
             .iter()
@@ -292,24 +506,14 @@ async fn restore(
             .cloned()
             .collect();
         let cleaned = c
-            .recover(&mine)
+            .recover(None, &mine)
             .await
             .map_err(|e| e.context(format!("cleaning up staged output of `{node}`")))?;
         if cleaned > 0 {
             tracing::info!(node = %node, objects = cleaned, "removed output staged by epochs that never committed");
         }
     }
-    Ok(latest)
-}
-
-/// Opens a source on a blocking thread (sources block), at its restored position.
-async fn open_source(
-    name: &str,
-    src: &mut Box<dyn Source>,
-    restored: Option<serde_json::Value>,
-) -> Result<()> {
-    tokio::task::block_in_place(|| src.open(restored.as_ref()))
-        .map_err(|e| e.context(format!("node `{name}`")))
+    Ok(())
 }
 
 type Edges = Vec<Vec<(mpsc::Sender<Envelope>, usize)>>;

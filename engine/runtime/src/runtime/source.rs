@@ -4,8 +4,11 @@
 
 use super::coordinator::{Committed, CoordMsg, CoordinatorHandle};
 use super::outputs::{Flow, Outputs, Stop};
+use super::partitions::Partitions;
 use arrow::array::RecordBatch;
-use engine_api::{Barrier, Epoch, Message, PartitionId, Result, SourceContext};
+use engine_api::{
+    Barrier, Claimed, Claims, Epoch, Message, PartitionId, Positions, Result, SourceContext,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +33,25 @@ pub(crate) struct SourceCtx {
     /// Set when a send failed because another part stopped first: the source's own error is
     /// then a consequence.
     pub(crate) cascade: Option<&'static str>,
+    pub(crate) claims: Claiming,
+}
+
+/// How a source's claims are served.
+#[derive(Clone)]
+pub(crate) struct Claiming {
+    pub(crate) source: String,
+    /// `None` in the finalizer, whose sources read the checkpoint, not partitions.
+    pub(crate) partitions: Option<Arc<Partitions>>,
+    pub(crate) handle: Handle,
+}
+
+impl Claims for Claiming {
+    fn claim(&mut self, partitions: &[PartitionId]) -> Result<Claimed> {
+        match &self.partitions {
+            Some(p) => self.handle.block_on(p.claim(&self.source, partitions)),
+            None => Ok(Claimed::default()),
+        }
+    }
 }
 
 impl SourceCtx {
@@ -89,7 +111,7 @@ impl SourceContext for SourceCtx {
         self.last_barrier.elapsed() >= self.trigger
     }
 
-    fn barrier(&mut self, position: serde_json::Value) -> Result<Epoch> {
+    fn barrier(&mut self, positions: Positions) -> Result<Epoch> {
         self.check_failed()?;
         let epoch = self.next_epoch;
         self.next_epoch += 1;
@@ -99,7 +121,7 @@ impl SourceContext for SourceCtx {
         let sent = self.coord.send(CoordMsg::Position {
             source: self.name.clone(),
             epoch,
-            position,
+            positions,
             event_time: self.outputs.tracker_state(),
         });
         self.flow(sent)?;
@@ -118,7 +140,14 @@ impl SourceContext for SourceCtx {
         self.batch
     }
 
-    fn take_committed(&mut self) -> Option<serde_json::Value> {
+    fn take_committed(&mut self) -> Option<Positions> {
         self.committed.lock().ok()?.remove(&self.name)
+    }
+}
+
+impl Claims for SourceCtx {
+    fn claim(&mut self, partitions: &[PartitionId]) -> Result<Claimed> {
+        self.check_failed()?;
+        self.claims.claim(partitions)
     }
 }

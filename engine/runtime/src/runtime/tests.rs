@@ -113,7 +113,13 @@ async fn each_epoch_commits_once_with_the_state_and_positions_it_covers() {
     assert_eq!(per_epoch(&table), sum_script_tables());
     let m = manifests(&cp).await;
     assert_eq!(m.len(), 3);
-    assert_eq!(m[2].positions["in"], serde_json::json!({ "next_step": 5 }));
+    // Each partition's chain: its claim (1), then one entry per epoch that moved it. Partition 0
+    // moved in epochs 1 (a, b) and 3 (c); partition 1 in epoch 1 (its first position, 0) and 2.
+    assert_eq!(
+        m[2].positions["in.out"],
+        serde_json::json!({ "t/0": 3, "t/1": 3 }),
+        "how far the finalizer consumed each partition chain"
+    );
     assert!(m[2].state.contains_key("sum"));
     assert_eq!(table.staged(), 0);
 }
@@ -175,8 +181,15 @@ async fn a_commit_that_fails_after_its_manifest_is_finished_by_the_next_run() {
     let s = run_batch(graph(&cp, SUM, src(sum_script()), &table))
         .await
         .unwrap();
-    assert_eq!(s.records, 1, "epoch 2 is not read again");
-    assert_eq!(per_epoch(&table), sum_script_tables());
+    assert_eq!(
+        s.records, 0,
+        "the per-partition part committed every epoch in the first run: nothing is read again"
+    );
+    assert_eq!(
+        per_epoch(&table),
+        sum_script_tables(),
+        "the finalizer finishes its epoch 2 and takes epoch 3 from the partition chains"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,13 +248,13 @@ async fn watermarks_trail_the_slowest_partition_and_precede_their_barrier() {
     let m = manifests(&cp).await;
     let last = m.last().unwrap();
     assert_eq!(
-        last.tracker_state("parse"),
+        last.tracker_state("parse.out"),
         Some(TrackerState {
             max_event_time: [(p(0), ms(59)), (p(1), ms(20))].into_iter().collect(),
             watermark: Some(ms(19)),
         })
     );
-    assert_eq!(last.partitions[&p(1)].max_event_time["parse"], ms(20));
+    assert_eq!(last.partitions[&p(1)].max_event_time["parse.out"], ms(20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,20 +322,27 @@ async fn several_sources_align_their_barriers_and_each_keeps_its_position() {
     );
     let m = manifests(&cp).await;
     let last = m.last().unwrap();
-    assert_eq!(last.positions["in"], serde_json::json!({ "next_step": 5 }));
-    assert_eq!(last.positions["in2"], serde_json::json!({ "next_step": 2 }));
+    // The finalizer's exchange sources take the same plans, so record the same positions: the
+    // chain of `in`'s partitions 0 and 1 (claim, then epochs 1 and 3, and 1 and 2) and of
+    // `in2`'s partition 7 (claim, then epoch 1).
+    let expected = serde_json::json!({ "t/0": 3, "t/1": 3, "t/7": 2 });
+    assert_eq!(last.positions["in.out"], expected);
+    assert_eq!(last.positions["in2.out"], expected);
 }
 
 fn coordinator(cp: &str, acks_needed: usize) -> Coordinator {
     Coordinator {
         lock: None,
-        store: CheckpointStore::open(cp, &Default::default(), "t").unwrap(),
+        store: Arc::new(CheckpointStore::open(cp, &Default::default(), "t").unwrap()),
         acks_needed,
         sources: ["in".to_string()].into_iter().collect(),
         first_epoch: 1,
         committers: HashMap::new(),
         committed: Default::default(),
-        last: None,
+        chain: Chain::Finalizer {
+            last: None,
+            planner: None,
+        },
     }
 }
 
@@ -330,7 +350,7 @@ fn position(epoch: Epoch) -> CoordMsg {
     CoordMsg::Position {
         source: "in".into(),
         epoch,
-        position: serde_json::json!(epoch),
+        positions: [(p(0), serde_json::json!(epoch))].into(),
         event_time: None,
     }
 }
@@ -473,10 +493,15 @@ async fn a_checkpoint_written_by_the_previous_engine_is_resumed_and_upgraded() {
     assert_eq!(per_epoch(&table), sum_script_tables()[1..]);
     let last = manifests(&cp).await.pop().unwrap();
     assert_eq!(last.version, crate::checkpoint::MANIFEST_VERSION);
+    // The old position is gone: the partition chains start at it. Each holds its claim (at
+    // the position the old manifest gave) and one epoch's entry.
     assert_eq!(
         last.positions,
-        [("in".to_string(), serde_json::json!({ "next_step": 5 }))]
-            .into_iter()
-            .collect()
+        [(
+            "in.out".to_string(),
+            serde_json::json!({ "t/0": 2, "t/1": 2 })
+        )]
+        .into_iter()
+        .collect()
     );
 }

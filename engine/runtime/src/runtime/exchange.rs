@@ -1,0 +1,435 @@
+//! The exchange between the part of a pipeline that runs per partition and its finalizer.
+//!
+//! Where a node that merges partitions (an aggregate, a window) reads from the per-partition
+//! part, the runtime puts an [`ExchangeSink`] on the per-partition side and an
+//! [`ExchangeSource`] on the finalizer's. The sink writes each partition's rows of an epoch as
+//! Arrow IPC objects under `<checkpoint>/exchange/`, and the partition's chain entry commits
+//! them like any sink's output. The finalizer reads the chains: at each trigger its
+//! [`Planner`] takes every entry committed since the last plan, the exchange sources emit the
+//! rows those entries reference, partition by partition and in chain order, and the
+//! finalizer's manifest records how far each chain was consumed. Rows are therefore merged
+//! exactly once, whichever process committed them, and a finalizer that restarts or moves
+//! resumes where its last manifest says.
+
+use crate::checkpoint::{CheckpointStore, PartitionManifest};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use engine_api::{
+    Claims, Committer, EngineError, Epoch, PartitionId, PendingCommit, Positions, Result, Sink,
+    Source, SourceContext,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+/// An exchange object is written once its partition's rows reach this size.
+const OBJECT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Writes the rows of one edge into the exchange, per partition and epoch.
+pub(crate) struct ExchangeSink {
+    pub(crate) node: String,
+    pub(crate) store: Arc<CheckpointStore>,
+    pub(crate) schema: SchemaRef,
+    /// Tells this run's objects from any other's.
+    pub(crate) run: String,
+    pub(crate) epoch: Epoch,
+    open: BTreeMap<PartitionId, (StreamWriter<Vec<u8>>, usize)>,
+    written: BTreeMap<PartitionId, Vec<String>>,
+    objects: usize,
+}
+
+impl ExchangeSink {
+    pub(crate) fn new(node: String, store: Arc<CheckpointStore>, schema: SchemaRef) -> Self {
+        ExchangeSink {
+            node,
+            store,
+            schema,
+            run: uuid::Uuid::new_v4().simple().to_string(),
+            epoch: 0,
+            open: BTreeMap::new(),
+            written: BTreeMap::new(),
+            objects: 0,
+        }
+    }
+
+    async fn flush(&mut self, p: &PartitionId) -> Result<()> {
+        let Some((writer, rows)) = self.open.remove(p) else {
+            return Ok(());
+        };
+        let mut writer = writer;
+        writer.finish().map_err(ipc_error)?;
+        let bytes = writer.into_inner().map_err(ipc_error)?;
+        self.objects += 1;
+        let name = format!(
+            "exchange/{}/{}/{}-{:08}-{:06}.arrow",
+            self.node,
+            p.as_str().replace('/', "@"),
+            self.run,
+            self.epoch,
+            self.objects
+        );
+        let path = self.store.put(&name, bytes.into()).await?;
+        tracing::trace!(node = %self.node, partition = %p, rows, path = %path, "exchange object written");
+        self.written.entry(p.clone()).or_default().push(path);
+        Ok(())
+    }
+}
+
+fn ipc_error(e: arrow::error::ArrowError) -> EngineError {
+    EngineError::runtime(format!("exchange (Arrow IPC): {e}"))
+}
+
+#[async_trait::async_trait]
+impl Sink for ExchangeSink {
+    async fn open(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn write(&mut self, batch: RecordBatch, partition: Option<&PartitionId>) -> Result<()> {
+        let p = partition.ok_or_else(|| {
+            EngineError::runtime(format!(
+                "exchange `{}` got rows of no single source partition",
+                self.node
+            ))
+        })?;
+        if !self.open.contains_key(p) {
+            let w = StreamWriter::try_new(Vec::new(), &self.schema).map_err(ipc_error)?;
+            self.open.insert(p.clone(), (w, 0));
+        }
+        let (w, rows) = self.open.get_mut(p).expect("inserted above");
+        w.write(&batch).map_err(ipc_error)?;
+        *rows += batch.num_rows();
+        if w.get_ref().len() >= OBJECT_BYTES {
+            self.flush(p).await?;
+        }
+        Ok(())
+    }
+
+    async fn prepare_commit(&mut self, epoch: Epoch) -> Result<Vec<PendingCommit>> {
+        let open: Vec<PartitionId> = self.open.keys().cloned().collect();
+        for p in &open {
+            self.flush(p).await?;
+        }
+        self.epoch = epoch;
+        Ok(std::mem::take(&mut self.written)
+            .into_iter()
+            .map(|(p, objects)| {
+                PendingCommit::of(
+                    &self.node,
+                    Some(p),
+                    serde_json::json!({ "objects": objects }),
+                )
+            })
+            .collect())
+    }
+
+    fn committer(&self) -> Arc<dyn Committer> {
+        Arc::new(ExchangeCommitter)
+    }
+
+    fn describe(&self) -> String {
+        "exchange to the finalizer".into()
+    }
+}
+
+/// Exchange objects are visible to the finalizer through the chain entry that references them:
+/// there is nothing to finish. The finalizer removes them once it has consumed them.
+struct ExchangeCommitter;
+
+#[async_trait::async_trait]
+impl Committer for ExchangeCommitter {
+    async fn commit(&self, _pending: &[PendingCommit]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The exchange objects a chain entry references for exchange node `node`.
+fn objects_of(m: &PartitionManifest, node: &str) -> Vec<String> {
+    m.pending
+        .iter()
+        .filter(|p| p.node == node)
+        .flat_map(|p| {
+            p.data["objects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o.as_str().map(String::from))
+        })
+        .collect()
+}
+
+/// What the finalizer takes in one epoch: the chain entries committed since the last plan.
+pub(crate) struct Plan {
+    pub(crate) entries: Vec<Arc<PartitionManifest>>,
+    /// How far each chain is consumed once this plan is: the last sequence number, by partition.
+    pub(crate) positions: Positions,
+    /// The per-partition part has stopped and this plan takes all it committed.
+    pub(crate) last: bool,
+}
+
+struct PlanState {
+    /// The last sequence number consumed, by (source, partition).
+    consumed: BTreeMap<(String, PartitionId), u64>,
+    /// Plans not yet taken by every exchange source, by index, with how many took each.
+    plans: BTreeMap<u64, (Arc<Plan>, usize)>,
+    /// Plans made and not yet known to be committed, to clean up after.
+    issued: Vec<Arc<Plan>>,
+    /// The consumed entry kept at the head of each chain by the last clean-up.
+    kept: BTreeMap<(String, PartitionId), u64>,
+}
+
+/// Decides, once per finalizer epoch, what every exchange source emits, so that they all take
+/// the same chain entries.
+pub(crate) struct Planner {
+    store: Arc<CheckpointStore>,
+    /// The per-partition part's sources, whose chains the plans read.
+    sources: Vec<String>,
+    /// The exchange sources that take each plan (their node names are also the exchange
+    /// nodes of the per-partition part whose objects they read).
+    readers: Vec<String>,
+    /// Held while a plan is made: it reads the store.
+    state: tokio::sync::Mutex<PlanState>,
+    /// Set once the per-partition part has stopped: the next plan is the last.
+    upstream_done: AtomicBool,
+    /// This process's id in the partition chains.
+    owner: String,
+    /// The last epoch this process's per-partition part finished committing.
+    local_epoch: AtomicU64,
+}
+
+impl Planner {
+    pub(crate) fn new(
+        store: Arc<CheckpointStore>,
+        sources: Vec<String>,
+        readers: Vec<String>,
+        consumed: &Positions,
+        owner: String,
+    ) -> Self {
+        // The finalizer's positions name partitions; each belongs to one source's chains, which
+        // the first plan finds by listing them.
+        let consumed = consumed
+            .iter()
+            .filter_map(|(p, v)| Some(((String::new(), p.clone()), v.as_u64()?)))
+            .collect();
+        Planner {
+            store,
+            sources,
+            readers,
+            state: tokio::sync::Mutex::new(PlanState {
+                consumed,
+                plans: BTreeMap::new(),
+                issued: Vec::new(),
+                kept: BTreeMap::new(),
+            }),
+            upstream_done: AtomicBool::new(false),
+            owner,
+            local_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// This process's per-partition part finished committing `epoch` (whether or not it had
+    /// anything to commit).
+    pub(crate) fn local_committed(&self, epoch: Epoch) {
+        self.local_epoch.fetch_max(epoch, Ordering::SeqCst);
+    }
+
+    /// Waits until plan `index` can be made: once the local per-partition part has committed
+    /// its epoch `index + 1`, or has stopped. Plans follow local epochs one to one, so a
+    /// finalizer in the same process as the partitions it merges makes visible at each trigger
+    /// exactly what that trigger committed; entries of other processes join the next plan.
+    fn wait_for(&self, index: u64) {
+        while self.local_epoch.load(Ordering::SeqCst) <= index && !self.is_upstream_done() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub(crate) fn upstream_done(&self) {
+        self.upstream_done.store(true, Ordering::SeqCst);
+    }
+
+    fn is_upstream_done(&self) -> bool {
+        self.upstream_done.load(Ordering::SeqCst)
+    }
+
+    /// Plan number `index`: made by the first exchange source that asks, then handed to the
+    /// others.
+    pub(crate) async fn plan(&self, index: u64) -> Result<Arc<Plan>> {
+        let mut st = self.state.lock().await;
+        if let Some((plan, taken)) = st.plans.get_mut(&index) {
+            *taken += 1;
+            let plan = plan.clone();
+            if *taken >= self.readers.len() {
+                st.plans.remove(&index);
+            }
+            return Ok(plan);
+        }
+        // Read before listing: what the per-partition part committed before it stopped is
+        // then in this plan. Until then, this process's entries are taken up to its epoch
+        // `index + 1`.
+        let local = self.local_epoch.load(Ordering::SeqCst);
+        let last = self.is_upstream_done() && local <= index;
+        let limit = if last { Epoch::MAX } else { index + 1 };
+        let mut entries = Vec::new();
+        let mut positions = Positions::new();
+        for source in &self.sources {
+            for p in self.store.chains(source).await? {
+                let from = st
+                    .consumed
+                    .get(&(source.clone(), p.clone()))
+                    .or_else(|| st.consumed.get(&(String::new(), p.clone())))
+                    .copied()
+                    .unwrap_or(0);
+                let mut upto = from;
+                for seq in self.store.partition_seqs(source, &p).await? {
+                    if seq <= from {
+                        continue;
+                    }
+                    let m = self.store.partition_manifest(source, &p, seq).await?;
+                    if m.owner == self.owner && m.epoch > limit {
+                        break;
+                    }
+                    entries.push(Arc::new(m));
+                    upto = seq;
+                }
+                st.consumed.remove(&(String::new(), p.clone()));
+                st.consumed.insert((source.clone(), p.clone()), upto);
+                positions.insert(p, serde_json::json!(upto));
+            }
+        }
+        let plan = Arc::new(Plan {
+            entries,
+            positions,
+            last,
+        });
+        if self.readers.len() > 1 {
+            st.plans.insert(index, (plan.clone(), 1));
+        }
+        st.issued.push(plan.clone());
+        Ok(plan)
+    }
+
+    /// After the finalizer committed a manifest whose exchange positions are `committed`:
+    /// removes the exchange objects and the chain entries of every plan that it covers. The
+    /// newest entry of each chain stays, for claims and restarts to read.
+    pub(crate) async fn committed(&self, committed: &Positions) {
+        let mut newest: BTreeMap<(String, PartitionId), u64> = BTreeMap::new();
+        let (covered, previously_kept) = {
+            let mut st = self.state.lock().await;
+            let (done, open): (Vec<Arc<Plan>>, _) = std::mem::take(&mut st.issued)
+                .into_iter()
+                .partition(|plan| covers(committed, &plan.positions));
+            st.issued = open;
+            for m in done.iter().flat_map(|plan| plan.entries.iter()) {
+                let n = newest
+                    .entry((m.source.clone(), m.partition.clone()))
+                    .or_default();
+                *n = (*n).max(m.seq);
+            }
+            let mut previously_kept = Vec::new();
+            for (k, n) in &newest {
+                if let Some(old) = st.kept.insert(k.clone(), *n)
+                    && old < *n
+                {
+                    previously_kept.push((k.clone(), old));
+                }
+            }
+            (done, previously_kept)
+        };
+        for m in covered.iter().flat_map(|plan| plan.entries.iter()) {
+            for node in &self.readers {
+                for o in objects_of(m, node) {
+                    self.store.delete(&o).await;
+                }
+            }
+            if newest.get(&(m.source.clone(), m.partition.clone())) != Some(&m.seq) {
+                self.store
+                    .remove_partition_entry(&m.source, &m.partition, m.seq)
+                    .await;
+            }
+        }
+        for ((source, p), seq) in previously_kept {
+            self.store.remove_partition_entry(&source, &p, seq).await;
+        }
+    }
+
+    /// The exchange positions among a finalizer manifest's positions.
+    pub(crate) fn positions_in(
+        &self,
+        positions: &BTreeMap<String, serde_json::Value>,
+    ) -> Positions {
+        self.readers
+            .first()
+            .and_then(|r| positions.get(r))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether `committed` positions are at or past every one of `plan`.
+fn covers(committed: &Positions, plan: &Positions) -> bool {
+    plan.iter().all(
+        |(p, v)| match (committed.get(p).and_then(|c| c.as_u64()), v.as_u64()) {
+            (Some(c), Some(v)) => v <= c,
+            _ => false,
+        },
+    )
+}
+
+/// Emits, in the finalizer, the rows one exchange node received in the per-partition part.
+pub(crate) struct ExchangeSource {
+    /// The exchange node whose objects it reads.
+    pub(crate) node: String,
+    pub(crate) schema: SchemaRef,
+    pub(crate) planner: Arc<Planner>,
+    pub(crate) store: Arc<CheckpointStore>,
+    pub(crate) handle: Handle,
+    /// The index of the next plan to take.
+    pub(crate) next_plan: u64,
+}
+
+impl ExchangeSource {
+    fn emit_plan(&self, plan: &Plan, ctx: &mut dyn SourceContext) -> Result<()> {
+        for m in &plan.entries {
+            for path in objects_of(m, &self.node) {
+                let bytes = self.handle.block_on(self.store.read(&path))?;
+                let reader =
+                    StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(ipc_error)?;
+                for batch in reader {
+                    ctx.emit(&m.partition, batch.map_err(ipc_error)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for ExchangeSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn open(&mut self, _claims: &mut dyn Claims) -> Result<()> {
+        Ok(())
+    }
+
+    fn run(&mut self, ctx: &mut dyn SourceContext) -> Result<()> {
+        loop {
+            self.planner.wait_for(self.next_plan);
+            let plan = self.handle.block_on(self.planner.plan(self.next_plan))?;
+            self.next_plan += 1;
+            if plan.last && plan.entries.is_empty() {
+                // The previous barrier covered everything.
+                return Ok(());
+            }
+            self.emit_plan(&plan, ctx)?;
+            ctx.barrier(plan.positions.clone())?;
+            if plan.last {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Ownership of source partitions: claiming them before reading, and committing each one's
+//! share of an epoch to its own chain.
+//!
+//! A claim reads the partition's newest chain entry and writes the next one (same position, no
+//! output, this process as owner) with put-if-absent. Whoever owned the partition before is
+//! fenced from then on: its next commit for the partition finds its sequence number taken.
+//! Only after the claim does the new owner finish the output the chain committed, remove what
+//! was left staged for the partition, and start reading at the committed position.
+
+use super::coordinator::finish_commits;
+use super::exchange::Planner;
+use crate::checkpoint::{CheckpointStore, PartitionManifest};
+use engine_api::{
+    Claimed, Committer, EngineError, Epoch, PartitionId, PendingCommit, Positions, Result,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// How many times a claim retries when another process writes the chain at the same moment.
+const CLAIM_ATTEMPTS: usize = 5;
+
+/// What this process holds of one partition it owns.
+#[derive(Debug, Clone)]
+pub(crate) struct Owned {
+    pub(crate) source: String,
+    /// The newest sequence number this process wrote in the partition's chain.
+    pub(crate) seq: u64,
+    pub(crate) position: Option<serde_json::Value>,
+}
+
+/// The partitions this process owns, shared by the sources that claim them and the coordinator
+/// that commits them.
+pub(crate) type Owners = Arc<Mutex<BTreeMap<PartitionId, Owned>>>;
+
+/// Claims partitions for this process and commits their chains.
+pub(crate) struct Partitions {
+    pub(crate) store: Arc<CheckpointStore>,
+    /// The committers of the sinks fed from partitions.
+    pub(crate) committers: HashMap<String, Arc<dyn Committer>>,
+    /// This process's id in the chains.
+    pub(crate) owner: String,
+    pub(crate) owned: Owners,
+    /// Positions of a checkpoint written before partition chains, by source.
+    pub(crate) legacy: BTreeMap<String, Positions>,
+    /// Sources that had committed before this run.
+    pub(crate) resumed: BTreeMap<String, bool>,
+    /// Whether this part removes old chain entries itself: when the pipeline has no finalizer,
+    /// which otherwise does once it has consumed them.
+    pub(crate) prune: bool,
+    /// The finalizer in this process, told when each epoch is committed.
+    pub(crate) planner: Option<Arc<Planner>>,
+}
+
+impl Partitions {
+    fn owned(&self) -> std::sync::MutexGuard<'_, BTreeMap<PartitionId, Owned>> {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims `partitions` of `source` (see the module's documentation).
+    pub(crate) async fn claim(&self, source: &str, partitions: &[PartitionId]) -> Result<Claimed> {
+        let mut claimed = Claimed {
+            positions: Positions::new(),
+            resumed: self.resumed.get(source).copied().unwrap_or(false),
+        };
+        let claims = partitions.iter().map(|p| self.claim_one(source, p));
+        for (p, position) in partitions
+            .iter()
+            .zip(futures::future::try_join_all(claims).await?)
+        {
+            if let Some(v) = position {
+                claimed.positions.insert(p.clone(), v);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_one(&self, source: &str, p: &PartitionId) -> Result<Option<serde_json::Value>> {
+        if let Some(other) = self.owned().get(p).filter(|o| o.source != source) {
+            return Err(EngineError::config(format!(
+                "sources `{}` and `{source}` both read partition {p}; give each source its own topic",
+                other.source
+            )));
+        }
+        for _ in 0..CLAIM_ATTEMPTS {
+            let latest = self.store.partition_latest(source, p).await?;
+            let position = match &latest {
+                Some(m) => m.position.clone(),
+                None => self.legacy.get(source).and_then(|l| l.get(p)).cloned(),
+            };
+            let claim = PartitionManifest {
+                version: crate::checkpoint::MANIFEST_VERSION,
+                pipeline: self.store.pipeline().to_string(),
+                source: source.to_string(),
+                partition: p.clone(),
+                seq: latest.as_ref().map_or(1, |m| m.seq + 1),
+                owner: self.owner.clone(),
+                claim: true,
+                epoch: 0,
+                created_at: chrono::Utc::now().to_rfc3339(),
+                position: position.clone(),
+                pending: Vec::new(),
+            };
+            crate::failpoint::hit("before_claim");
+            if !self.store.commit_partition(&claim).await? {
+                continue;
+            }
+            crate::failpoint::hit("after_claim");
+            let committed = latest.map(|m| m.pending).unwrap_or_default();
+            finish_commits(&self.committers, &committed).await?;
+            self.recover(p, &committed).await?;
+            if self.prune {
+                self.store.prune_partition(source, p, claim.seq).await;
+            }
+            tracing::debug!(partition = %p, seq = claim.seq, position = ?position, "partition claimed");
+            self.owned().insert(
+                p.clone(),
+                Owned {
+                    source: source.to_string(),
+                    seq: claim.seq,
+                    position: position.clone(),
+                },
+            );
+            return Ok(position);
+        }
+        Err(EngineError::runtime(format!(
+            "could not claim partition {p}: its chain at the checkpoint changed {CLAIM_ATTEMPTS} times in a row; another engine is claiming it too"
+        )))
+    }
+
+    /// Removes what earlier owners left staged for `p`, keeping what the chain committed.
+    async fn recover(&self, p: &PartitionId, committed: &[PendingCommit]) -> Result<()> {
+        for (node, c) in &self.committers {
+            let mine: Vec<_> = committed
+                .iter()
+                .filter(|c| &c.node == node)
+                .cloned()
+                .collect();
+            let cleaned = c
+                .recover(Some(p), &mine)
+                .await
+                .map_err(|e| e.context(format!("cleaning up staged output of `{node}`")))?;
+            if cleaned > 0 {
+                tracing::info!(node = %node, partition = %p, objects = cleaned, "removed output staged by epochs that never committed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits epoch `epoch` partition by partition: each owned partition whose position moved
+    /// or that staged output gets the next entry of its chain, then its output is made visible.
+    /// Returns how many partitions it committed and the files it made visible.
+    pub(crate) async fn commit(
+        &self,
+        epoch: Epoch,
+        positions: BTreeMap<String, Positions>,
+        pending: Vec<PendingCommit>,
+    ) -> Result<(usize, usize)> {
+        let mut work: BTreeMap<PartitionId, (Option<serde_json::Value>, Vec<PendingCommit>)> =
+            BTreeMap::new();
+        for (p, v) in positions.into_values().flatten() {
+            work.entry(p).or_default().0 = Some(v);
+        }
+        for c in pending {
+            let p = c.partition.clone().ok_or_else(|| {
+                EngineError::runtime(format!(
+                    "sink `{}` got rows that mix source partitions in the part of the pipeline that runs per partition: an operator before it emits at watermarks or barriers without saying so (`Operator::merges_partitions`)",
+                    c.node
+                ))
+            })?;
+            work.entry(p).or_default().1.push(c);
+        }
+        let (mut partitions, mut files) = (0, 0);
+        for (p, (position, pending)) in work {
+            let Some(owned) = self.owned().get(&p).cloned() else {
+                return Err(EngineError::runtime(format!(
+                    "epoch {epoch} has output of partition {p}, which this process never claimed"
+                )));
+            };
+            let position = position.or(owned.position.clone());
+            if pending.is_empty() && position == owned.position {
+                continue;
+            }
+            let m = PartitionManifest {
+                version: crate::checkpoint::MANIFEST_VERSION,
+                pipeline: self.store.pipeline().to_string(),
+                source: owned.source.clone(),
+                partition: p.clone(),
+                seq: owned.seq + 1,
+                owner: self.owner.clone(),
+                claim: false,
+                epoch,
+                created_at: chrono::Utc::now().to_rfc3339(),
+                position: position.clone(),
+                pending,
+            };
+            crate::failpoint::hit("before_manifest");
+            if !self.store.commit_partition(&m).await? {
+                return Err(EngineError::config(format!(
+                    "partition {p} of pipeline `{}` was claimed by another engine with the same checkpoint; stop it, or give this one its own checkpoint location",
+                    self.store.pipeline()
+                )));
+            }
+            crate::failpoint::hit("after_manifest");
+            if let Some(o) = self.owned().get_mut(&p) {
+                o.seq = m.seq;
+                o.position = position;
+            }
+            finish_commits(&self.committers, &m.pending).await?;
+            if self.prune && m.seq > 2 {
+                self.store
+                    .remove_partition_entry(&m.source, &p, m.seq - 2)
+                    .await;
+            }
+            partitions += 1;
+            files += m.pending.len();
+        }
+        if let Some(p) = &self.planner {
+            p.local_committed(epoch);
+        }
+        Ok((partitions, files))
+    }
+}
