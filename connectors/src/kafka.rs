@@ -10,14 +10,15 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 use engine_api::{
-    BuildContext, Claims, EngineError, PartitionId, Positions, Reason, Result, Secret, Service,
-    Source, SourceConfig, SourceContext,
+    BuildContext, Claims, EngineError, OpenContext, PartitionId, Positions, Reason, Result, Secret,
+    Service, Source, SourceConfig, SourceContext,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -35,7 +36,10 @@ pub struct KafkaSourceConfig {
     /// Where to start when there is no checkpoint: `earliest` or `latest`.
     #[serde(default)]
     pub starting_offsets: StartingOffsets,
-    /// Consumer group used to report lag; default `engine-<pipeline>`.
+    /// The consumer group that streaming instances of the pipeline share the topic's
+    /// partitions through, and that lag is reported under; default
+    /// `engine-<pipeline>-<8 hex digits of the checkpoint location>`, so that unrelated
+    /// deployments on one broker never join each other's group.
     #[serde(default)]
     pub group_id: Option<String>,
     /// Most messages in one micro-batch (default 2,048, from 1 to 100,000).
@@ -107,7 +111,7 @@ impl SourceConfig for KafkaSourceConfig {
         let group = self
             .group_id
             .clone()
-            .unwrap_or_else(|| format!("engine-{}", ctx.pipeline));
+            .unwrap_or_else(|| default_group(&ctx.pipeline, &ctx.checkpoint));
         Ok(Box::new(KafkaSource {
             node: ctx.node.clone(),
             read: Reading::new(&self.topic, self.batch_size),
@@ -130,13 +134,75 @@ pub struct KafkaSource {
     read: Reading,
 }
 
-/// The consumer, with a context that remembers authentication failures.
+/// The default consumer group: the pipeline's name and a hash (FNV-1a) of its checkpoint
+/// location, which together say which deployment an instance belongs to.
+fn default_group(pipeline: &str, checkpoint: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in checkpoint.trim_end_matches('/').bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("engine-{pipeline}-{:08x}", h >> 32)
+}
+
+/// The consumer, with a context that remembers authentication failures and serves the
+/// group's rebalances.
 type Client = BaseConsumer<ErrorCapture>;
 
-/// Keeps the last authentication error librdkafka reports through its error callback.
+/// Keeps the last authentication error librdkafka reports through its error callback, and,
+/// in a consumer group, claims the partitions the group assigns.
 #[derive(Default)]
 pub struct ErrorCapture {
     auth: Mutex<Option<String>>,
+    group: Mutex<Group>,
+}
+
+/// A streaming source's membership of its consumer group.
+#[derive(Default)]
+struct Group {
+    /// Set once `run` starts: claims what the group assigns, releases what it revokes.
+    claims: Option<Box<dyn Claims>>,
+    topic: String,
+    starting: StartingOffsets,
+    /// Assigned since `run` last looked: each partition with the offset reading starts at.
+    assigned: Vec<(i32, i64)>,
+    /// Revoked since `run` last looked.
+    revoked: Vec<i32>,
+    /// A claim that failed; the source stops with it.
+    failed: Option<EngineError>,
+}
+
+impl Group {
+    /// Claims partitions `ids`, which the group just assigned: returns where each starts.
+    fn claim(&mut self, consumer: &Client, ids: &[i32]) -> Result<Vec<(i32, i64)>> {
+        let topic = self.topic.clone();
+        let claims = self.claims.as_mut().ok_or_else(|| {
+            EngineError::runtime("kafka: partitions assigned before the source ran")
+        })?;
+        let pids: Vec<PartitionId> = ids.iter().map(|p| PartitionId::kafka(&topic, *p)).collect();
+        let claimed = claims.claim(&pids)?;
+        let restored = claimed
+            .resumed
+            .then(|| kafka_position(&topic, &claimed.positions))
+            .transpose()?;
+        let mut starts = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, *id, METADATA_TIMEOUT)
+                .map_err(|e| {
+                    EngineError::runtime(format!(
+                        "kafka: end offsets of partition {id} of `{topic}`: {e}"
+                    ))
+                })?;
+            let start = start_offset(&topic, *id, restored.as_ref(), (low, high), self.starting)?;
+            if let Some(deleted) = start.deleted_from {
+                tracing::warn!(topic = %topic, partition = id, checkpoint = deleted, earliest = low,
+                    "offsets in the checkpoint were deleted by retention; reading from the earliest still there");
+            }
+            starts.push((*id, start.offset));
+        }
+        Ok(starts)
+    }
 }
 
 impl ErrorCapture {
@@ -159,7 +225,56 @@ impl ClientContext for ErrorCapture {
     }
 }
 
-impl ConsumerContext for ErrorCapture {}
+impl ConsumerContext for ErrorCapture {
+    /// The group moved partitions (cooperative protocol: only the ones that move). Assigned
+    /// ones are claimed in the checkpoint first, which fences their previous owner, and start at
+    /// their committed offset, set in the assignment (librdkafka does not take a seek right
+    /// after an assign). Revoked ones are released: their uncommitted rows are left to the next
+    /// owner, which reads them again from the last committed offset.
+    fn rebalance(&self, consumer: &Client, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let Ok(mut g) = self.group.lock() else {
+            return;
+        };
+        let ids: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => match g.claim(consumer, &ids) {
+                Ok(starts) => {
+                    for (p, o) in &starts {
+                        let _ = tpl.set_partition_offset(&g.topic, *p, Offset::Offset(*o));
+                    }
+                    if let Err(e) = consumer.incremental_assign(tpl) {
+                        g.failed = Some(EngineError::runtime(format!(
+                            "kafka: taking the partitions the group assigned: {e}"
+                        )));
+                        return;
+                    }
+                    tracing::info!(topic = %g.topic, partitions = ?ids, starts = ?starts.iter().map(|s| s.1).collect::<Vec<_>>(),
+                            "partitions gained: claimed in the checkpoint, reading from the committed offsets");
+                    g.assigned.extend(starts);
+                }
+                Err(e) => g.failed = Some(e),
+            },
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let topic = g.topic.clone();
+                let pids: Vec<PartitionId> =
+                    ids.iter().map(|p| PartitionId::kafka(&topic, *p)).collect();
+                if let Some(c) = g.claims.as_mut() {
+                    c.release(&pids);
+                }
+                if let Err(e) = consumer.incremental_unassign(tpl) {
+                    tracing::warn!(error = %e, "kafka: giving revoked partitions back");
+                }
+                tracing::info!(topic = %topic, partitions = ?ids,
+                    "partitions lost: the group moved them; what was not committed is read again by their next owner");
+                g.revoked.extend(ids);
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "kafka: rebalance error");
+            }
+        }
+    }
+}
 
 /// The source's position in a checkpoint: the next offset per partition.
 #[derive(Debug, Clone, serde::Serialize, Deserialize)]
@@ -196,6 +311,11 @@ impl KafkaSource {
             .set("queued.min.messages", "5000")
             .set("queued.max.messages.kbytes", "4096")
             .set("fetch.queue.backoff.ms", "10")
+            // Streaming instances share partitions through the group, moving only the
+            // partitions that change hands at a rebalance (KIP-429), and see partitions added
+            // to the topic within 5 s.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .set("client.id", format!("engine-{}", self.group));
         for (k, v) in &self.cfg.properties {
             c.set(k, v.expose());
@@ -238,10 +358,9 @@ impl KafkaSource {
             .with_node(&self.node)
     }
 
-    /// Streaming: claims and assigns partitions added since the last look (from their start,
-    /// unless one was committed meanwhile), and stops the pipeline if the topic was deleted or
-    /// recreated under it.
-    fn refresh(&mut self, consumer: &Client, claims: &mut dyn Claims) -> Result<()> {
+    /// Streaming: stops the pipeline if the topic was deleted or recreated under it. (The group
+    /// assigns partitions added to the topic.)
+    fn refresh(&mut self, consumer: &Client) -> Result<()> {
         let topic = self.cfg.topic.clone();
         let md = match consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
             Ok(md) => md,
@@ -263,45 +382,55 @@ impl KafkaSource {
                 self.cfg.brokers
             )));
         }
-        let mut added = TopicPartitionList::new();
         for p in t.partitions() {
             let id = p.id();
-            match self.read.next.get(&id) {
-                Some(next) => {
-                    if let Ok((_, high)) =
-                        consumer.fetch_watermarks(&topic, id, Duration::from_secs(5))
-                        && high < *next
-                    {
-                        return Err(EngineError::runtime(format!(
-                            "partition {id} of topic `{topic}` now ends at offset {high}, below the {next} already read: the topic was deleted and recreated (or truncated); use a new checkpoint location to read it from scratch"
-                        )));
-                    }
-                }
-                None => {
-                    let Ok((low, _)) =
-                        consumer.fetch_watermarks(&topic, id, Duration::from_secs(5))
-                    else {
-                        continue;
-                    };
-                    let claimed = claims.claim(&[PartitionId::kafka(&topic, id)])?;
-                    let start = kafka_position(&topic, &claimed.positions)?
-                        .offsets
-                        .get(&id)
-                        .copied()
-                        .unwrap_or(low)
-                        .max(low);
-                    added
-                        .add_partition_offset(&topic, id, Offset::Offset(start))
-                        .map_err(|e| EngineError::runtime(format!("kafka: {e}")))?;
-                    self.read.next.insert(id, start);
-                }
+            if let Some(next) = self.read.next.get(&id)
+                && let Ok((_, high)) = consumer.fetch_watermarks(&topic, id, Duration::from_secs(5))
+                && high < *next
+            {
+                return Err(EngineError::runtime(format!(
+                    "partition {id} of topic `{topic}` now ends at offset {high}, below the {next} already read: the topic was deleted and recreated (or truncated); use a new checkpoint location to read it from scratch"
+                )));
             }
         }
-        if added.count() > 0 {
-            consumer.incremental_assign(&added).map_err(|e| {
-                EngineError::runtime(format!("assigning new partitions of `{topic}`: {e}"))
-            })?;
-            tracing::info!(topic = %topic, partitions = added.count(), "new partitions found; reading them from their start");
+        Ok(())
+    }
+
+    /// Takes what the group's last rebalance did: gained partitions start at their claimed
+    /// offsets; lost ones are forgotten, rows not sent included.
+    fn rebalanced(&mut self, consumer: &Client) -> Result<()> {
+        let Ok(mut g) = consumer.context().group.lock() else {
+            return Ok(());
+        };
+        if let Some(e) = g.failed.take() {
+            return Err(e.context("claiming the partitions the consumer group assigned"));
+        }
+        for (p, offset) in g.assigned.drain(..) {
+            self.read.next.insert(p, offset);
+        }
+        for p in g.revoked.drain(..) {
+            self.read.forget(p);
+        }
+        Ok(())
+    }
+
+    /// A batch run reads every partition alone: it is refused while streaming instances of the
+    /// pipeline are members of its consumer group.
+    fn refuse_while_the_group_runs(&self, consumer: &Client) -> Result<()> {
+        let Ok(list) = consumer.fetch_group_list(Some(&self.group), METADATA_TIMEOUT) else {
+            return Ok(());
+        };
+        let members: usize = list
+            .groups()
+            .iter()
+            .filter(|g| g.name() == self.group)
+            .map(|g| g.members().len())
+            .sum();
+        if members > 0 {
+            return Err(EngineError::config(format!(
+                "the pipeline is running in streaming mode: consumer group `{}` has {members} member(s); a batch run reads every partition alone, so stop the streaming instances first (an instance that was killed leaves the group after its session timeout, 45 s by default)",
+                self.group
+            )));
         }
         Ok(())
     }
@@ -388,9 +517,23 @@ impl Source for KafkaSource {
         kafka_schema()
     }
 
-    fn open(&mut self, claims: &mut dyn Claims) -> Result<()> {
+    fn open(&mut self, ctx: &mut dyn OpenContext) -> Result<()> {
         let (consumer, md) = self.connect()?;
         let topic = self.cfg.topic.clone();
+        if !ctx.batch_mode() {
+            // Streaming: the group assigns partitions once `run` subscribes.
+            if let Ok(mut g) = consumer.context().group.lock() {
+                g.topic = topic.clone();
+                g.starting = self.cfg.starting_offsets;
+            }
+            tracing::info!(topic = %topic, brokers = %self.cfg.brokers, group = %self.group,
+                "kafka source joining its consumer group");
+            self.consumer = Some(consumer);
+            return Ok(());
+        }
+        if ctx.shared_by_group() {
+            self.refuse_while_the_group_runs(&consumer)?;
+        }
         let t = md
             .topics()
             .iter()
@@ -401,7 +544,7 @@ impl Source for KafkaSource {
             .iter()
             .map(|p| PartitionId::kafka(&topic, p.id()))
             .collect();
-        let claimed = claims.claim(&ids)?;
+        let claimed = ctx.claim(&ids)?;
         let restored = claimed
             .resumed
             .then(|| kafka_position(&topic, &claimed.positions))
@@ -452,14 +595,20 @@ impl Source for KafkaSource {
     }
 
     fn run(&mut self, ctx: &mut dyn SourceContext) -> Result<()> {
-        if !ctx.batch_mode() {
-            self.read.end = None;
-        }
         let consumer = self
             .consumer
             .take()
             .ok_or_else(|| EngineError::runtime("kafka source not opened"))?;
         let topic = self.cfg.topic.clone();
+        if !ctx.batch_mode() {
+            self.read.end = None;
+            if let Ok(mut g) = consumer.context().group.lock() {
+                g.claims = Some(ctx.claims());
+            }
+            consumer
+                .subscribe(&[&topic])
+                .map_err(|e| self.unreachable(e))?;
+        }
         let poll_timeout = self.linger.min(Duration::from_millis(100));
         let mut last_warn: Option<Instant> = None;
         let mut last_refresh = Instant::now();
@@ -478,7 +627,7 @@ impl Source for KafkaSource {
                 break;
             }
             if self.read.end.is_none() && last_refresh.elapsed() >= METADATA_REFRESH {
-                self.refresh(&consumer, ctx)?;
+                self.refresh(&consumer)?;
                 last_refresh = Instant::now();
             }
             if let Some(pos) = ctx.take_committed() {
@@ -487,6 +636,7 @@ impl Source for KafkaSource {
             let t0 = Instant::now();
             let polled = consumer.poll(poll_timeout);
             in_poll += t0.elapsed();
+            self.rebalanced(&consumer)?;
             match polled {
                 // Nothing came within the poll timeout: send what waits.
                 None => send(ctx, self.read.flush_all()?)?,
@@ -546,10 +696,35 @@ impl Source for KafkaSource {
             emit_s = in_emit.as_secs_f64(),
             "kafka source: time waiting for Kafka and for downstream mailboxes"
         );
-        ctx.barrier(self.read.positions())?;
+        let last = self.read.positions();
+        ctx.barrier(last.clone())?;
+        if !ctx.batch_mode() {
+            // Stay in the group until the last epoch is committed, so the partitions are handed
+            // over with it rather than read again by their next owner.
+            wait_for_commit(ctx, &last, HANDOVER_WAIT);
+        }
         self.consumer = Some(consumer);
         Ok(())
     }
+}
+
+/// How long a stopping streaming source waits for its last epoch to commit before it leaves
+/// the group anyway (its partitions are then read again from their last commit).
+const HANDOVER_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the coordinator reports `last` committed, or `within` passes.
+fn wait_for_commit(ctx: &mut dyn SourceContext, last: &Positions, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if ctx.take_committed().is_some_and(|c| &c == last) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tracing::warn!(
+        "the last epoch did not commit within {} s; leaving the group without it",
+        within.as_secs()
+    );
 }
 
 /// The position restored from a checkpoint, which must be of `topic`.
@@ -763,6 +938,13 @@ impl Reading {
             let next = self.next.get(&p).copied().unwrap_or(0);
             end.insert(p, next.min(end.get(&p).copied().unwrap_or(next)));
         }
+    }
+
+    /// Forgets partition `p` (the group moved it away): its position and the rows not sent.
+    fn forget(&mut self, p: i32) {
+        self.next.remove(&p);
+        self.pending.remove(&p);
+        self.oldest = self.pending.values().filter_map(|p| p.since).min();
     }
 
     /// Batch mode: every partition read up to its end.

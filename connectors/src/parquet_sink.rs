@@ -593,6 +593,30 @@ impl Committer for ParquetCommitter {
         Ok(cleaned)
     }
 
+    async fn abort(&self, pending: &[PendingCommit]) {
+        for p in pending {
+            match staged_of(p) {
+                Ok(Staged::Multipart {
+                    path,
+                    upload_id,
+                    intent,
+                    ..
+                }) => {
+                    if let Some(s3) = &self.location.s3 {
+                        let _ = s3.abort_multipart(&Path::from(path), &upload_id).await;
+                    }
+                    if let Some(i) = intent {
+                        let _ = self.location.store.delete(&Path::from(i)).await;
+                    }
+                }
+                Ok(Staged::Rename { from, .. } | Staged::Replace { from, .. }) => {
+                    let _ = self.location.store.delete(&Path::from(from)).await;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
     async fn commit(&self, pending: &[PendingCommit]) -> Result<()> {
         for p in pending {
             match staged_of(p)? {

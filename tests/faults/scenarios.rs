@@ -187,7 +187,20 @@ async fn partitions_added_while_running_are_read_from_their_start() {
     run.wait_visible(sent.len(), "the new partitions").await;
     let (status, err) = sigterm(child).await;
     assert!(status.success(), "{err}");
-    assert!(err.contains("new partitions found"), "{err}");
+    // The group assigned the new partitions, which were claimed like the first ones.
+    let gained: Vec<BTreeSet<i32>> = err
+        .lines()
+        .filter(|l| l.contains("partitions gained"))
+        .filter_map(|l| {
+            let list = l.split("partitions=[").nth(1)?.split(']').next()?;
+            Some(list.split(", ").filter_map(|p| p.parse().ok()).collect())
+        })
+        .collect();
+    assert_eq!(
+        gained,
+        [BTreeSet::from([0, 1]), BTreeSet::from([2, 3])],
+        "{err}"
+    );
     run.check(&sent).await;
 }
 

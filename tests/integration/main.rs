@@ -9,6 +9,7 @@
 mod gold;
 mod preflight;
 mod report;
+mod scaleout;
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};

@@ -27,8 +27,8 @@ pub use error::{
 pub use event_time::{EventTime, TrackerState, WatermarkTracker};
 pub use message::{Barrier, Epoch, Message, OutputMode, PartitionId, kafka_record_schema};
 pub use operator::{
-    Built, Claimed, Claims, Collector, Committer, Input, MAIN_PORT, Operator, OutputPort,
-    PendingCommit, Positions, Sink, Source, SourceContext, TableInfo, TablePreview,
+    Built, Claimed, Claims, Collector, Committer, Input, MAIN_PORT, OpenContext, Operator,
+    OutputPort, PendingCommit, Positions, Sink, Source, SourceContext, TableInfo, TablePreview,
 };
 pub use registry::{
     BuildContext, Node, NodeKind, OperatorConfig, Registry, SinkConfig, SourceConfig,

@@ -217,6 +217,22 @@ pub struct Claimed {
 /// returns the committed positions.
 pub trait Claims: Send {
     fn claim(&mut self, partitions: &[PartitionId]) -> Result<Claimed>;
+    /// Gives partitions up (the consumer group moved them away): whatever this process has
+    /// not committed for them yet is abandoned, and the next owner reads it again from the
+    /// last committed position.
+    fn release(&mut self, _partitions: &[PartitionId]) {}
+}
+
+/// What a source gets when it opens: claims, and the run's mode.
+pub trait OpenContext: Claims {
+    /// True in `--batch` mode: read up to the end seen at start, then stop.
+    fn batch_mode(&self) -> bool;
+    /// True when streaming instances of this pipeline share the source's partitions through a
+    /// consumer group (a pipeline without a finalizer): a batch run must then check that none
+    /// runs. Otherwise the pipeline's lock already keeps runs apart.
+    fn shared_by_group(&self) -> bool {
+        false
+    }
 }
 
 /// What the runtime offers a source. Sources run on a dedicated thread, so these calls block:
@@ -239,15 +255,19 @@ pub trait SourceContext: Claims {
     /// The positions committed since the last call, if any. The Kafka source commits these
     /// offsets to its consumer group, only to report lag.
     fn take_committed(&mut self) -> Option<Positions>;
+    /// A handle for claiming and releasing partitions from elsewhere on the source's thread,
+    /// such as a Kafka consumer's rebalance callback.
+    fn claims(&self) -> Box<dyn Claims>;
 }
 
 /// A source of batches (Kafka). Runs on its own thread.
 pub trait Source: Send + 'static {
     /// The schema of the batches it emits.
     fn schema(&self) -> SchemaRef;
-    /// Connects and checks (topic exists, broker reachable), then claims the partitions it will
-    /// read, which gives their committed positions.
-    fn open(&mut self, claims: &mut dyn Claims) -> Result<()>;
+    /// Connects and checks (topic exists, broker reachable). A source that knows its partitions
+    /// up front claims them here, which gives their committed positions; one in a consumer
+    /// group claims them as the group assigns them, in [`Source::run`].
+    fn open(&mut self, ctx: &mut dyn OpenContext) -> Result<()>;
     /// Checks, for `engine validate --connect`, that what the config names is there (broker
     /// reachable, credentials accepted, topic exists), without reading anything.
     fn check(&mut self) -> Result<()> {
@@ -369,6 +389,11 @@ pub struct TablePreview {
 #[async_trait::async_trait]
 pub trait Committer: Send + Sync + 'static {
     async fn commit(&self, pending: &[PendingCommit]) -> Result<()>;
+
+    /// Abandons staged output that will never be committed (its partition moved to another
+    /// process before its epoch committed): for S3, aborts the uploads. Best effort: what is
+    /// left is removed by the next owner's claim.
+    async fn abort(&self, _pending: &[PendingCommit]) {}
 
     /// When a process takes over `partition` (`None`: the output that mixes partitions), after
     /// the last manifest's commits are finished: removes what epochs that never committed left

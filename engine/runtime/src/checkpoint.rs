@@ -393,6 +393,31 @@ impl CheckpointStore {
         ))
     }
 
+    /// Refuses to start while a live engine holds the pipeline's lock (a batch run, or a
+    /// pipeline that runs as one instance); instances that share the topic through a consumer
+    /// group take no lock.
+    pub async fn check_unlocked(&self) -> Result<()> {
+        let path = self.location.child("_lock.json");
+        let held: Option<LockBody> = match self.location.store.get(&path).await {
+            Ok(r) => {
+                serde_json::from_slice(&r.bytes().await.map_err(|e| self.location.explain(e))?).ok()
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(self.location.explain(e)),
+        };
+        match held {
+            Some(h) if h.is_live() => Err(EngineError::config(format!(
+                "pipeline `{}` is already running alone with the checkpoint at {} (a batch run, pid {} on {}, heartbeat {} s ago); wait for it to finish, or stop it",
+                self.pipeline,
+                self.location.url,
+                h.pid,
+                h.host,
+                (now_ms() - h.heartbeat_ms) / 1000
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Takes the pipeline's lock, `<checkpoint>/_lock.json`, so that a second engine on the same
     /// pipeline and checkpoint is refused before it touches anything. A lock is taken over when
     /// its owner is a dead process on this host, or when its heartbeat is older than
@@ -418,9 +443,7 @@ impl CheckpointStore {
                 };
                 if let Some(h) = held {
                     let age = now_ms() - h.heartbeat_ms;
-                    let dead_here = h.host == me.host
-                        && !std::path::Path::new(&format!("/proc/{}", h.pid)).exists();
-                    if !dead_here && age < LOCK_STALE.as_millis() as i64 && h.owner != me.owner {
+                    if h.is_live() && h.owner != me.owner {
                         return Err(EngineError::config(format!(
                             "pipeline `{}` is already running with the checkpoint at {} (pid {} on {}, heartbeat {} s ago); stop it first, or give this run its own checkpoint location; a crashed engine's lock expires {} s after its last heartbeat",
                             self.pipeline,
@@ -489,6 +512,17 @@ struct LockBody {
 }
 
 impl LockBody {
+    /// Whether the engine that wrote it still runs: its heartbeat is recent, and, on this host,
+    /// its process exists.
+    fn is_live(&self) -> bool {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let dead_here =
+            self.host == host && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists();
+        !dead_here && now_ms() - self.heartbeat_ms < LOCK_STALE.as_millis() as i64
+    }
+
     fn mine() -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())

@@ -11,8 +11,8 @@
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use engine_api::{
-    Claims, Committer, EngineError, Epoch, PartitionId, PendingCommit, Positions, Result, Sink,
-    Source, SourceContext,
+    Committer, EngineError, Epoch, OpenContext, PartitionId, PendingCommit, Positions, Result,
+    Sink, Source, SourceContext,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -79,7 +79,7 @@ impl Source for VectorSource {
         self.schema.clone()
     }
 
-    fn open(&mut self, claims: &mut dyn Claims) -> Result<()> {
+    fn open(&mut self, claims: &mut dyn OpenContext) -> Result<()> {
         let partitions: Vec<PartitionId> = self.counts(self.steps.len()).into_keys().collect();
         let claimed = claims.claim(&partitions)?;
         self.start = BTreeMap::new();
@@ -329,6 +329,15 @@ impl Committer for MemoryCommitter {
             t.published.insert(key);
         }
         Ok(())
+    }
+
+    async fn abort(&self, pending: &[PendingCommit]) {
+        let mut t = self.table.lock();
+        for p in pending {
+            if let Some(epoch) = p.data["epoch"].as_u64() {
+                t.staged.remove(&staged_key(p, epoch));
+            }
+        }
     }
 
     async fn recover(

@@ -52,7 +52,7 @@ impl Source for TestSourceNode {
     fn schema(&self) -> SchemaRef {
         self.0.clone()
     }
-    fn open(&mut self, _: &mut dyn engine_api::Claims) -> Result<()> {
+    fn open(&mut self, _: &mut dyn engine_api::OpenContext) -> Result<()> {
         Ok(())
     }
     fn run(&mut self, _: &mut dyn SourceContext) -> Result<()> {

@@ -17,8 +17,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use engine_api::{
-    Claims, Committer, EngineError, Epoch, PartitionId, PendingCommit, Positions, Result, Sink,
-    Source, SourceContext,
+    Committer, EngineError, Epoch, OpenContext, PartitionId, PendingCommit, Positions, Result,
+    Sink, Source, SourceContext,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -412,7 +412,7 @@ impl Source for ExchangeSource {
         self.schema.clone()
     }
 
-    fn open(&mut self, _claims: &mut dyn Claims) -> Result<()> {
+    fn open(&mut self, _: &mut dyn OpenContext) -> Result<()> {
         Ok(())
     }
 

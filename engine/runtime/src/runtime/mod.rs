@@ -101,7 +101,6 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         &pipeline.name,
     )?);
     store.check().await?;
-    let lock = store.lock().await?;
 
     let committers = committers_of(&nodes);
     let sources: Vec<String> = nodes
@@ -124,6 +123,16 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         partitioned,
         finalizer,
     } = split::split(nodes, &store, latest.as_ref(), &owner)?;
+    // A streaming pipeline without a finalizer shares its partitions with every instance
+    // started on the same checkpoint, through the source's consumer group. A batch run, and
+    // for now a pipeline with a finalizer, runs alone: it takes the pipeline's lock.
+    let shared = !opts.batch && finalizer.is_none();
+    let lock = if shared {
+        store.check_unlocked().await?;
+        None
+    } else {
+        Some(store.lock().await?)
+    };
     let partitions = Arc::new(Partitions {
         store: store.clone(),
         committers: committers_of(&partitioned),
@@ -133,10 +142,12 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         resumed,
         prune: finalizer.is_none(),
         planner: finalizer.as_ref().map(|f| f.planner.clone()),
+        shared,
+        grouped: finalizer.is_none(),
     });
     let (first, lock) = match finalizer {
-        Some(_) => (None, Some(lock)),
-        None => (Some(lock), None),
+        Some(_) => (None, lock),
+        None => (lock, None),
     };
     let upstream = Part {
         nodes: partitioned,
@@ -318,6 +329,7 @@ async fn run_part(
                 source: g.spec.name.clone(),
                 partitions: partitions.clone(),
                 handle: handle.clone(),
+                batch: opts.batch,
             };
             tokio::task::block_in_place(|| src.open(&mut claims))
                 .map_err(|e| e.context(format!("node `{}`", g.spec.name)))?;
@@ -446,6 +458,7 @@ fn spawn_node(
                     source: name.clone(),
                     partitions: shared.partitions.clone(),
                     handle,
+                    batch: shared.batch,
                 },
             };
             supervisor.spawn_blocking(name, move || {

@@ -49,6 +49,13 @@ pub(crate) struct Partitions {
     pub(crate) prune: bool,
     /// The finalizer in this process, told when each epoch is committed.
     pub(crate) planner: Option<Arc<Planner>>,
+    /// Whether partitions may move to other processes (a consumer group): a partition claimed
+    /// away is then given up; without a group it means another engine runs the same
+    /// checkpoint, which is an error.
+    pub(crate) shared: bool,
+    /// Whether streaming runs of this pipeline share partitions (it has no finalizer), even if
+    /// this run is a batch run.
+    pub(crate) grouped: bool,
 }
 
 impl Partitions {
@@ -127,6 +134,30 @@ impl Partitions {
         )))
     }
 
+    /// Gives partitions up: their output not committed yet is abandoned at the next commit.
+    pub(crate) fn release(&self, partitions: &[PartitionId]) {
+        let mut owned = self.owned();
+        for p in partitions {
+            if let Some(o) = owned.remove(p) {
+                tracing::debug!(partition = %p, seq = o.seq, "partition released");
+            }
+        }
+    }
+
+    /// Abandons staged output of partitions this process no longer owns.
+    async fn abort(&self, pending: &[PendingCommit]) {
+        for (node, c) in &self.committers {
+            let mine: Vec<_> = pending
+                .iter()
+                .filter(|p| &p.node == node)
+                .cloned()
+                .collect();
+            if !mine.is_empty() {
+                c.abort(&mine).await;
+            }
+        }
+    }
+
     /// Removes what earlier owners left staged for `p`, keeping what the chain committed.
     async fn recover(&self, p: &PartitionId, committed: &[PendingCommit]) -> Result<()> {
         for (node, c) in &self.committers {
@@ -172,9 +203,12 @@ impl Partitions {
         let (mut partitions, mut files) = (0, 0);
         for (p, (position, pending)) in work {
             let Some(owned) = self.owned().get(&p).cloned() else {
-                return Err(EngineError::runtime(format!(
-                    "epoch {epoch} has output of partition {p}, which this process never claimed"
-                )));
+                // Released, or claimed away, since these rows were read.
+                if !pending.is_empty() {
+                    tracing::debug!(partition = %p, epoch, files = pending.len(), "abandoning output of a partition this process no longer owns");
+                    self.abort(&pending).await;
+                }
+                continue;
             };
             let position = position.or(owned.position.clone());
             if pending.is_empty() && position == owned.position {
@@ -195,10 +229,19 @@ impl Partitions {
             };
             crate::failpoint::hit("before_manifest");
             if !self.store.commit_partition(&m).await? {
-                return Err(EngineError::config(format!(
-                    "partition {p} of pipeline `{}` was claimed by another engine with the same checkpoint; stop it, or give this one its own checkpoint location",
-                    self.store.pipeline()
-                )));
+                if !self.shared {
+                    return Err(EngineError::config(format!(
+                        "partition {p} of pipeline `{}` was claimed by another engine with the same checkpoint; stop it, or give this one its own checkpoint location",
+                        self.store.pipeline()
+                    )));
+                }
+                // Fenced: another process claimed it (this one was paused or cut off past the
+                // group's session timeout). Its output is never made visible.
+                tracing::warn!(partition = %p, epoch, "partition lost: another instance claimed it; abandoning this epoch's output for it");
+                crate::failpoint::hit("after_fenced");
+                self.owned().remove(&p);
+                self.abort(&m.pending).await;
+                continue;
             }
             crate::failpoint::hit("after_manifest");
             if let Some(o) = self.owned().get_mut(&p) {

@@ -7,7 +7,8 @@ use super::outputs::{Flow, Outputs, Stop};
 use super::partitions::Partitions;
 use arrow::array::RecordBatch;
 use engine_api::{
-    Barrier, Claimed, Claims, Epoch, Message, PartitionId, Positions, Result, SourceContext,
+    Barrier, Claimed, Claims, Epoch, Message, OpenContext, PartitionId, Positions, Result,
+    SourceContext,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +44,7 @@ pub(crate) struct Claiming {
     /// `None` in the finalizer, whose sources read the checkpoint, not partitions.
     pub(crate) partitions: Option<Arc<Partitions>>,
     pub(crate) handle: Handle,
+    pub(crate) batch: bool,
 }
 
 impl Claims for Claiming {
@@ -51,6 +53,22 @@ impl Claims for Claiming {
             Some(p) => self.handle.block_on(p.claim(&self.source, partitions)),
             None => Ok(Claimed::default()),
         }
+    }
+
+    fn release(&mut self, partitions: &[PartitionId]) {
+        if let Some(p) = &self.partitions {
+            p.release(partitions);
+        }
+    }
+}
+
+impl OpenContext for Claiming {
+    fn batch_mode(&self) -> bool {
+        self.batch
+    }
+
+    fn shared_by_group(&self) -> bool {
+        self.partitions.as_ref().is_some_and(|p| p.grouped)
     }
 }
 
@@ -143,11 +161,19 @@ impl SourceContext for SourceCtx {
     fn take_committed(&mut self) -> Option<Positions> {
         self.committed.lock().ok()?.remove(&self.name)
     }
+
+    fn claims(&self) -> Box<dyn Claims> {
+        Box::new(self.claims.clone())
+    }
 }
 
 impl Claims for SourceCtx {
     fn claim(&mut self, partitions: &[PartitionId]) -> Result<Claimed> {
         self.check_failed()?;
         self.claims.claim(partitions)
+    }
+
+    fn release(&mut self, partitions: &[PartitionId]) {
+        self.claims.release(partitions)
     }
 }

@@ -7,7 +7,7 @@ use crate::checkpoint::Manifest;
 use crate::config::Pipeline;
 use crate::harness::{MemorySink, MemoryTable, Step, VectorSource};
 use crate::test_nodes::{ints, key_n, registry, rows, schema};
-use engine_api::{PartitionId, PendingCommit, TrackerState};
+use engine_api::{PartitionId, PendingCommit, Sink, TrackerState};
 use std::path::Path;
 
 fn temp_checkpoint() -> String {
@@ -504,4 +504,71 @@ async fn a_checkpoint_written_by_the_previous_engine_is_resumed_and_upgraded() {
         .into_iter()
         .collect()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_fences_the_previous_owner_whose_output_is_never_made_visible() {
+    let cp = temp_checkpoint();
+    let store = Arc::new(CheckpointStore::open(&cp, &Default::default(), "t").unwrap());
+    let table = MemoryTable::new();
+    let mut sink_a = MemorySink::new("out", table.clone());
+    let mut sink_b = MemorySink::new("out", table.clone());
+    let owner = |name: &str, sink: &MemorySink| Partitions {
+        store: store.clone(),
+        committers: HashMap::from([("out".to_string(), sink.committer())]),
+        owner: name.into(),
+        owned: Default::default(),
+        legacy: Default::default(),
+        resumed: Default::default(),
+        prune: false,
+        planner: None,
+        shared: true,
+        grouped: true,
+    };
+    let (a, b) = (owner("a", &sink_a), owner("b", &sink_b));
+    let at = |n: u64| -> BTreeMap<String, Positions> {
+        [("in".to_string(), [(p(0), serde_json::json!(n))].into())].into()
+    };
+    assert!(a.claim("in", &[p(0)]).await.unwrap().positions.is_empty());
+    sink_a
+        .write(rows(&[("x", "", 1)]), Some(&p(0)))
+        .await
+        .unwrap();
+    let staged_a = sink_a.prepare_commit(1).await.unwrap();
+    // `a` pauses past the group's session timeout; `b` is given the partition and claims it.
+    assert!(b.claim("in", &[p(0)]).await.unwrap().positions.is_empty());
+    // `a` comes back: its commit finds its sequence number taken, and nothing of it shows.
+    assert_eq!(a.commit(1, at(1), staged_a).await.unwrap(), (0, 0));
+    assert!(table.committed().is_empty());
+    assert_eq!(
+        table.staged(),
+        0,
+        "the fenced owner's staged output is aborted"
+    );
+    // `b` reads the row again from the last committed position and commits it once.
+    sink_b
+        .write(rows(&[("x", "", 1)]), Some(&p(0)))
+        .await
+        .unwrap();
+    let staged_b = sink_b.prepare_commit(1).await.unwrap();
+    assert_eq!(b.commit(1, at(1), staged_b).await.unwrap(), (1, 1));
+    assert_eq!(key_n(&table.committed()), kv(&[("x", 1)]));
+    // The chain: a's claim, b's claim, b's commit.
+    assert_eq!(store.partition_seqs("in", &p(0)).await.unwrap(), [1, 2, 3]);
+    let owners: Vec<(String, bool)> = {
+        let mut v = Vec::new();
+        for seq in 1..=3 {
+            let m = store.partition_manifest("in", &p(0), seq).await.unwrap();
+            v.push((m.owner, m.claim));
+        }
+        v
+    };
+    assert_eq!(
+        owners,
+        [("a".into(), true), ("b".into(), true), ("b".into(), false)]
+    );
+    // A later claim resumes where `b` committed.
+    let c = owner("c", &sink_b);
+    let claimed = c.claim("in", &[p(0)]).await.unwrap();
+    assert_eq!(claimed.positions[&p(0)], serde_json::json!(1));
 }
