@@ -19,8 +19,9 @@ test: ## Lints, unit tests, then integration tests against the real local stack
 test-faults: build stack-up ## The fault-injection suite (kill -9 x FAULT_KILLS, failpoints, fencing) against the real stack
 	FAULT_KILLS=$${FAULT_KILLS:-20} cargo test --release --locked --workspace --test faults -- --nocapture --test-threads 1
 
-test-scaleout: build stack-up ## Scale-out checks against the real stack (so far: 32 concurrent conditional PUTs per key, PREFLIGHT_ROUNDS rounds, default 5)
-	PREFLIGHT_ROUNDS=$${PREFLIGHT_ROUNDS:-5} cargo test --release --locked --workspace --test integration preflight -- --ignored --nocapture
+test-scaleout: build stack-up ## Scale-out against the real stack: the conditional-PUT preflight (PREFLIGHT_ROUNDS, default 5), the zombie, then every scale-out test of make test
+	PREFLIGHT_ROUNDS=$${PREFLIGHT_ROUNDS:-5} cargo test --release --locked --workspace --test integration -- --ignored --nocapture --test-threads 1 preflight a_paused_instance
+	cargo test --release --locked --workspace --test integration -- --nocapture --test-threads 1 scaleout:: gold_tables_stay_exact_while
 
 bench: ## Throughput side by side: raw Kafka read, the engine, Spark (if installed); results in bench/results/
 	bench/run

@@ -181,8 +181,9 @@ impl Group {
         })?;
         let pids: Vec<PartitionId> = ids.iter().map(|p| PartitionId::kafka(&topic, *p)).collect();
         let claimed = claims.claim(&pids)?;
-        let restored = claimed
-            .resumed
+        // Committed positions always win; without one, a partition of a source that has committed
+        // is new since (read from its start), else `starting_offsets` decides.
+        let restored = (claimed.resumed || !claimed.positions.is_empty())
             .then(|| kafka_position(&topic, &claimed.positions))
             .transpose()?;
         let mut starts = Vec::with_capacity(ids.len());
@@ -315,6 +316,10 @@ impl KafkaSource {
             // partitions that change hands at a rebalance (KIP-429), and see partitions added
             // to the topic within 5 s.
             .set("partition.assignment.strategy", "cooperative-sticky")
+            // An instance that died is noticed after 10 s (Kafka's default is 45 s), and its
+            // partitions move to the others; override with `properties`.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "3000")
             .set("topic.metadata.refresh.interval.ms", "5000")
             .set("client.id", format!("engine-{}", self.group));
         for (k, v) in &self.cfg.properties {
@@ -397,10 +402,10 @@ impl KafkaSource {
     }
 
     /// Takes what the group's last rebalance did: gained partitions start at their claimed
-    /// offsets; lost ones are forgotten, rows not sent included.
-    fn rebalanced(&mut self, consumer: &Client) -> Result<()> {
+    /// offsets; lost ones are forgotten, rows not sent included. True when some were lost.
+    fn rebalanced(&mut self, consumer: &Client) -> Result<bool> {
         let Ok(mut g) = consumer.context().group.lock() else {
-            return Ok(());
+            return Ok(false);
         };
         if let Some(e) = g.failed.take() {
             return Err(e.context("claiming the partitions the consumer group assigned"));
@@ -408,31 +413,11 @@ impl KafkaSource {
         for (p, offset) in g.assigned.drain(..) {
             self.read.next.insert(p, offset);
         }
+        let lost = !g.revoked.is_empty();
         for p in g.revoked.drain(..) {
             self.read.forget(p);
         }
-        Ok(())
-    }
-
-    /// A batch run reads every partition alone: it is refused while streaming instances of the
-    /// pipeline are members of its consumer group.
-    fn refuse_while_the_group_runs(&self, consumer: &Client) -> Result<()> {
-        let Ok(list) = consumer.fetch_group_list(Some(&self.group), METADATA_TIMEOUT) else {
-            return Ok(());
-        };
-        let members: usize = list
-            .groups()
-            .iter()
-            .filter(|g| g.name() == self.group)
-            .map(|g| g.members().len())
-            .sum();
-        if members > 0 {
-            return Err(EngineError::config(format!(
-                "the pipeline is running in streaming mode: consumer group `{}` has {members} member(s); a batch run reads every partition alone, so stop the streaming instances first (an instance that was killed leaves the group after its session timeout, 45 s by default)",
-                self.group
-            )));
-        }
-        Ok(())
+        Ok(lost)
     }
 
     /// Creates the consumer and checks that the broker answers, accepts the credentials and has
@@ -531,9 +516,6 @@ impl Source for KafkaSource {
             self.consumer = Some(consumer);
             return Ok(());
         }
-        if ctx.shared_by_group() {
-            self.refuse_while_the_group_runs(&consumer)?;
-        }
         let t = md
             .topics()
             .iter()
@@ -545,8 +527,9 @@ impl Source for KafkaSource {
             .map(|p| PartitionId::kafka(&topic, p.id()))
             .collect();
         let claimed = ctx.claim(&ids)?;
-        let restored = claimed
-            .resumed
+        // Committed positions always win; without one, a partition of a source that has committed
+        // is new since (read from its start), else `starting_offsets` decides.
+        let restored = (claimed.resumed || !claimed.positions.is_empty())
             .then(|| kafka_position(&topic, &claimed.positions))
             .transpose()?;
         let mut tpl = TopicPartitionList::new();
@@ -582,6 +565,10 @@ impl Source for KafkaSource {
 
     fn check(&mut self) -> Result<()> {
         self.connect().map(|_| ())
+    }
+
+    fn lead_partition(&self) -> Option<PartitionId> {
+        Some(PartitionId::kafka(&self.cfg.topic, 0))
     }
 
     fn legacy_positions(&self, position: &serde_json::Value) -> Result<Positions> {
@@ -636,7 +623,13 @@ impl Source for KafkaSource {
             let t0 = Instant::now();
             let polled = consumer.poll(poll_timeout);
             in_poll += t0.elapsed();
-            self.rebalanced(&consumer)?;
+            if self.rebalanced(&consumer)? {
+                // Partitions were given up: close the epoch, so that rows read before (which
+                // are abandoned) and rows read after a partition is claimed again (from its last
+                // commit) never share one.
+                send(ctx, self.read.flush_all()?)?;
+                ctx.barrier(self.read.positions())?;
+            }
             match polled {
                 // Nothing came within the poll timeout: send what waits.
                 None => send(ctx, self.read.flush_all()?)?,

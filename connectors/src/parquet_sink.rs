@@ -22,7 +22,9 @@ use engine_api::{
 };
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{
+    Attribute, Attributes, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -172,6 +174,7 @@ impl SinkConfig for ParquetSinkConfig {
             schema: input.schema.clone(),
             files: BTreeMap::new(),
             staged: Vec::new(),
+            epoch: None,
         }))
     }
 }
@@ -191,6 +194,8 @@ pub struct ParquetSink {
     /// The files being written, by source partition (complete mode: one, under `None`).
     files: BTreeMap<Option<PartitionId>, OpenFile>,
     staged: Vec<(Option<PartitionId>, Staged)>,
+    /// The epoch being staged (complete mode records it with the table).
+    epoch: Option<Epoch>,
 }
 
 /// A file being written.
@@ -234,6 +239,11 @@ enum Staged {
         from: String,
         to: String,
         rows: usize,
+        /// The epoch whose result it is. On S3 the table's object records the epoch it holds,
+        /// and is replaced only by a newer one, with `If-Match` on what was read: a stale
+        /// writer (a finalizer that lost its role while paused) never overwrites a newer result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<Epoch>,
     },
 }
 
@@ -344,6 +354,7 @@ impl ParquetSink {
                         from,
                         to: self.location.child("data.parquet").to_string(),
                         rows,
+                        epoch: self.epoch,
                     },
                     _ => Staged::Rename {
                         from,
@@ -463,7 +474,8 @@ impl Sink for ParquetSink {
         Ok(())
     }
 
-    async fn prepare_commit(&mut self, _epoch: Epoch) -> Result<Vec<PendingCommit>> {
+    async fn prepare_commit(&mut self, epoch: Epoch) -> Result<Vec<PendingCommit>> {
+        self.epoch = Some(epoch);
         let open: Vec<Option<PartitionId>> = self.files.keys().cloned().collect();
         for p in &open {
             self.close_file(p).await?;
@@ -508,7 +520,74 @@ pub struct ParquetCommitter {
     staging: String,
 }
 
+/// The user metadata key under which a complete table's object records its epoch.
+const EPOCH_KEY: &str = "engine-epoch";
+
 impl ParquetCommitter {
+    /// Puts the staged `from` at `to` unless `to` already holds epoch `epoch` or a newer one:
+    /// read `to`'s epoch and ETag, then write with `If-Match` on that ETag (or if-absent), and
+    /// read again when another writer came in between.
+    async fn replace_if_newer(&self, from: &Path, to: &Path, epoch: Epoch) -> Result<()> {
+        let store = &self.location.store;
+        for _ in 0..5 {
+            let head = object_store::GetOptions {
+                head: true,
+                ..Default::default()
+            };
+            let current = match store.get_opts(to, head).await {
+                Ok(r) => {
+                    let held = r
+                        .attributes
+                        .get(&Attribute::Metadata(EPOCH_KEY.into()))
+                        .and_then(|v| v.as_ref().parse::<Epoch>().ok());
+                    Some((held, r.meta.e_tag))
+                }
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(self.location.explain(e).context(format!("reading {to}"))),
+            };
+            if let Some((Some(held), _)) = &current
+                && *held >= epoch
+            {
+                // This result, or a newer one, is already there.
+                let _ = store.delete(from).await;
+                return Ok(());
+            }
+            let bytes = match store.get(from).await {
+                Ok(r) => r.bytes().await.map_err(|e| self.location.explain(e))?,
+                // Replaced before a restart: the staged object is gone.
+                Err(object_store::Error::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(self.location.explain(e).context(format!("reading {from}"))),
+            };
+            let mode = match current {
+                Some((_, e_tag)) => PutMode::Update(UpdateVersion {
+                    e_tag,
+                    version: None,
+                }),
+                None => PutMode::Create,
+            };
+            let opts = PutOptions {
+                mode,
+                attributes: Attributes::from_iter([(
+                    Attribute::Metadata(EPOCH_KEY.into()),
+                    epoch.to_string(),
+                )]),
+                ..Default::default()
+            };
+            match store.put_opts(to, PutPayload::from(bytes), opts).await {
+                Ok(_) => {
+                    let _ = store.delete(from).await;
+                    return Ok(());
+                }
+                Err(object_store::Error::Precondition { .. })
+                | Err(object_store::Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(self.location.explain(e).context(format!("replacing {to}"))),
+            }
+        }
+        Err(EngineError::runtime(format!(
+            "replacing {to}: another writer replaced it 5 times in a row"
+        )))
+    }
+
     async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>> {
         futures::TryStreamExt::try_collect(self.location.store.list(Some(prefix)))
             .await
@@ -652,6 +731,15 @@ impl Committer for ParquetCommitter {
                         None => intent_path(&self.location, &self.staging, &path),
                     };
                     let _ = self.location.store.delete(&intent).await;
+                }
+                Staged::Replace {
+                    from,
+                    to,
+                    epoch: Some(epoch),
+                    ..
+                } if self.location.s3.is_some() => {
+                    self.replace_if_newer(&Path::from(from), &Path::from(to), epoch)
+                        .await?;
                 }
                 Staged::Replace { from, to, .. } => {
                     let (from, to) = (Path::from(from), Path::from(to));
@@ -856,6 +944,7 @@ mod tests {
                 from: "t/_staging/x/part-3.parquet".into(),
                 to: "t/data.parquet".into(),
                 rows: 5,
+                epoch: Some(9),
             },
         ];
         let orders0 = PartitionId::kafka("orders", 0);

@@ -247,11 +247,19 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             }
             let name = g.pipeline.name.clone();
             let rt = runtime()?;
+            // The instance that takes the finalizer's role over builds its nodes afresh.
+            let registry = std::sync::Arc::new(registry);
+            let rebuild: crate::runtime::GraphFactory =
+                std::sync::Arc::new(move || load(&file, &registry));
             rt.block_on(async move {
                 let cancel = CancellationToken::new();
                 spawn_signal_handler(cancel.clone());
                 tracing::info!(pipeline = %name, batch, "starting");
-                let summary = run(g, RunOptions { batch }, cancel).await?;
+                let opts = RunOptions {
+                    batch,
+                    rebuild: Some(rebuild),
+                };
+                let summary = run(g, opts, cancel).await?;
                 let secs = summary.elapsed.as_secs_f64().max(1e-9);
                 tracing::info!(
                     pipeline = %name,

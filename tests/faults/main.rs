@@ -207,8 +207,12 @@ async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing
     );
 }
 
+/// Two streaming engines on one checkpoint share the topic; one is killed with `kill -9` while
+/// messages keep coming, and the other takes its partitions over (and, if it held it, the
+/// finalizer's role) once the group's session timeout has passed. Nothing is lost or doubled,
+/// in bronze or gold.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_second_engine_on_the_same_checkpoint_cannot_commit_the_same_epoch() {
+async fn two_engines_on_one_checkpoint_share_it_and_a_kill_9_loses_and_doubles_nothing() {
     let _serial = SERIAL.lock().await;
     let topic = unique("fault-fence");
     create_topic(&topic, 3).await;
@@ -222,8 +226,11 @@ async fn a_second_engine_on_the_same_checkpoint_cannot_commit_the_same_epoch() {
     let mut sent = produce(&topic, burst(100, 1, 0, t0)).await;
     let spawn = || ENGINE.spawn(&pipeline("orders.toml"), &env);
     let mut a = spawn();
-    let mut b = spawn();
+    let b = spawn();
     for i in 0..5 {
+        if i == 3 {
+            a.kill().unwrap();
+        }
         sent.extend(
             produce(
                 &topic,
@@ -238,32 +245,27 @@ async fn a_second_engine_on_the_same_checkpoint_cannot_commit_the_same_epoch() {
         );
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    // At least one of them must have stopped, saying why.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut stopped, mut running) = loop {
-        if a.try_wait().unwrap().is_some() {
-            break (a, b);
-        }
-        if b.try_wait().unwrap().is_some() {
-            break (b, a);
+    a.wait().unwrap();
+    // The survivor takes everything over within the session timeout.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = coords(&rows(&read_table(&paths.table("commandes")).await));
+        if got.len() >= sent.len() {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "two engines committed side by side for 30 s"
+            "{} of {} orders visible 60 s after the kill",
+            got.len(),
+            sent.len()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let status = stopped.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut stopped.stderr.take().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("is already running")
-            || err.contains("another engine is running this pipeline"),
-        "{err}"
-    );
-    running.kill().unwrap();
-    running.wait().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, stderr) = sigterm(b).await;
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("partitions gained"), "{stderr}");
+    // A batch run afterwards finds nothing left and is not refused: the killed instance's
+    // registration is of a dead process.
     assert_success(&ENGINE.run(&["run", &pipeline("orders.toml"), "--batch"], &env));
     let got = coords(&rows(&read_table(&paths.table("commandes")).await));
     let set: BTreeSet<_> = got.iter().copied().collect();

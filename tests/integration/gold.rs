@@ -121,6 +121,21 @@ async fn check_customer_windows(gold: &str, expected: &BTreeMap<(String, i64), (
     assert_eq!(seen.len(), expected.len(), "every closed window, once");
 }
 
+/// Waits (up to 60 s) until `product_sales` counts every item line of `sent`.
+async fn wait_product_sales(gold: &str, sent: &Acked, what: &str) {
+    let expected: i64 = expected_product_sales(sent).values().map(|e| e.1).sum();
+    let url = format!("{gold}/product_sales");
+    eventually(what, Duration::from_secs(60), || {
+        let url = url.clone();
+        async move {
+            let t = rows(&read_table(&url).await);
+            let n: i64 = t.iter().map(|r| r["nb_ventes"].as_i64().unwrap()).sum();
+            (n == expected).then_some(())
+        }
+    })
+    .await;
+}
+
 fn gold_env<'a>(topic: &'a str, paths: &'a EnginePaths) -> Vec<(&'a str, &'a str)> {
     paths.env(&[
         ("ORDERS_TOPIC", topic),
@@ -215,22 +230,7 @@ async fn gold_tables_after_a_streaming_run_fed_in_bursts() {
         )
         .await;
         // Product sales follow the stream at each trigger.
-        let expected = expected_product_sales(&sent);
-        let url = format!("{gold}/product_sales");
-        eventually(
-            &format!("product sales after burst {burst}"),
-            Duration::from_secs(30),
-            || {
-                let url = url.clone();
-                let expected = expected.clone();
-                async move {
-                    let t = rows(&read_table(&url).await);
-                    let n: i64 = t.iter().map(|r| r["nb_ventes"].as_i64().unwrap()).sum();
-                    (n == expected.values().map(|e| e.1).sum::<i64>()).then_some(())
-                }
-            },
-        )
-        .await;
+        wait_product_sales(gold, &sent, &format!("product sales after burst {burst}")).await;
     }
     let (status, stderr) = sigterm(child).await;
     assert!(status.success(), "{stderr}");
@@ -521,4 +521,120 @@ async fn logs_from_foreign_producers_all_land_and_the_gold_tables_count_them() {
         .collect();
     assert_eq!(got.len(), table.len(), "each window once");
     assert_eq!(got, windows, "log_error_rate_1min");
+}
+
+/// Three instances of the orders pipeline share a 6-partition topic, joining and leaving while
+/// bursts arrive. The finalizer's role moves with the lead partition (and is fenced when it
+/// moves), and at the end the gold tables equal an independent computation: every product sale
+/// counted once, every closed window once and complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn gold_tables_stay_exact_while_instances_join_and_leave() {
+    let topic = unique("it-gold-scale");
+    create_topic(&topic, 6).await;
+    let paths = EnginePaths::new("gold-scale");
+    let gold = &paths.gold;
+    let mut env = gold_env(&topic, &paths);
+    set_env(&mut env, "TRIGGER", "1s");
+    let t0 = ms("2026-04-03T08:00:00Z");
+    let mut sent = BTreeMap::new();
+    let burst = |n: i64| {
+        produce(
+            &topic,
+            by_customer(&TIMED.values(120, 70 + n as u64, n * 1000, t0 + n * 10 * MINUTE, 2_000)),
+        )
+    };
+    let a = ENGINE.spawn(&pipeline("orders.toml"), &env);
+    sent.extend(burst(0).await);
+    wait_rows("burst 0", &paths.table("commandes"), sent.len()).await;
+    let b = ENGINE.spawn(&pipeline("orders.toml"), &env);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sent.extend(burst(1).await);
+    wait_rows("burst 1", &paths.table("commandes"), sent.len()).await;
+    // The first instance leaves; a third joins.
+    let (status, stderr_a) = sigterm(a).await;
+    assert!(status.success(), "{stderr_a}");
+    let c = ENGINE.spawn(&pipeline("orders.toml"), &env);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sent.extend(burst(2).await);
+    wait_rows("burst 2", &paths.table("commandes"), sent.len()).await;
+    wait_product_sales(gold, &sent, "product sales of every burst").await;
+    let (status_b, stderr_b) = sigterm(b).await;
+    let (status_c, stderr_c) = sigterm(c).await;
+    assert!(status_b.success(), "{stderr_b}");
+    assert!(status_c.success(), "{stderr_c}");
+    let roles = [&stderr_a, &stderr_b, &stderr_c]
+        .iter()
+        .map(|e| e.matches("finalizer role taken").count())
+        .sum::<usize>();
+    assert!(
+        roles >= 2,
+        "the finalizer's role moved when its holder left:\n{stderr_a}\n{stderr_b}\n{stderr_c}"
+    );
+
+    super::check_orders_tables(&paths, &topic, &sent).await;
+    check_product_sales(gold, &sent).await;
+    check_customer_windows(gold, &expected_customer_windows(&sent)).await;
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a child process.
+fn signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// A zombie: an instance paused (SIGSTOP) past the group's session timeout while orders keep
+/// coming, then resumed (SIGCONT). Its partitions, and the finalizer's role if it held it,
+/// moved meanwhile; nothing it had staged becomes visible, it says it lost them, and every
+/// table stays exact.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "scale-out scenario, about 40 s: make test-scaleout"]
+async fn a_paused_instance_that_comes_back_never_commits_for_what_moved() {
+    let topic = unique("it-zombie");
+    create_topic(&topic, 6).await;
+    let paths = EnginePaths::new("zombie");
+    let gold = &paths.gold;
+    let mut env = gold_env(&topic, &paths);
+    set_env(&mut env, "TRIGGER", "1s");
+    let t0 = ms("2026-04-04T08:00:00Z");
+    let burst = |n: i64| {
+        produce(
+            &topic,
+            by_customer(&TIMED.values(120, 90 + n as u64, n * 1000, t0 + n * 10 * MINUTE, 2_000)),
+        )
+    };
+    let mut sent = BTreeMap::new();
+    let a = ENGINE.spawn(&pipeline("orders.toml"), &env);
+    sent.extend(burst(0).await);
+    wait_rows("burst 0", &paths.table("commandes"), sent.len()).await;
+    let b = ENGINE.spawn(&pipeline("orders.toml"), &env);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    sent.extend(burst(1).await);
+    // Paused mid-stream, past the 10 s session timeout: the group gives everything to `b`.
+    signal(&a, "STOP");
+    sent.extend(burst(2).await);
+    wait_rows(
+        "bursts 1 and 2, by the survivor",
+        &paths.table("commandes"),
+        sent.len(),
+    )
+    .await;
+    signal(&a, "CONT");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sent.extend(burst(3).await);
+    wait_rows("burst 3", &paths.table("commandes"), sent.len()).await;
+    wait_product_sales(gold, &sent, "product sales of every burst").await;
+    let (status_a, stderr_a) = sigterm(a).await;
+    let (status_b, stderr_b) = sigterm(b).await;
+    assert!(status_a.success(), "{stderr_a}");
+    assert!(status_b.success(), "{stderr_b}");
+    assert!(
+        stderr_a.contains("lost"),
+        "the paused instance says what it lost:\n{stderr_a}"
+    );
+    super::check_orders_tables(&paths, &topic, &sent).await;
+    check_product_sales(gold, &sent).await;
+    check_customer_windows(gold, &expected_customer_windows(&sent)).await;
 }

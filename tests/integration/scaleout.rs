@@ -114,3 +114,69 @@ async fn a_batch_run_is_refused_while_streaming_instances_run() {
     assert!(status.success(), "{stderr_a}");
     check_orders_tables(&paths, &topic, &sent).await;
 }
+
+/// A complete-mode table on S3 is replaced only by a newer epoch's result: a finalizer that
+/// lost its role while paused, and commits its older result afterwards, changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_writer_never_overwrites_a_newer_complete_table() {
+    use engine_api::arrow::array::{Int64Array, RecordBatch};
+    use engine_api::arrow::datatypes::{DataType, Field, Schema};
+    use engine_api::{BuildContext, Input, SinkConfig};
+    let table = format!("s3://gold/it/{}/stale", unique("stale"));
+    let storage: engine_api::StorageConfig = serde_json::from_value(json!({
+        "endpoint": s3_endpoint(),
+        "access_key_id": env_or("AWS_ACCESS_KEY_ID", "minioadmin"),
+        "secret_access_key": env_or("AWS_SECRET_ACCESS_KEY", "minioadmin"),
+    }))
+    .unwrap();
+    let schema = std::sync::Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    let sink = || {
+        let cfg: connectors::parquet_sink::ParquetSinkConfig =
+            serde_json::from_value(json!({ "path": table, "mode": "complete" })).unwrap();
+        let ctx = BuildContext {
+            pipeline: "stale".into(),
+            node: "product_sales".into(),
+            storage: storage.clone(),
+            trigger: Duration::from_secs(1),
+            checkpoint: format!("{table}/_checkpoint"),
+        };
+        cfg.build(
+            &ctx,
+            &Input::new(schema.clone()).with_mode(engine_api::OutputMode::Complete),
+        )
+        .unwrap()
+    };
+    let batch = |ns: &[i64]| {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![std::sync::Arc::new(Int64Array::from(ns.to_vec()))],
+        )
+        .unwrap()
+    };
+    let read = || async {
+        let rows = rows(&read_table(&table).await);
+        rows.iter()
+            .map(|r| r["n"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    // The old holder staged epoch 5, then paused; the new one committed epoch 6.
+    let (mut old, mut new) = (sink(), sink());
+    old.write(batch(&[1]), None).await.unwrap();
+    let stale = old.prepare_commit(5).await.unwrap();
+    new.write(batch(&[2, 3]), None).await.unwrap();
+    let fresh = new.prepare_commit(6).await.unwrap();
+    new.committer().commit(&fresh).await.unwrap();
+    assert_eq!(read().await, [2, 3]);
+    old.committer().commit(&stale).await.unwrap();
+    assert_eq!(
+        read().await,
+        [2, 3],
+        "the stale result must not replace the newer one"
+    );
+    // A newer epoch still replaces it, and finishing a commit twice is harmless.
+    new.write(batch(&[4]), None).await.unwrap();
+    let next = new.prepare_commit(7).await.unwrap();
+    new.committer().commit(&next).await.unwrap();
+    new.committer().commit(&next).await.unwrap();
+    assert_eq!(read().await, [4]);
+}

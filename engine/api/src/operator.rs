@@ -227,12 +227,6 @@ pub trait Claims: Send {
 pub trait OpenContext: Claims {
     /// True in `--batch` mode: read up to the end seen at start, then stop.
     fn batch_mode(&self) -> bool;
-    /// True when streaming instances of this pipeline share the source's partitions through a
-    /// consumer group (a pipeline without a finalizer): a batch run must then check that none
-    /// runs. Otherwise the pipeline's lock already keeps runs apart.
-    fn shared_by_group(&self) -> bool {
-        false
-    }
 }
 
 /// What the runtime offers a source. Sources run on a dedicated thread, so these calls block:
@@ -272,6 +266,12 @@ pub trait Source: Send + 'static {
     /// reachable, credentials accepted, topic exists), without reading anything.
     fn check(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// The partition whose owner runs the pipeline's finalizer (aggregates, windows) when
+    /// streaming instances share the source: Kafka's partition 0. Whoever the group gives it to
+    /// takes the finalizer's role. `None` for a source that is never shared.
+    fn lead_partition(&self) -> Option<PartitionId> {
+        None
     }
     /// Splits a position that a checkpoint written before positions were kept per partition
     /// (manifest versions 1 and 2) holds for the whole source.

@@ -50,6 +50,13 @@ pub struct Manifest {
     pub watermarks: BTreeMap<String, i64>,
     /// Staged sink output that this epoch makes visible.
     pub pending: Vec<PendingCommit>,
+    /// The process that wrote it, when the finalizer's role can move between processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// A claim takes the finalizer's role over: the previous manifest's state and positions, no
+    /// output.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claim: bool,
 }
 
 /// What the runtime keeps for one source partition.
@@ -86,6 +93,8 @@ impl Manifest {
             partitions: BTreeMap::new(),
             watermarks: BTreeMap::new(),
             pending: Vec::new(),
+            owner: None,
+            claim: false,
         }
     }
 
@@ -165,6 +174,12 @@ pub struct PartitionManifest {
     pub position: Option<serde_json::Value>,
     /// The output staged from this partition's rows that this entry makes visible.
     pub pending: Vec<PendingCommit>,
+    /// A claim's copy of the output the entry before it made visible (and, through claims,
+    /// the last commit's): finishing it may not have completed when the previous owner
+    /// stopped, so whoever comes next finishes it again and keeps it from clean-up. Nothing
+    /// reads it as new rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<PendingCommit>,
 }
 
 /// A partition's folder name in a chain path: `/` (Kafka's `topic/partition`) becomes `@`,
@@ -213,16 +228,20 @@ impl CheckpointStore {
             .map_err(|e| e.context("checkpoint location"))
     }
 
+    /// Every object under `prefix`.
+    async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>> {
+        self.location
+            .store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.location.explain(e))
+    }
+
     /// The newest committed manifest, if any.
     pub async fn latest(&self) -> Result<Option<Manifest>> {
         let prefix = self.location.child("manifests");
-        let metas: Vec<_> = self
-            .location
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.location.explain(e))?;
+        let metas = self.list(&prefix).await?;
         let Some(newest) = metas
             .iter()
             .filter(|m| m.location.as_ref().ends_with(".json"))
@@ -286,13 +305,7 @@ impl CheckpointStore {
     /// The sequence numbers in partition `p`'s chain, ascending.
     pub async fn partition_seqs(&self, source: &str, p: &PartitionId) -> Result<Vec<u64>> {
         let prefix = self.chain(source, p);
-        let metas: Vec<_> = self
-            .location
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.location.explain(e))?;
+        let metas = self.list(&prefix).await?;
         let mut seqs: Vec<u64> = metas
             .iter()
             .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
@@ -335,7 +348,12 @@ impl CheckpointStore {
         let path = self
             .chain(&m.source, &m.partition)
             .join(format!("{:020}.json", m.seq));
-        let body = serde_json::to_vec_pretty(m).expect("serialisable");
+        self.put_if_absent(&path, serde_json::to_vec_pretty(m).expect("serialisable"))
+            .await
+    }
+
+    /// Writes `body` at `path` unless something is there; `false` when something was.
+    async fn put_if_absent(&self, path: &Path, body: Vec<u8>) -> Result<bool> {
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -343,7 +361,7 @@ impl CheckpointStore {
         match self
             .location
             .store
-            .put_opts(&path, PutPayload::from(body), opts)
+            .put_opts(path, PutPayload::from(body), opts)
             .await
         {
             Ok(_) => Ok(true),
@@ -393,9 +411,8 @@ impl CheckpointStore {
         ))
     }
 
-    /// Refuses to start while a live engine holds the pipeline's lock (a batch run, or a
-    /// pipeline that runs as one instance); instances that share the topic through a consumer
-    /// group take no lock.
+    /// Refuses to start a streaming instance while a live batch run holds the pipeline's lock;
+    /// streaming instances share the topic through a consumer group and take no lock.
     pub async fn check_unlocked(&self) -> Result<()> {
         let path = self.location.child("_lock.json");
         let held: Option<LockBody> = match self.location.store.get(&path).await {
@@ -407,7 +424,7 @@ impl CheckpointStore {
         };
         match held {
             Some(h) if h.is_live() => Err(EngineError::config(format!(
-                "pipeline `{}` is already running alone with the checkpoint at {} (a batch run, pid {} on {}, heartbeat {} s ago); wait for it to finish, or stop it",
+                "a batch run of pipeline `{}` holds the checkpoint at {} (pid {} on {}, heartbeat {} s ago); wait for it to finish, or stop it",
                 self.pipeline,
                 self.location.url,
                 h.pid,
@@ -473,26 +490,97 @@ impl CheckpointStore {
 
     /// Writes the manifest if no manifest exists for its epoch. This is the commit point.
     pub async fn commit(&self, m: &Manifest) -> Result<()> {
-        let path = self.location.child(&manifest_name(m.epoch));
-        let body = serde_json::to_vec_pretty(m).expect("serialisable");
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .location
-            .store
-            .put_opts(&path, PutPayload::from(body), opts)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Err(EngineError::config(format!(
-                "epoch {} of pipeline `{}` was already committed at {}: another engine is running this pipeline with the same checkpoint; stop it, or give this one its own checkpoint location",
-                m.epoch, self.pipeline, self.location.url
-            ))),
-            Err(e) => Err(self.location.explain(e)),
+        if self.put_manifest(m).await? {
+            return Ok(());
         }
+        Err(EngineError::config(format!(
+            "epoch {} of pipeline `{}` was already committed at {}: another engine is running this pipeline with the same checkpoint; stop it, or give this one its own checkpoint location",
+            m.epoch, self.pipeline, self.location.url
+        )))
+    }
+
+    /// Writes `m` with put-if-absent; `false` when its epoch exists.
+    async fn put_manifest(&self, m: &Manifest) -> Result<bool> {
+        let path = self.location.child(&manifest_name(m.epoch));
+        self.put_if_absent(&path, serde_json::to_vec_pretty(m).expect("serialisable"))
+            .await
+    }
+
+    /// Takes the finalizer's role for `owner`: writes the next manifest as a claim (the last
+    /// one's state, positions and output, to finish again), which fences the previous finalizer, whose next
+    /// commit finds its epoch taken. Returns the manifest before the claim, whose output the new
+    /// finalizer finishes, and the claim.
+    pub async fn claim_finalizer(&self, owner: &str) -> Result<(Option<Manifest>, Manifest)> {
+        for _ in 0..5 {
+            let latest = self.latest().await?;
+            let mut claim = match &latest {
+                // The last manifest's output stays in the claim: if this process stops before
+                // finishing it, the next holder finishes it, and clean-up keeps it.
+                Some(m) => Manifest {
+                    epoch: m.epoch + 1,
+                    created_at: chrono::Utc::now().to_rfc3339(),
+                    ..m.clone()
+                },
+                None => Manifest::new(&self.pipeline, 1),
+            };
+            claim.version = MANIFEST_VERSION;
+            claim.owner = Some(owner.to_string());
+            claim.claim = true;
+            if self.put_manifest(&claim).await? {
+                return Ok((latest, claim));
+            }
+        }
+        Err(EngineError::runtime(format!(
+            "could not take the finalizer's role of pipeline `{}`: its manifests changed 5 times in a row",
+            self.pipeline
+        )))
+    }
+
+    /// Registers a streaming instance, `<checkpoint>/_members/<owner>.json`, heartbeated like
+    /// the lock, so that a batch run can tell whether streaming instances run.
+    pub async fn join(&self, owner: &str) -> Result<Lock> {
+        let path = self.location.child(&format!("_members/{owner}.json"));
+        let body = LockBody {
+            owner: owner.to_string(),
+            ..LockBody::mine()
+        };
+        let payload = PutPayload::from(serde_json::to_vec(&body).expect("serialisable"));
+        self.location
+            .store
+            .put(&path, payload)
+            .await
+            .map_err(|e| self.location.explain(e))?;
+        Ok(Lock {
+            location: self.location.clone(),
+            path,
+            body,
+        })
+    }
+
+    /// Refuses a batch run while live streaming instances are registered.
+    pub async fn check_no_members(&self) -> Result<()> {
+        let prefix = self.location.child("_members");
+        let metas = self.list(&prefix).await?;
+        let mut live = Vec::new();
+        for m in metas {
+            let Ok(bytes) = self.read(m.location.as_ref()).await else {
+                continue;
+            };
+            if let Ok(b) = serde_json::from_slice::<LockBody>(&bytes)
+                && b.is_live()
+            {
+                live.push(format!("pid {} on {}", b.pid, b.host));
+            }
+        }
+        if live.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::config(format!(
+            "pipeline `{}` is running in streaming mode with the checkpoint at {} ({}); a batch run reads every partition alone, so stop the streaming instances first",
+            self.pipeline,
+            self.location.url,
+            live.join(", ")
+        )))
     }
 }
 

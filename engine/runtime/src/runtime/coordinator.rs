@@ -60,7 +60,9 @@ impl CoordinatorHandle {
 /// The newest committed positions per source, for sources to report lag.
 pub(crate) type Committed = Arc<Mutex<BTreeMap<String, Positions>>>;
 
-/// Where a part of the pipeline commits its epochs.
+/// Where a part of the pipeline commits its epochs. (One per coordinator: the size of the
+/// finalizer's variant, which holds its last manifest, does not matter.)
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Chain {
     /// The part that runs per source partition: one chain per partition.
     Partitioned(Arc<Partitions>),
@@ -69,6 +71,9 @@ pub(crate) enum Chain {
         last: Option<Manifest>,
         /// Cleans up the exchange after each commit (absent in a pipeline without one).
         planner: Option<Arc<Planner>>,
+        /// The process holding the finalizer's role, written into each manifest, when the role
+        /// can move.
+        owner: Option<String>,
     },
 }
 
@@ -208,8 +213,15 @@ impl Coordinator {
                         }
                         (partitions > 0).then_some((files, partitions, "partitions"))
                     }
-                    Chain::Finalizer { last, planner } => {
-                        match commit_epoch(&store, &committers, last.as_ref(), next, e).await? {
+                    Chain::Finalizer {
+                        last,
+                        planner,
+                        owner,
+                    } => {
+                        let stamp = owner.as_deref();
+                        match commit_epoch(&store, &committers, last.as_ref(), next, e, stamp)
+                            .await?
+                        {
                             Some(m) => {
                                 if let Some(p) = planner {
                                     p.committed(&p.positions_in(&m.positions)).await;
@@ -250,8 +262,10 @@ async fn commit_epoch(
     last: Option<&Manifest>,
     epoch: Epoch,
     e: EpochProgress,
+    owner: Option<&str>,
 ) -> Result<Option<Manifest>> {
     let mut m = Manifest::new(store.pipeline(), epoch);
+    m.owner = owner.map(String::from);
     // A source that ended keeps the position of its last barrier.
     if let Some(l) = last {
         m.positions = l.positions.clone();

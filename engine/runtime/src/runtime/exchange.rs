@@ -199,6 +199,8 @@ pub(crate) struct Planner {
     owner: String,
     /// The last epoch this process's per-partition part finished committing.
     local_epoch: AtomicU64,
+    /// That epoch when this planner started: plan `i` follows local epoch `base + i + 1`.
+    base: Epoch,
 }
 
 impl Planner {
@@ -208,6 +210,7 @@ impl Planner {
         readers: Vec<String>,
         consumed: &Positions,
         owner: String,
+        base: Epoch,
     ) -> Self {
         // The finalizer's positions name partitions; each belongs to one source's chains, which
         // the first plan finds by listing them.
@@ -227,7 +230,8 @@ impl Planner {
             }),
             upstream_done: AtomicBool::new(false),
             owner,
-            local_epoch: AtomicU64::new(0),
+            local_epoch: AtomicU64::new(base),
+            base,
         }
     }
 
@@ -241,10 +245,17 @@ impl Planner {
     /// its epoch `index + 1`, or has stopped. Plans follow local epochs one to one, so a
     /// finalizer in the same process as the partitions it merges makes visible at each trigger
     /// exactly what that trigger committed; entries of other processes join the next plan.
-    fn wait_for(&self, index: u64) {
-        while self.local_epoch.load(Ordering::SeqCst) <= index && !self.is_upstream_done() {
+    /// Returns `false` when `stop` says to stop waiting (the finalizer's role moved).
+    fn wait_for(&self, index: u64, stop: &dyn Fn() -> bool) -> bool {
+        while self.local_epoch.load(Ordering::SeqCst) <= self.base + index
+            && !self.is_upstream_done()
+        {
+            if stop() {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
+        true
     }
 
     pub(crate) fn upstream_done(&self) {
@@ -271,8 +282,12 @@ impl Planner {
         // then in this plan. Until then, this process's entries are taken up to its epoch
         // `index + 1`.
         let local = self.local_epoch.load(Ordering::SeqCst);
-        let last = self.is_upstream_done() && local <= index;
-        let limit = if last { Epoch::MAX } else { index + 1 };
+        let last = self.is_upstream_done() && local <= self.base + index;
+        let limit = if last {
+            Epoch::MAX
+        } else {
+            self.base + index + 1
+        };
         let mut entries = Vec::new();
         let mut positions = Positions::new();
         for source in &self.sources {
@@ -418,7 +433,10 @@ impl Source for ExchangeSource {
 
     fn run(&mut self, ctx: &mut dyn SourceContext) -> Result<()> {
         loop {
-            self.planner.wait_for(self.next_plan);
+            if !self.planner.wait_for(self.next_plan, &|| ctx.stopping()) {
+                // The finalizer's role moved: what was not committed is the next one's.
+                return Ok(());
+            }
             let plan = self.handle.block_on(self.planner.plan(self.next_plan))?;
             self.next_plan += 1;
             if plan.last && plan.entries.is_empty() {

@@ -39,10 +39,16 @@ use supervisor::Supervisor;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Copy, Default)]
+/// Builds the pipeline's graph again, with fresh operators: how a process that takes the
+/// finalizer's role over gets its nodes.
+pub type GraphFactory = Arc<dyn Fn() -> Result<Graph> + Send + Sync>;
+
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Read up to the end offsets seen at start, then stop.
     pub batch: bool,
+    /// Lets the finalizer move between the instances that share the source (see [`run`]).
+    pub rebuild: Option<GraphFactory>,
 }
 
 /// What a run did.
@@ -88,12 +94,14 @@ pub async fn check_environment(graph: &mut Graph) -> Result<()> {
 /// (aggregates, windows) and what follows them run in the finalizer, which reads what the
 /// partition chains committed through the exchange. The finalizer stops once the per-partition
 /// part has stopped and it has taken everything that part committed.
+///
+/// Streaming instances share the source's partitions through its consumer group. With
+/// [`RunOptions::rebuild`], the finalizer runs in whichever instance owns the source's lead
+/// partition, and moves with it; without, a pipeline with a finalizer runs as one instance.
 pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> Result<RunSummary> {
     let started = Instant::now();
     let Graph {
-        pipeline,
-        mut nodes,
-        ..
+        pipeline, nodes, ..
     } = graph;
     let store = Arc::new(CheckpointStore::open(
         &pipeline.checkpoint,
@@ -108,91 +116,139 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         .filter(|g| matches!(g.node, Node::Source(_)))
         .map(|g| g.spec.name.clone())
         .collect();
+    let lead = nodes.iter().find_map(|g| match &g.node {
+        Node::Source(s) => Some(s.lead_partition()),
+        _ => None,
+    });
     let mut latest = store.latest().await?;
     let mut resumed = BTreeMap::new();
     for s in &sources {
         resumed.insert(s.clone(), !store.chains(s).await?.is_empty());
     }
-    let legacy = legacy_positions(&mut latest, &mut nodes, &committers, &resumed).await?;
+    let owner = uuid::Uuid::new_v4().simple().to_string();
+    let split::Split {
+        mut partitioned,
+        finalizer,
+    } = split::split(nodes, &store, latest.as_ref(), &owner, 0)?;
+    let elected = match (&finalizer, lead.flatten(), &opts.rebuild) {
+        (Some(_), Some(lead), Some(_)) if !opts.batch => Some(lead),
+        _ => None,
+    };
+    // A batch run, and a streaming pipeline whose finalizer cannot move, run alone: they take
+    // the pipeline's lock. Streaming instances share the partitions and register as members.
+    let alone = opts.batch || (finalizer.is_some() && elected.is_none());
+    let registration = if alone {
+        if opts.batch {
+            store.check_no_members().await?;
+        }
+        store.lock().await?
+    } else {
+        store.check_unlocked().await?;
+        store.join(&owner).await?
+    };
+    // Only now that this run may write: finish what a checkpoint of an earlier version left.
+    let legacy = legacy_positions(&mut latest, &mut partitioned, &committers, &resumed).await?;
     for s in legacy.keys() {
         resumed.insert(s.clone(), true);
     }
-
-    let owner = uuid::Uuid::new_v4().simple().to_string();
-    let split::Split {
-        partitioned,
-        finalizer,
-    } = split::split(nodes, &store, latest.as_ref(), &owner)?;
-    // A streaming pipeline without a finalizer shares its partitions with every instance
-    // started on the same checkpoint, through the source's consumer group. A batch run, and
-    // for now a pipeline with a finalizer, runs alone: it takes the pipeline's lock.
-    let shared = !opts.batch && finalizer.is_none();
-    let lock = if shared {
-        store.check_unlocked().await?;
-        None
-    } else {
-        Some(store.lock().await?)
-    };
+    let (lead_tx, lead_rx) = tokio::sync::watch::channel(false);
     let partitions = Arc::new(Partitions {
         store: store.clone(),
         committers: committers_of(&partitioned),
         owner,
         owned: Default::default(),
         legacy,
-        resumed,
+        resumed: Mutex::new(resumed),
         prune: finalizer.is_none(),
-        planner: finalizer.as_ref().map(|f| f.planner.clone()),
-        shared,
-        grouped: finalizer.is_none(),
+        planner: Mutex::new(match (&finalizer, &elected) {
+            (Some(f), None) => Some(f.planner.clone()),
+            _ => None,
+        }),
+        local_epoch: Default::default(),
+        open_epoch: AtomicU64::new(1),
+        released: Default::default(),
+        shared: !alone,
+        lead: elected.map(|lead| (lead, lead_tx)),
     });
-    let (first, lock) = match finalizer {
-        Some(_) => (None, lock),
-        None => (lock, None),
+    // The registration is kept, and heartbeated, by the part that ends last.
+    let local_finalizer = finalizer.is_some() && partitions.lead.is_none();
+    let (upstream_lock, downstream_lock) = if local_finalizer {
+        (None, Some(registration))
+    } else {
+        (Some(registration), None)
     };
     let upstream = Part {
         nodes: partitioned,
         chain: Chain::Partitioned(partitions.clone()),
         first_epoch: 1,
         latest: None,
-        lock: first,
-        partitions: Some(partitions),
+        lock: upstream_lock,
+        partitions: Some(partitions.clone()),
     };
     let Some(fin) = finalizer else {
         let done = run_part(upstream, &pipeline, &store, opts, cancel).await?;
         return Ok(done.summary(started));
     };
-    let mut fin_nodes = fin.nodes;
-    let fin_committers = committers_of(&fin_nodes);
-    restore(&store, &fin_committers, latest.as_ref(), &mut fin_nodes).await?;
-    let downstream = Part {
-        first_epoch: latest.as_ref().map_or(1, |m| m.epoch + 1),
-        nodes: fin_nodes,
-        chain: Chain::Finalizer {
-            last: latest.clone(),
-            planner: Some(fin.planner.clone()),
-        },
-        latest,
-        lock,
-        partitions: None,
-    };
-    let planner = fin.planner;
     let stop_upstream = cancel.child_token();
+    let upstream_done = CancellationToken::new();
     let upstream_run = async {
-        let r = run_part(upstream, &pipeline, &store, opts, stop_upstream.clone()).await;
-        planner.upstream_done();
+        let r = run_part(
+            upstream,
+            &pipeline,
+            &store,
+            opts.clone(),
+            stop_upstream.clone(),
+        )
+        .await;
+        upstream_done.cancel();
+        if let Some(p) = partitions.planner() {
+            p.upstream_done();
+        }
         r
     };
     // The finalizer stops by itself once the per-partition part is done; when it fails, the
     // per-partition part stops too.
     let downstream_run = async {
-        let r = run_part(
-            downstream,
-            &pipeline,
-            &store,
-            opts,
-            CancellationToken::new(),
-        )
-        .await;
+        let r = match (&opts.rebuild, partitions.lead.is_some()) {
+            (Some(rebuild), true) => {
+                drop(fin);
+                let role = FinalizerRole {
+                    lead: lead_rx,
+                    rebuild: rebuild.clone(),
+                    store: store.clone(),
+                    partitions: partitions.clone(),
+                    upstream_done: upstream_done.clone(),
+                    stopping: cancel.clone(),
+                };
+                role.run(opts.clone()).await
+            }
+            _ => {
+                let mut fin_nodes = fin.nodes;
+                let fin_committers = committers_of(&fin_nodes);
+                restore(&store, &fin_committers, latest.as_ref(), &mut fin_nodes).await?;
+                let downstream = Part {
+                    first_epoch: latest.as_ref().map_or(1, |m| m.epoch + 1),
+                    nodes: fin_nodes,
+                    chain: Chain::Finalizer {
+                        last: latest.clone(),
+                        planner: Some(fin.planner.clone()),
+                        owner: None,
+                    },
+                    latest: latest.clone(),
+                    lock: downstream_lock,
+                    partitions: None,
+                };
+                run_part(
+                    downstream,
+                    &pipeline,
+                    &store,
+                    opts.clone(),
+                    CancellationToken::new(),
+                )
+                .await
+                .map(|d| d.progress.epochs)
+            }
+        };
         if r.is_err() {
             stop_upstream.cancel();
         }
@@ -202,9 +258,120 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
     // A part that stopped because the other failed stopped cleanly: the error is the cause.
     let (up, down) = (up?, down?);
     let mut summary = up.summary(started);
-    summary.rows_per_sink.extend(down.rows_per_sink);
-    summary.finalizer_epochs = down.progress.epochs;
+    summary.finalizer_epochs = down;
     Ok(summary)
+}
+
+/// The finalizer's role in a process whose source shares its partitions: it runs while this
+/// process owns the lead partition. Each time the role is taken, the finalizer is rebuilt from
+/// the pipeline file, claims the finalizer's chain (fencing the previous holder), restores
+/// from it and runs; when the lead partition moves away it stops, leaving what it had not
+/// committed to the next holder (unless this process is stopping: it then finishes).
+struct FinalizerRole {
+    lead: tokio::sync::watch::Receiver<bool>,
+    rebuild: GraphFactory,
+    store: Arc<CheckpointStore>,
+    partitions: Arc<Partitions>,
+    upstream_done: CancellationToken,
+    stopping: CancellationToken,
+}
+
+impl FinalizerRole {
+    /// Returns the epochs committed while holding the role.
+    async fn run(mut self, opts: RunOptions) -> Result<u64> {
+        let mut epochs = 0;
+        loop {
+            tokio::select! {
+                held = self.lead.wait_for(|l| *l) => if held.is_err() { return Ok(epochs) },
+                _ = self.upstream_done.cancelled() => return Ok(epochs),
+            }
+            let ran = self.hold(&opts).await;
+            self.partitions.set_planner(None);
+            match ran {
+                Ok(n) => epochs += n,
+                Err(e) => {
+                    let latest = self.store.latest().await?;
+                    let mine = Some(self.partitions.owner.as_str());
+                    match latest.as_ref().and_then(|m| m.owner.as_deref()) {
+                        Some(other) if Some(other) != mine => tracing::warn!(
+                            error = %e,
+                            "finalizer fenced: another instance took the role; nothing more is committed here"
+                        ),
+                        _ => return Err(e),
+                    }
+                }
+            }
+            if self.upstream_done.is_cancelled() {
+                return Ok(epochs);
+            }
+        }
+    }
+
+    /// Holds the role once: until the lead partition moves away or the pipeline stops.
+    async fn hold(&mut self, opts: &RunOptions) -> Result<u64> {
+        let graph = (self.rebuild)()?;
+        let pipeline = graph.pipeline.clone();
+        let owner = self.partitions.owner.clone();
+        let (prev, claim) = self.store.claim_finalizer(&owner).await?;
+        tracing::info!(
+            epoch = claim.epoch,
+            "finalizer role taken: this instance owns the lead partition; merging every partition's committed rows"
+        );
+        let split::Split {
+            partitioned,
+            finalizer,
+        } = split::split(
+            graph.nodes,
+            &self.store,
+            Some(&claim),
+            &owner,
+            self.partitions.local_epoch(),
+        )?;
+        drop(partitioned);
+        let fin = finalizer
+            .ok_or_else(|| EngineError::runtime("the rebuilt pipeline has no finalizer"))?;
+        let mut nodes = fin.nodes;
+        restore(
+            &self.store,
+            &committers_of(&nodes),
+            prev.as_ref(),
+            &mut nodes,
+        )
+        .await?;
+        self.partitions.set_planner(Some(fin.planner.clone()));
+        if self.upstream_done.is_cancelled() {
+            fin.planner.upstream_done();
+        }
+        let stop = CancellationToken::new();
+        let part = Part {
+            first_epoch: claim.epoch + 1,
+            nodes,
+            chain: Chain::Finalizer {
+                last: Some(claim.clone()),
+                planner: Some(fin.planner.clone()),
+                owner: Some(owner),
+            },
+            latest: Some(claim),
+            lock: None,
+            partitions: None,
+        };
+        let run = run_part(part, &pipeline, &self.store, opts.clone(), stop.clone());
+        tokio::pin!(run);
+        let done = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                changed = self.lead.changed() => {
+                    let lost = changed.is_err() || !*self.lead.borrow();
+                    if lost && !self.stopping.is_cancelled() {
+                        tracing::info!("finalizer role lost: the lead partition moved; the next holder takes over from the last commit");
+                        stop.cancel();
+                        break run.await;
+                    }
+                }
+            }
+        }?;
+        Ok(done.progress.epochs)
+    }
 }
 
 /// The committers of the sinks among `nodes`, by node.

@@ -14,6 +14,7 @@ use engine_api::{
     Claimed, Committer, EngineError, Epoch, PartitionId, PendingCommit, Positions, Result,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How many times a claim retries when another process writes the chain at the same moment.
@@ -42,20 +43,29 @@ pub(crate) struct Partitions {
     pub(crate) owned: Owners,
     /// Positions of a checkpoint written before partition chains, by source.
     pub(crate) legacy: BTreeMap<String, Positions>,
-    /// Sources that had committed before this run.
-    pub(crate) resumed: BTreeMap<String, bool>,
+    /// Sources that have committed: before this run, or in it (by any process).
+    pub(crate) resumed: Mutex<BTreeMap<String, bool>>,
     /// Whether this part removes old chain entries itself: when the pipeline has no finalizer,
     /// which otherwise does once it has consumed them.
     pub(crate) prune: bool,
-    /// The finalizer in this process, told when each epoch is committed.
-    pub(crate) planner: Option<Arc<Planner>>,
+    /// The finalizer in this process, if it runs one now, told when each epoch is committed.
+    pub(crate) planner: Mutex<Option<Arc<Planner>>>,
+    /// The last epoch this part committed.
+    pub(crate) local_epoch: AtomicU64,
+    /// The epoch the sources are filling (the next barrier's).
+    pub(crate) open_epoch: AtomicU64,
+    /// Partitions given up, with the epoch that was open then: output of theirs in that epoch
+    /// or before was read under the ownership that ended, so it is abandoned even if the
+    /// partition was claimed again since (the claim resumes from the last commit, and reads it
+    /// again).
+    pub(crate) released: Mutex<BTreeMap<PartitionId, Epoch>>,
     /// Whether partitions may move to other processes (a consumer group): a partition claimed
     /// away is then given up; without a group it means another engine runs the same
     /// checkpoint, which is an error.
     pub(crate) shared: bool,
-    /// Whether streaming runs of this pipeline share partitions (it has no finalizer), even if
-    /// this run is a batch run.
-    pub(crate) grouped: bool,
+    /// The partition whose owner runs the finalizer, and where to say whether this process
+    /// owns it.
+    pub(crate) lead: Option<(PartitionId, tokio::sync::watch::Sender<bool>)>,
 }
 
 impl Partitions {
@@ -63,22 +73,53 @@ impl Partitions {
         self.owned.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Says whether this process owns the lead partition, when `p` is it.
+    fn leads(&self, p: &PartitionId, owns: bool) {
+        if let Some((lead, tx)) = &self.lead
+            && lead == p
+        {
+            tx.send_replace(owns);
+        }
+    }
+
+    /// Makes `planner` the one told of committed epochs (`None` once the finalizer stops here).
+    pub(crate) fn set_planner(&self, planner: Option<Arc<Planner>>) {
+        *self.planner.lock().unwrap_or_else(|e| e.into_inner()) = planner;
+    }
+
+    /// The planner of the finalizer running in this process, if any.
+    pub(crate) fn planner(&self) -> Option<Arc<Planner>> {
+        self.planner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn local_epoch(&self) -> Epoch {
+        self.local_epoch.load(Ordering::SeqCst)
+    }
+
     /// Claims `partitions` of `source` (see the module's documentation).
     pub(crate) async fn claim(&self, source: &str, partitions: &[PartitionId]) -> Result<Claimed> {
-        let mut claimed = Claimed {
-            positions: Positions::new(),
-            resumed: self.resumed.get(source).copied().unwrap_or(false),
-        };
         let claims = partitions.iter().map(|p| self.claim_one(source, p));
+        let mut positions = Positions::new();
         for (p, position) in partitions
             .iter()
             .zip(futures::future::try_join_all(claims).await?)
         {
             if let Some(v) = position {
-                claimed.positions.insert(p.clone(), v);
+                positions.insert(p.clone(), v);
             }
         }
-        Ok(claimed)
+        // A source that has committed anything resumes: a partition of it without a position
+        // is new since, and is read from its start.
+        let mut resumed = self.resumed.lock().unwrap_or_else(|e| e.into_inner());
+        let r = resumed.entry(source.to_string()).or_default();
+        *r |= !positions.is_empty();
+        Ok(Claimed {
+            positions,
+            resumed: *r,
+        })
     }
 
     async fn claim_one(&self, source: &str, p: &PartitionId) -> Result<Option<serde_json::Value>> {
@@ -106,15 +147,15 @@ impl Partitions {
                 created_at: chrono::Utc::now().to_rfc3339(),
                 position: position.clone(),
                 pending: Vec::new(),
+                carried: latest.as_ref().map(unfinished).unwrap_or_default(),
             };
             crate::failpoint::hit("before_claim");
             if !self.store.commit_partition(&claim).await? {
                 continue;
             }
             crate::failpoint::hit("after_claim");
-            let committed = latest.map(|m| m.pending).unwrap_or_default();
-            finish_commits(&self.committers, &committed).await?;
-            self.recover(p, &committed).await?;
+            finish_commits(&self.committers, &claim.carried).await?;
+            self.recover(p, &claim.carried).await?;
             if self.prune {
                 self.store.prune_partition(source, p, claim.seq).await;
             }
@@ -127,6 +168,7 @@ impl Partitions {
                     position: position.clone(),
                 },
             );
+            self.leads(p, true);
             return Ok(position);
         }
         Err(EngineError::runtime(format!(
@@ -134,13 +176,17 @@ impl Partitions {
         )))
     }
 
-    /// Gives partitions up: their output not committed yet is abandoned at the next commit.
+    /// Gives partitions up: their output not committed yet is abandoned at the next commits.
     pub(crate) fn release(&self, partitions: &[PartitionId]) {
+        let open = self.open_epoch.load(Ordering::SeqCst);
         let mut owned = self.owned();
+        let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
         for p in partitions {
             if let Some(o) = owned.remove(p) {
-                tracing::debug!(partition = %p, seq = o.seq, "partition released");
+                tracing::debug!(partition = %p, seq = o.seq, epoch = open, "partition released");
             }
+            released.insert(p.clone(), open);
+            self.leads(p, false);
         }
     }
 
@@ -201,7 +247,19 @@ impl Partitions {
             work.entry(p).or_default().1.push(c);
         }
         let (mut partitions, mut files) = (0, 0);
+        let stale: Vec<PartitionId> = {
+            let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+            released.retain(|_, at| *at >= epoch);
+            released.keys().cloned().collect()
+        };
         for (p, (position, pending)) in work {
+            if stale.contains(&p) {
+                // Read before this process gave the partition up.
+                if !pending.is_empty() {
+                    self.abort(&pending).await;
+                }
+                continue;
+            }
             let Some(owned) = self.owned().get(&p).cloned() else {
                 // Released, or claimed away, since these rows were read.
                 if !pending.is_empty() {
@@ -226,6 +284,7 @@ impl Partitions {
                 created_at: chrono::Utc::now().to_rfc3339(),
                 position: position.clone(),
                 pending,
+                carried: Vec::new(),
             };
             crate::failpoint::hit("before_manifest");
             if !self.store.commit_partition(&m).await? {
@@ -239,7 +298,7 @@ impl Partitions {
                 // group's session timeout). Its output is never made visible.
                 tracing::warn!(partition = %p, epoch, "partition lost: another instance claimed it; abandoning this epoch's output for it");
                 crate::failpoint::hit("after_fenced");
-                self.owned().remove(&p);
+                self.release(std::slice::from_ref(&p));
                 self.abort(&m.pending).await;
                 continue;
             }
@@ -249,6 +308,12 @@ impl Partitions {
                 o.position = position;
             }
             finish_commits(&self.committers, &m.pending).await?;
+            if m.position.is_some() {
+                self.resumed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(m.source.clone(), true);
+            }
             if self.prune && m.seq > 2 {
                 self.store
                     .remove_partition_entry(&m.source, &p, m.seq - 2)
@@ -257,9 +322,20 @@ impl Partitions {
             partitions += 1;
             files += m.pending.len();
         }
-        if let Some(p) = &self.planner {
+        self.local_epoch.fetch_max(epoch, Ordering::SeqCst);
+        if let Some(p) = self.planner() {
             p.local_committed(epoch);
         }
         Ok((partitions, files))
+    }
+}
+
+/// The committed output of chain entry `m` that may not be finished: its own, or, for a claim,
+/// what it carried.
+fn unfinished(m: &PartitionManifest) -> Vec<PendingCommit> {
+    if m.claim {
+        m.carried.clone()
+    } else {
+        m.pending.clone()
     }
 }

@@ -66,10 +66,6 @@ impl OpenContext for Claiming {
     fn batch_mode(&self) -> bool {
         self.batch
     }
-
-    fn shared_by_group(&self) -> bool {
-        self.partitions.as_ref().is_some_and(|p| p.grouped)
-    }
 }
 
 impl SourceCtx {
@@ -133,6 +129,10 @@ impl SourceContext for SourceCtx {
         self.check_failed()?;
         let epoch = self.next_epoch;
         self.next_epoch += 1;
+        if let Some(p) = &self.claims.partitions {
+            p.open_epoch
+                .fetch_max(self.next_epoch, std::sync::atomic::Ordering::SeqCst);
+        }
         self.last_barrier = Instant::now();
         let sent = self.handle.block_on(self.outputs.advance_watermark());
         self.flow(sent)?;

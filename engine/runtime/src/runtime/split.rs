@@ -11,7 +11,7 @@ use super::exchange::{ExchangeSink, ExchangeSource, Planner};
 use crate::checkpoint::{CheckpointStore, Manifest};
 use crate::config::NodeSpec;
 use crate::graph::GraphNode;
-use engine_api::{ConfigValue, EventTime, Input, Node, OutputPort, Result};
+use engine_api::{ConfigValue, Epoch, EventTime, Input, Node, OutputPort, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -59,6 +59,7 @@ pub(crate) fn split(
     store: &Arc<CheckpointStore>,
     latest: Option<&Manifest>,
     owner: &str,
+    base: Epoch,
 ) -> Result<Split> {
     let mut fin = vec![false; nodes.len()];
     for i in 0..nodes.len() {
@@ -99,6 +100,7 @@ pub(crate) fn split(
         names.clone(),
         &consumed,
         owner.to_string(),
+        base,
     ));
 
     // What each side's nodes become, and where the crossing outputs go.

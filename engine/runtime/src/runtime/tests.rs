@@ -49,7 +49,15 @@ fn graph(checkpoint: &str, nodes: &str, source: VectorSource, table: &MemoryTabl
 }
 
 async fn run_batch(g: Graph) -> Result<RunSummary> {
-    run(g, RunOptions { batch: true }, CancellationToken::new()).await
+    run(
+        g,
+        RunOptions {
+            batch: true,
+            rebuild: None,
+        },
+        CancellationToken::new(),
+    )
+    .await
 }
 
 fn sum_script() -> Vec<Step> {
@@ -342,6 +350,7 @@ fn coordinator(cp: &str, acks_needed: usize) -> Coordinator {
         chain: Chain::Finalizer {
             last: None,
             planner: None,
+            owner: None,
         },
     }
 }
@@ -506,6 +515,26 @@ async fn a_checkpoint_written_by_the_previous_engine_is_resumed_and_upgraded() {
     );
 }
 
+/// A process's claims and commits of partitions, sharing a topic through a group, with one
+/// memory sink `out`.
+fn owner_of(store: &Arc<CheckpointStore>, owner: &str, sink: &MemorySink) -> Partitions {
+    Partitions {
+        store: store.clone(),
+        committers: HashMap::from([("out".to_string(), sink.committer())]),
+        owner: owner.into(),
+        owned: Default::default(),
+        legacy: Default::default(),
+        resumed: Default::default(),
+        prune: false,
+        planner: Default::default(),
+        local_epoch: Default::default(),
+        open_epoch: Default::default(),
+        released: Default::default(),
+        shared: true,
+        lead: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_fences_the_previous_owner_whose_output_is_never_made_visible() {
     let cp = temp_checkpoint();
@@ -513,18 +542,7 @@ async fn a_claim_fences_the_previous_owner_whose_output_is_never_made_visible() 
     let table = MemoryTable::new();
     let mut sink_a = MemorySink::new("out", table.clone());
     let mut sink_b = MemorySink::new("out", table.clone());
-    let owner = |name: &str, sink: &MemorySink| Partitions {
-        store: store.clone(),
-        committers: HashMap::from([("out".to_string(), sink.committer())]),
-        owner: name.into(),
-        owned: Default::default(),
-        legacy: Default::default(),
-        resumed: Default::default(),
-        prune: false,
-        planner: None,
-        shared: true,
-        grouped: true,
-    };
+    let owner = |name: &str, sink: &MemorySink| owner_of(&store, name, sink);
     let (a, b) = (owner("a", &sink_a), owner("b", &sink_b));
     let at = |n: u64| -> BTreeMap<String, Positions> {
         [("in".to_string(), [(p(0), serde_json::json!(n))].into())].into()
@@ -571,4 +589,45 @@ async fn a_claim_fences_the_previous_owner_whose_output_is_never_made_visible() 
     let c = owner("c", &sink_b);
     let claimed = c.claim("in", &[p(0)]).await.unwrap();
     assert_eq!(claimed.positions[&p(0)], serde_json::json!(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_given_up_and_claimed_again_commits_nothing_it_read_before() {
+    let cp = temp_checkpoint();
+    let store = Arc::new(CheckpointStore::open(&cp, &Default::default(), "t").unwrap());
+    let table = MemoryTable::new();
+    let mut sink = MemorySink::new("out", table.clone());
+    let parts = owner_of(&store, "a", &sink);
+    parts
+        .open_epoch
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let at = |n: u64| -> BTreeMap<String, Positions> {
+        [("in".to_string(), [(p(0), serde_json::json!(n))].into())].into()
+    };
+    parts.claim("in", &[p(0)]).await.unwrap();
+    // Epoch 1 reads a row; then the group takes the partition away and gives it back (a
+    // rebalance after the broker restarted) before epoch 1 commits.
+    sink.write(rows(&[("x", "", 1)]), Some(&p(0)))
+        .await
+        .unwrap();
+    parts.release(&[p(0)]);
+    let claimed = parts.claim("in", &[p(0)]).await.unwrap();
+    assert!(claimed.positions.is_empty(), "nothing was committed yet");
+    let epoch1 = sink.prepare_commit(1).await.unwrap();
+    parts
+        .open_epoch
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(parts.commit(1, at(1), epoch1).await.unwrap(), (0, 0));
+    assert!(
+        table.committed().is_empty(),
+        "epoch 1 was read under the old claim"
+    );
+    assert_eq!(table.staged(), 0, "and its output is aborted");
+    // Read again from the claimed position, in epoch 2: committed once.
+    sink.write(rows(&[("x", "", 1)]), Some(&p(0)))
+        .await
+        .unwrap();
+    let epoch2 = sink.prepare_commit(2).await.unwrap();
+    assert_eq!(parts.commit(2, at(1), epoch2).await.unwrap(), (1, 1));
+    assert_eq!(key_n(&table.committed()), kv(&[("x", 1)]));
 }
