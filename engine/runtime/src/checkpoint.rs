@@ -3,9 +3,9 @@
 //!
 //! - `<checkpoint>/partitions/<source>/<partition>/<seq>.json`, one chain per source partition:
 //!   the partition's position (Kafka: next offset) and the output staged from its rows. The
-//!   first entry a process writes for a partition is a *claim* (same position, no output): it
-//!   takes the next sequence number, so the previous owner's next commit fails. That is the
-//!   fence.
+//!   first entry a process writes for a partition is a *claim* (same position, no new
+//!   output): it takes the next sequence number, so the previous owner's next commit fails.
+//!   That is the fence.
 //! - `<checkpoint>/manifests/<epoch>.json`, the finalizer's chain: the operator state objects
 //!   (aggregates, windows), how far it consumed each partition chain, and the output of the
 //!   nodes that merge partitions. Version 1 and 2 manifests (written before partition chains)
@@ -164,7 +164,7 @@ pub struct PartitionManifest {
     pub seq: u64,
     /// The process that wrote it: a random id per run.
     pub owner: String,
-    /// A claim takes the partition over for `owner`: same position, no output.
+    /// A claim takes the partition over for `owner`: same position, no new output.
     #[serde(default)]
     pub claim: bool,
     /// The writer's epoch, for diagnostics (epochs count per run).
