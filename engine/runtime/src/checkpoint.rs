@@ -536,6 +536,46 @@ impl CheckpointStore {
         )))
     }
 
+    /// Checks that the store refuses a conditional write that must fail, which every fence of
+    /// a shared run relies on: a second put-if-absent of one key, and (on S3) a replace whose
+    /// ETag does not match. Uses `<checkpoint>/_probe/<owner>`, removed afterwards.
+    pub async fn confirm_conditional_writes(&self, owner: &str) -> Result<()> {
+        let path = self.location.child(&format!("_probe/{owner}"));
+        let first = self.put_if_absent(&path, b"1".to_vec()).await?;
+        let second = self.put_if_absent(&path, b"2".to_vec()).await?;
+        let mismatch = match &self.location.s3 {
+            Some(_) => {
+                let opts = PutOptions {
+                    mode: PutMode::Update(object_store::UpdateVersion {
+                        e_tag: Some("\"not-the-etag\"".into()),
+                        version: None,
+                    }),
+                    ..Default::default()
+                };
+                match self
+                    .location
+                    .store
+                    .put_opts(&path, PutPayload::from_static(b"3"), opts)
+                    .await
+                {
+                    Err(object_store::Error::Precondition { .. }) => true,
+                    Err(object_store::Error::NotImplemented { .. }) => false,
+                    Err(e) => return Err(self.location.explain(e)),
+                    Ok(_) => false,
+                }
+            }
+            None => true,
+        };
+        let _ = self.location.store.delete(&path).await;
+        if first && !second && mismatch {
+            return Ok(());
+        }
+        Err(EngineError::config(format!(
+            "the object store of the checkpoint at {} did not refuse a conditional write that had to fail (a second put-if-absent, or a replace with the wrong ETag); instances that share a pipeline are fenced by such writes, so they cannot run on it: use an S3 server with atomic conditional writes (the README's Scale-out section lists what was tested)",
+            self.location.url
+        )))
+    }
+
     /// Registers a streaming instance, `<checkpoint>/_members/<owner>.json`, heartbeated like
     /// the lock, so that a batch run can tell whether streaming instances run.
     pub async fn join(&self, owner: &str) -> Result<Lock> {

@@ -144,6 +144,7 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         store.lock().await?
     } else {
         store.check_unlocked().await?;
+        store.confirm_conditional_writes(&owner).await?;
         store.join(&owner).await?
     };
     // Only now that this run may write: finish what a checkpoint of an earlier version left.

@@ -631,3 +631,13 @@ async fn a_partition_given_up_and_claimed_again_commits_nothing_it_read_before()
     assert_eq!(parts.commit(2, at(1), epoch2).await.unwrap(), (1, 1));
     assert_eq!(key_n(&table.committed()), kv(&[("x", 1)]));
 }
+
+#[tokio::test]
+async fn a_store_that_refuses_a_second_put_if_absent_is_confirmed_and_the_probe_removed() {
+    let cp = temp_checkpoint();
+    let store = CheckpointStore::open(&cp, &Default::default(), "t").unwrap();
+    store.confirm_conditional_writes("me").await.unwrap();
+    let dir = cp.trim_start_matches("file://");
+    let probe = std::path::Path::new(dir).join("_probe/me");
+    assert!(!probe.exists(), "the probe object is removed");
+}
