@@ -606,10 +606,23 @@ async fn a_paused_instance_that_comes_back_never_commits_for_what_moved() {
         )
     };
     let mut sent = BTreeMap::new();
-    let a = ENGINE.spawn(&pipeline("orders.toml"), &env);
+    // Logs go to files, which stay for a look when a wait times out.
+    let log = |name: &str| std::env::temp_dir().join(format!("{topic}-{name}.log"));
+    let spawn = |name: &str| {
+        ENGINE
+            .command()
+            .args(["run", &pipeline("orders.toml")])
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log(name)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn("a");
     sent.extend(burst(0).await);
     wait_rows("burst 0", &paths.table("commandes"), sent.len()).await;
-    let b = ENGINE.spawn(&pipeline("orders.toml"), &env);
+    let b = spawn("b");
     tokio::time::sleep(Duration::from_secs(4)).await;
     sent.extend(burst(1).await);
     // Paused mid-stream, past the 10 s session timeout: the group gives everything to `b`.
@@ -626,8 +639,10 @@ async fn a_paused_instance_that_comes_back_never_commits_for_what_moved() {
     sent.extend(burst(3).await);
     wait_rows("burst 3", &paths.table("commandes"), sent.len()).await;
     wait_product_sales(gold, &sent, "product sales of every burst").await;
-    let (status_a, stderr_a) = sigterm(a).await;
-    let (status_b, stderr_b) = sigterm(b).await;
+    let (status_a, _) = sigterm(a).await;
+    let (status_b, _) = sigterm(b).await;
+    let stderr_a = std::fs::read_to_string(log("a")).unwrap();
+    let stderr_b = std::fs::read_to_string(log("b")).unwrap();
     assert!(status_a.success(), "{stderr_a}");
     assert!(status_b.success(), "{stderr_b}");
     assert!(

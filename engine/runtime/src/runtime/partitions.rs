@@ -287,7 +287,17 @@ impl Partitions {
                 carried: Vec::new(),
             };
             crate::failpoint::hit("before_manifest");
-            if !self.store.commit_partition(&m).await? {
+            // Shared: look first whether the chain moved on, and write only if not. The
+            // put-if-absent alone should fence, but a zombie's write was seen to replace a newer
+            // claim on the local S3 server, so the fence does not rest on it alone.
+            let moved_on = self.shared
+                && self
+                    .store
+                    .partition_seqs(&owned.source, &p)
+                    .await?
+                    .last()
+                    .is_some_and(|newest| *newest >= m.seq);
+            if moved_on || !self.store.commit_partition(&m).await? {
                 if !self.shared {
                     return Err(EngineError::config(format!(
                         "partition {p} of pipeline `{}` was claimed by another engine with the same checkpoint; stop it, or give this one its own checkpoint location",
