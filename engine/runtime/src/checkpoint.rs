@@ -279,15 +279,8 @@ impl CheckpointStore {
     }
 
     pub async fn write_state(&self, epoch: Epoch, node: &str, bytes: Vec<u8>) -> Result<String> {
-        let path = self
-            .location
-            .child(&format!("state/{epoch:020}/{node}.bin"));
-        self.location
-            .store
-            .put(&path, PutPayload::from(bytes))
+        self.put(&format!("state/{epoch:020}/{node}.bin"), bytes.into())
             .await
-            .map_err(|e| self.location.explain(e))?;
-        Ok(path.to_string())
     }
 
     fn chain(&self, source: &str, p: &PartitionId) -> Path {
