@@ -310,6 +310,31 @@ async fn commit_epoch(
     Ok(Some(m))
 }
 
+/// The pending work of `pending` that sink `node` staged.
+pub(crate) fn of_node(pending: &[PendingCommit], node: &str) -> Vec<PendingCommit> {
+    pending.iter().filter(|p| p.node == node).cloned().collect()
+}
+
+/// Removes, sink by sink, what epochs that never committed left staged for `partition` (`None`:
+/// the output that mixes partitions), keeping `committed`.
+pub(crate) async fn recover_staging(
+    committers: &HashMap<String, Arc<dyn Committer>>,
+    partition: Option<&engine_api::PartitionId>,
+    committed: &[PendingCommit],
+) -> Result<()> {
+    for (node, c) in committers {
+        let cleaned = c
+            .recover(partition, &of_node(committed, node))
+            .await
+            .map_err(|e| e.context(format!("cleaning up staged output of `{node}`")))?;
+        if cleaned > 0 {
+            tracing::info!(node = %node, partition = ?partition.map(|p| p.as_str()), objects = cleaned,
+                "removed output staged by epochs that never committed");
+        }
+    }
+    Ok(())
+}
+
 /// Makes the staged output of a committed manifest visible, sink by sink. Idempotent.
 pub(crate) async fn finish_commits(
     committers: &HashMap<String, Arc<dyn Committer>>,

@@ -26,7 +26,9 @@ mod supervisor;
 use crate::checkpoint::{CheckpointStore, Lock, Manifest};
 use crate::graph::{Graph, GraphNode};
 use actor::{Actor, Behaviour};
-use coordinator::{Chain, Committed, Coordinator, CoordinatorHandle, finish_commits};
+use coordinator::{
+    Chain, Committed, Coordinator, CoordinatorHandle, finish_commits, recover_staging,
+};
 use engine_api::{Committer, EngineError, Epoch, Node, PendingCommit, Positions, Result};
 use outputs::{Envelope, Outputs};
 use partitions::Partitions;
@@ -111,11 +113,7 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
     store.check().await?;
 
     let committers = committers_of(&nodes);
-    let sources: Vec<String> = nodes
-        .iter()
-        .filter(|g| matches!(g.node, Node::Source(_)))
-        .map(|g| g.spec.name.clone())
-        .collect();
+    let sources: Vec<String> = source_names(&nodes).collect();
     let lead = nodes.iter().find_map(|g| match &g.node {
         Node::Source(s) => Some(s.lead_partition()),
         _ => None,
@@ -375,6 +373,14 @@ impl FinalizerRole {
     }
 }
 
+/// The names of the sources among `nodes`.
+fn source_names(nodes: &[GraphNode]) -> impl Iterator<Item = String> + '_ {
+    nodes
+        .iter()
+        .filter(|g| matches!(g.node, Node::Source(_)))
+        .map(|g| g.spec.name.clone())
+}
+
 /// The committers of the sinks among `nodes`, by node.
 fn committers_of(nodes: &[GraphNode]) -> HashMap<String, Arc<dyn Committer>> {
     nodes
@@ -477,11 +483,7 @@ async fn run_part(
     } = part;
     // Committers outlive their sinks: the coordinator finishes commits with them.
     let committers = committers_of(&nodes);
-    let sources: BTreeSet<String> = nodes
-        .iter()
-        .filter(|g| matches!(g.node, Node::Source(_)))
-        .map(|g| g.spec.name.clone())
-        .collect();
+    let sources: BTreeSet<String> = source_names(&nodes).collect();
     // Open connections before anything runs, so bad input fails fast and clearly.
     for g in nodes.iter_mut() {
         if let Node::Sink(s) = &mut g.node {
@@ -680,21 +682,7 @@ async fn restore(
             }
         }
     }
-    for (node, c) in committers {
-        let mine: Vec<_> = committed_pending
-            .iter()
-            .filter(|p| &p.node == node)
-            .cloned()
-            .collect();
-        let cleaned = c
-            .recover(None, &mine)
-            .await
-            .map_err(|e| e.context(format!("cleaning up staged output of `{node}`")))?;
-        if cleaned > 0 {
-            tracing::info!(node = %node, objects = cleaned, "removed output staged by epochs that never committed");
-        }
-    }
-    Ok(())
+    recover_staging(committers, None, &committed_pending).await
 }
 
 type Edges = Vec<Vec<(mpsc::Sender<Envelope>, usize)>>;

@@ -7,7 +7,7 @@
 //! Only after the claim does the new owner finish the output the chain committed, remove what
 //! was left staged for the partition, and start reading at the committed position.
 
-use super::coordinator::finish_commits;
+use super::coordinator::{finish_commits, of_node, recover_staging};
 use super::exchange::Planner;
 use crate::checkpoint::{CheckpointStore, PartitionManifest};
 use engine_api::{
@@ -155,7 +155,7 @@ impl Partitions {
             }
             crate::failpoint::hit("after_claim");
             finish_commits(&self.committers, &claim.carried).await?;
-            self.recover(p, &claim.carried).await?;
+            recover_staging(&self.committers, Some(p), &claim.carried).await?;
             if self.prune {
                 self.store.prune_partition(source, p, claim.seq).await;
             }
@@ -193,34 +193,11 @@ impl Partitions {
     /// Abandons staged output of partitions this process no longer owns.
     async fn abort(&self, pending: &[PendingCommit]) {
         for (node, c) in &self.committers {
-            let mine: Vec<_> = pending
-                .iter()
-                .filter(|p| &p.node == node)
-                .cloned()
-                .collect();
+            let mine = of_node(pending, node);
             if !mine.is_empty() {
                 c.abort(&mine).await;
             }
         }
-    }
-
-    /// Removes what earlier owners left staged for `p`, keeping what the chain committed.
-    async fn recover(&self, p: &PartitionId, committed: &[PendingCommit]) -> Result<()> {
-        for (node, c) in &self.committers {
-            let mine: Vec<_> = committed
-                .iter()
-                .filter(|c| &c.node == node)
-                .cloned()
-                .collect();
-            let cleaned = c
-                .recover(Some(p), &mine)
-                .await
-                .map_err(|e| e.context(format!("cleaning up staged output of `{node}`")))?;
-            if cleaned > 0 {
-                tracing::info!(node = %node, partition = %p, objects = cleaned, "removed output staged by epochs that never committed");
-            }
-        }
-        Ok(())
     }
 
     /// Commits epoch `epoch` partition by partition: each owned partition whose position moved
