@@ -316,6 +316,20 @@ impl CheckpointStore {
         Ok(seqs)
     }
 
+    /// Whether partition `p`'s chain has an entry newer than `seq`.
+    pub async fn partition_moved_past(
+        &self,
+        source: &str,
+        p: &PartitionId,
+        seq: u64,
+    ) -> Result<bool> {
+        Ok(self
+            .partition_seqs(source, p)
+            .await?
+            .last()
+            .is_some_and(|newest| *newest > seq))
+    }
+
     pub async fn partition_manifest(
         &self,
         source: &str,

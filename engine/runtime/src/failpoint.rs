@@ -2,8 +2,16 @@
 //! abort (as a `kill -9` would) the 3rd time it reaches `after_manifest`. Without the variable
 //! a failpoint costs one environment lookup, done once.
 //!
-//! Points: `before_manifest` (sinks have staged the epoch, nothing committed), `after_manifest`
-//! (the manifest is written, staged files not yet visible), `mid_commit` (some sinks committed).
+//! Points:
+//! - the finalizer's (or a single process's) commit: `before_manifest` (sinks have staged the
+//!   epoch, nothing committed), `after_manifest` (the manifest is written, staged files not yet
+//!   visible), `mid_commit` (some sinks committed; also hit by per-partition commits);
+//! - per partition: `before_claim`, `after_claim` (the claim entry is written, the carried output
+//!   not yet finished nor the staging cleaned), `before_partition_commit`,
+//!   `after_partition_commit` (the chain entry is written, its files not yet visible),
+//!   `after_fenced` (a commit found the partition claimed by another instance), `in_release`
+//!   (partitions revoked by the group, or lost to a fence);
+//! - `after_finalizer_claim`: the finalizer's role was just taken.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};

@@ -296,14 +296,8 @@ async fn commit_epoch(
     }
     m.pending = e.pending;
     crate::failpoint::hit("before_manifest");
-    // A finalizer whose role can move looks first whether another holder wrote past it (see
-    // `Partitions::commit`: the fence does not rest on the put-if-absent alone).
-    if owner.is_some() && store.newest_epoch().await?.is_some_and(|n| n >= epoch) {
-        return Err(EngineError::config(format!(
-            "epoch {epoch} of pipeline `{}`: another instance holds the finalizer's role now",
-            store.pipeline()
-        )));
-    }
+    // Manifests are never removed, so the put-if-absent alone fences a finalizer whose role
+    // moved: its epoch is taken.
     store.commit(&m).await?;
     crate::failpoint::hit("after_manifest");
     finish_commits(committers, &m.pending).await?;

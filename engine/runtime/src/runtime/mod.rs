@@ -312,6 +312,7 @@ impl FinalizerRole {
         let pipeline = graph.pipeline.clone();
         let owner = self.partitions.owner.clone();
         let (prev, claim) = self.store.claim_finalizer(&owner).await?;
+        crate::failpoint::hit("after_finalizer_claim");
         tracing::info!(
             epoch = claim.epoch,
             "finalizer role taken: this instance owns the lead partition; merging every partition's committed rows"

@@ -150,7 +150,14 @@ impl Partitions {
                 carried: latest.as_ref().map(unfinished).unwrap_or_default(),
             };
             crate::failpoint::hit("before_claim");
-            if !self.store.commit_partition(&claim).await? {
+            // A claim that landed in a hole (see `commit`) is retried from the newest entry,
+            // before it cleans anything up: the staging belongs to the partition's live owner.
+            if !self.store.commit_partition(&claim).await?
+                || self
+                    .store
+                    .partition_moved_past(source, p, claim.seq)
+                    .await?
+            {
                 continue;
             }
             crate::failpoint::hit("after_claim");
@@ -178,6 +185,7 @@ impl Partitions {
 
     /// Gives partitions up: their output not committed yet is abandoned at the next commits.
     pub(crate) fn release(&self, partitions: &[PartitionId]) {
+        crate::failpoint::hit("in_release");
         let open = self.open_epoch.load(Ordering::SeqCst);
         let mut owned = self.owned();
         let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,18 +271,20 @@ impl Partitions {
                 pending,
                 carried: Vec::new(),
             };
-            crate::failpoint::hit("before_manifest");
-            // Shared: look first whether the chain moved on, and write only if not. The
-            // put-if-absent alone should fence, but a zombie's write was seen to replace a newer
-            // claim on the local S3 server, so the fence does not rest on it alone.
-            let moved_on = self.shared
-                && self
-                    .store
-                    .partition_seqs(&owned.source, &p)
-                    .await?
-                    .last()
-                    .is_some_and(|newest| *newest >= m.seq);
-            if moved_on || !self.store.commit_partition(&m).await? {
+            crate::failpoint::hit("before_partition_commit");
+            let written = self.store.commit_partition(&m).await?;
+            // Entries below a chain's newest are removed once the finalizer consumed them (or
+            // pruned), so a put-if-absent can land in such a hole after the chain moved on: the
+            // writer then finds a newer entry, which was there before it wrote (the newest entry
+            // of a chain is never removed), and was fenced. Its entry is below the newest, so no
+            // claim or planner reads it, and its output is never made visible.
+            if !written
+                || (self.shared
+                    && self
+                        .store
+                        .partition_moved_past(&owned.source, &p, m.seq)
+                        .await?)
+            {
                 if !self.shared {
                     return Err(EngineError::config(format!(
                         "partition {p} of pipeline `{}` was claimed by another engine with the same checkpoint; stop it, or give this one its own checkpoint location",
@@ -289,7 +299,7 @@ impl Partitions {
                 self.abort(&m.pending).await;
                 continue;
             }
-            crate::failpoint::hit("after_manifest");
+            crate::failpoint::hit("after_partition_commit");
             if let Some(o) = self.owned().get_mut(&p) {
                 o.seq = m.seq;
                 o.position = position;

@@ -591,6 +591,56 @@ async fn a_claim_fences_the_previous_owner_whose_output_is_never_made_visible() 
     assert_eq!(claimed.positions[&p(0)], serde_json::json!(1));
 }
 
+/// The finalizer removes chain entries it consumed, below each chain's newest, which leaves
+/// holes: a paused owner whose put-if-absent lands in one finds the newer entry and is fenced
+/// all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_lands_where_a_consumed_entry_was_removed_is_fenced() {
+    let cp = temp_checkpoint();
+    let store = Arc::new(CheckpointStore::open(&cp, &Default::default(), "t").unwrap());
+    let table = MemoryTable::new();
+    let mut sink_a = MemorySink::new("out", table.clone());
+    let mut sink_b = MemorySink::new("out", table.clone());
+    let (a, b) = (
+        owner_of(&store, "a", &sink_a),
+        owner_of(&store, "b", &sink_b),
+    );
+    let at = |n: u64| -> BTreeMap<String, Positions> {
+        [("in".to_string(), [(p(0), serde_json::json!(n))].into())].into()
+    };
+    a.claim("in", &[p(0)]).await.unwrap();
+    sink_a
+        .write(rows(&[("x", "", 1)]), Some(&p(0)))
+        .await
+        .unwrap();
+    let staged_a = sink_a.prepare_commit(1).await.unwrap();
+    // `a` pauses; `b` claims the partition (entry 2) and commits (entry 3), and entry 2 is
+    // removed as consumed.
+    b.claim("in", &[p(0)]).await.unwrap();
+    sink_b
+        .write(rows(&[("y", "", 1)]), Some(&p(0)))
+        .await
+        .unwrap();
+    let staged_b = sink_b.prepare_commit(1).await.unwrap();
+    assert_eq!(b.commit(1, at(5), staged_b).await.unwrap(), (1, 1));
+    store.remove_partition_entry("in", &p(0), 2).await;
+    // `a` comes back: its entry 2 is written, into the hole, but it is fenced by entry 3.
+    assert_eq!(a.commit(1, at(1), staged_a).await.unwrap(), (0, 0));
+    assert_eq!(key_n(&table.committed()), kv(&[("y", 1)]));
+    assert_eq!(table.staged(), 0, "the fenced owner's output is aborted");
+    assert_eq!(
+        a.commit(2, at(2), Vec::new()).await.unwrap(),
+        (0, 0),
+        "`a` gave the partition up"
+    );
+    // The chain's newest entry is still `b`'s, and a claim resumes from it.
+    let c = owner_of(&store, "c", &sink_b);
+    assert_eq!(
+        c.claim("in", &[p(0)]).await.unwrap().positions[&p(0)],
+        serde_json::json!(5)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_given_up_and_claimed_again_commits_nothing_it_read_before() {
     let cp = temp_checkpoint();
