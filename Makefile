@@ -2,7 +2,7 @@
 SHELL := bash
 ENGINE := target/release/engine
 
-.PHONY: help build demo test test-faults test-scaleout test-unit bench stack-up stack-down stack-status fmt lint
+.PHONY: help build demo test test-faults test-scaleout test-unit bench bench-scaleout stack-up stack-down stack-status fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -19,13 +19,17 @@ test: ## Lints, unit tests, then integration tests against the real local stack
 test-faults: build stack-up ## The fault-injection suite (kill -9 x FAULT_KILLS, failpoints, fencing) against the real stack
 	FAULT_KILLS=$${FAULT_KILLS:-20} cargo test --release --locked --workspace --test faults -- --nocapture --test-threads 1
 
-test-scaleout: build stack-up ## Scale-out against the real stack: the conditional-PUT preflight (PREFLIGHT_ROUNDS, default 5), the zombie, then every scale-out test of make test
+test-scaleout: build stack-up ## Scale-out against the real stack: the conditional-PUT preflight (PREFLIGHT_ROUNDS, default 5), the zombie, the churn (SCALEOUT_ROUNDS, default 24), then every scale-out test of make test
 	PREFLIGHT_ROUNDS=$${PREFLIGHT_ROUNDS:-5} cargo test --release --locked --workspace --test integration -- --ignored --nocapture --test-threads 1 preflight a_paused_instance
-	cargo test --release --locked --workspace --test integration -- --nocapture --test-threads 1 scaleout:: gold_tables_stay_exact_while
+	SCALEOUT_ROUNDS=$${SCALEOUT_ROUNDS:-24} cargo test --release --locked --workspace --test integration -- --nocapture --test-threads 1 scaleout:: churn:: gold_tables_stay_exact_while
+	cargo test --release --locked --workspace --test faults -- --nocapture --test-threads 1 two_engines_on_one_checkpoint
 
 bench: ## Throughput side by side: raw Kafka read, the engine, Spark (if installed); results in bench/results/
 	bench/run
 	cargo bench -p operators --bench operators
+
+bench-scaleout: ## One, two and three streaming instances on a 6-partition topic; results in bench/results/
+	bench/run --only scaleout
 
 test-unit: ## Every test that needs no services (operators, connectors, config, graph, examples)
 	scripts/test unit

@@ -15,7 +15,7 @@ fn approx(a: f64, b: f64) -> bool {
 }
 
 /// Orders of 8 customers with 1 to 3 lines of 4 products at listed prices, all paid.
-const TIMED: OrderShape = OrderShape {
+pub(crate) const TIMED: OrderShape = OrderShape {
     customer_prefix: "cust-",
     customers: 8,
     lines: 1..4,
@@ -47,7 +47,7 @@ fn expected_product_sales(sent: &Acked) -> Sales {
     out
 }
 
-async fn check_product_sales(gold: &str, sent: &Acked) {
+pub(crate) async fn check_product_sales(gold: &str, sent: &Acked) {
     let expected = expected_product_sales(sent);
     let table = rows(&read_table(&format!("{gold}/product_sales")).await);
     assert_eq!(
@@ -71,7 +71,7 @@ async fn check_product_sales(gold: &str, sent: &Acked) {
 /// Windows closed by the watermark, per customer. The watermark trails the slowest Kafka
 /// partition: the smallest, over the partitions written to, of the latest event time in each,
 /// minus 2 minutes.
-fn expected_customer_windows(sent: &Acked) -> BTreeMap<(String, i64), (i64, f64)> {
+pub(crate) fn expected_customer_windows(sent: &Acked) -> BTreeMap<(String, i64), (i64, f64)> {
     let orders: Vec<Value> = sent
         .values()
         .map(|s| serde_json::from_slice(&s.value).unwrap())
@@ -99,7 +99,10 @@ fn expected_customer_windows(sent: &Acked) -> BTreeMap<(String, i64), (i64, f64)
     out
 }
 
-async fn check_customer_windows(gold: &str, expected: &BTreeMap<(String, i64), (i64, f64)>) {
+pub(crate) async fn check_customer_windows(
+    gold: &str,
+    expected: &BTreeMap<(String, i64), (i64, f64)>,
+) {
     let table = rows(&read_table(&format!("{gold}/customer_orders_1min")).await);
     let mut seen = BTreeSet::new();
     for r in &table {
@@ -122,7 +125,7 @@ async fn check_customer_windows(gold: &str, expected: &BTreeMap<(String, i64), (
 }
 
 /// Waits (up to 60 s) until `product_sales` counts every item line of `sent`.
-async fn wait_product_sales(gold: &str, sent: &Acked, what: &str) {
+pub(crate) async fn wait_product_sales(gold: &str, sent: &Acked, what: &str) {
     let expected: i64 = expected_product_sales(sent).values().map(|e| e.1).sum();
     let url = format!("{gold}/product_sales");
     eventually(what, Duration::from_secs(60), || {
@@ -136,7 +139,7 @@ async fn wait_product_sales(gold: &str, sent: &Acked, what: &str) {
     .await;
 }
 
-fn gold_env<'a>(topic: &'a str, paths: &'a EnginePaths) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn gold_env<'a>(topic: &'a str, paths: &'a EnginePaths) -> Vec<(&'a str, &'a str)> {
     paths.env(&[
         ("ORDERS_TOPIC", topic),
         // One epoch per batch run, so the watermark moves once, at its end.
@@ -577,7 +580,7 @@ async fn gold_tables_stay_exact_while_instances_join_and_leave() {
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to a child process.
-fn signal(child: &std::process::Child, signal: &str) {
+pub(crate) fn signal(child: &std::process::Child, signal: &str) {
     let status = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()

@@ -6,6 +6,7 @@
 //! against what the broker acknowledged: every message exactly once, by (partition, offset),
 //! with its values.
 
+mod churn;
 mod gold;
 mod preflight;
 mod report;
