@@ -60,15 +60,15 @@ def topic_command(*args, check=True):
                     *args], check=check, capture_output=True)
 
 
-def create_topic(topic):
-    topic_command("--create", "--topic", topic, "--partitions", "3", "--replication-factor", "1")
+def create_topic(topic, partitions=3):
+    topic_command("--create", "--topic", topic, "--partitions", str(partitions), "--replication-factor", "1")
 
 
 def delete_topic(topic, check=False):
     topic_command("--delete", "--topic", topic, check=check)
 
 
-def ensure_topic(topic, kind, count, seed=1):
+def ensure_topic(topic, kind, count, seed=1, partitions=3):
     have = topic_size(topic)
     if have == count:
         log(f"{topic}: {count} messages already there")
@@ -76,7 +76,7 @@ def ensure_topic(topic, kind, count, seed=1):
     if have is not None:
         delete_topic(topic, check=True)
         time.sleep(3)
-    create_topic(topic)
+    create_topic(topic, partitions)
     log(f"{topic}: producing {count} {kind} messages (fixed seed)")
     subprocess.run([ENGINE, "produce", "--topic", topic, "--kind", kind, "--count", str(count), "--seed", str(seed)],
                    check=True)
@@ -112,6 +112,79 @@ def engine_cmd(pipeline, topic_var, topic):
 
 
 LATENCY_PROBE = os.path.join(ROOT, "target", "release", "examples", "latency_probe")
+GROUP_WAIT = os.path.join(ROOT, "target", "release", "examples", "group_wait")
+
+
+def cpu_seconds(pid):
+    """utime + stime of a running process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scaleout_run(pipeline, topic, instances, messages):
+    """`instances` streaming engines started together on one new checkpoint; the wall time from
+    their start until their consumer group has committed every message, their CPU time, and the
+    largest peak RSS."""
+    run = f"bench/{datetime.datetime.utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ)
+    env.update({"ORDERS_TOPIC": topic, "BRONZE_URL": f"s3://bronze/{run}", "GOLD_URL": f"s3://gold/{run}",
+                "CHECKPOINT_URL": f"s3://bronze/{run}/_checkpoints", "TRIGGER": "1s", "RUST_LOG": "info",
+                "ENGINE_LOG_FORMAT": "json"})
+    logs = [open(f"/tmp/{run.replace('/', '-')}-{i}.log", "w+") for i in range(instances)]
+    t0 = time.monotonic()
+    procs = [subprocess.Popen([ENGINE, "run", os.path.join(ROOT, "pipelines", pipeline)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=logs[i]) for i in range(instances)]
+    try:
+        group = None
+        while group is None and time.monotonic() - t0 < 60:
+            time.sleep(0.1)
+            logs[0].seek(0)
+            for line in logs[0]:
+                if '"group"' in line:
+                    group = json.loads(line).get("fields", {}).get("group") or json.loads(line).get("group")
+                    if group:
+                        break
+        if group is None:
+            raise RuntimeError(f"no consumer group in the first instance's log ({logs[0].name})")
+        out = subprocess.run([GROUP_WAIT, BROKERS, group, topic, str(messages), "600"], capture_output=True,
+                             text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{pipeline} x{instances}: {out.stderr.strip()}")
+        wall = time.monotonic() - t0
+        cpu = sum(cpu_seconds(p.pid) for p in procs)
+        rss = max(peak_rss_mib(p.pid) for p in procs)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=90)
+    for p in procs:
+        if p.returncode != 0:
+            raise RuntimeError(f"{pipeline} x{instances}: an instance exited with {p.returncode}")
+    return wall, cpu, rss
+
+
+def scaleout_section(args):
+    """One, two and three instances of the orders job, full and bronze-only, on a 6-partition
+    topic; median of `args.runs` runs each."""
+    topic = f"bench-orders6-{args.orders}"
+    ensure_topic(topic, "orders", args.orders, partitions=6)
+    rows = []
+    for pipeline in ["orders.toml", "orders_bronze.toml"]:
+        for k in [1, 2, 3]:
+            runs = []
+            for i in range(args.runs):
+                wall, cpu, rss = scaleout_run(pipeline, topic, k, args.orders)
+                log(f"{pipeline} x{k} run {i + 1}/{args.runs}: {wall:.2f} s, {args.orders / wall:,.0f} msg/s, "
+                    f"cpu {cpu:.2f} s, rss {rss:.0f} MiB")
+                runs.append((wall, cpu, rss))
+            wall = statistics.median(r[0] for r in runs)
+            cpu = statistics.median(r[1] for r in runs)
+            rows.append({"pipeline": pipeline, "instances": k, "wall_s": wall, "msgs_per_s": args.orders / wall,
+                         "cpu_s_per_million": cpu / args.orders * 1e6,
+                         "per_core": args.orders / cpu, "peak_rss_mib": max(r[2] for r in runs)})
+    return rows
 
 
 def now_ms():
@@ -262,7 +335,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--spark", choices=["auto", "no"], default="auto",
                     help="run the Spark job too when bench/spark/install has installed it")
-    ap.add_argument("--only", choices=["all", "throughput", "latency"], default="all")
+    ap.add_argument("--only", choices=["all", "throughput", "latency", "scaleout"], default="all",
+                    help="scaleout: 1, 2 and 3 streaming instances on a 6-partition topic (make bench-scaleout)")
     ap.add_argument("--latency-seconds", type=int, default=120,
                     help="length of each open-loop latency run (the issue asks for at least 120)")
     ap.add_argument("--latency-rate", type=float, default=None,
@@ -277,6 +351,9 @@ def main():
                     help="Spark triggers to try, lowest first")
     args = ap.parse_args()
 
+    if args.only == "scaleout":
+        write_scaleout(args, scaleout_section(args))
+        return
     orders_topic = f"bench-orders-{args.orders}"
     logs_topic = f"bench-logs-{args.logs}"
     metrics_topic = f"bench-metrics-{args.metrics}"
@@ -393,6 +470,33 @@ def latency_chart(rows, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
+
+
+def write_scaleout(args, rows):
+    stamp = datetime.datetime.utcnow().strftime("%Y-%m-%dT%H%M%SZ")
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    md_path = os.path.join(ROOT, "bench", "results", f"{stamp}-scaleout.md")
+    lines = [
+        f"# Scale-out benchmark {stamp}",
+        "",
+        f"Command: `{' '.join(['python3', 'bench/bench.py'] + sys.argv[1:])}` (via `make bench-scaleout`)",
+        f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; Kafka and the S3 server on the same machine.",
+        f"Data: {args.orders:,} orders on a 6-partition topic. Each run starts N streaming instances (trigger 1s) together "
+        "on a new checkpoint and stops when their consumer group has committed every offset (the engine commits "
+        "offsets to its group after each epoch; `group_wait` polls them every 100 ms), so the time includes "
+        f"start-up, the group's rebalances and the last trigger. Median of {args.runs} runs; CPU is the instances' "
+        "user + system time, summed; peak RSS is the largest instance's.",
+        "",
+        "| pipeline | instances | wall s | orders/s | CPU-s per million | orders per CPU-second | peak RSS per instance (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['pipeline']} | {r['instances']} | {r['wall_s']:.2f} | {r['msgs_per_s']:,.0f} | "
+                     f"{r['cpu_s_per_million']:.2f} | {r['per_core']:,.0f} | {r['peak_rss_mib']:.0f} |")
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    log(f"wrote {md_path}")
 
 
 def write_results(args, obytes, results, latency):
