@@ -14,8 +14,9 @@
 use crate::checkpoint::{CheckpointStore, PartitionManifest};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow::ipc::CompressionType;
 use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use engine_api::{
     Committer, EngineError, Epoch, OpenContext, PartitionId, PendingCommit, Positions, Result,
     Sink, Source, SourceContext,
@@ -97,7 +98,13 @@ impl Sink for ExchangeSink {
             ))
         })?;
         if !self.open.contains_key(p) {
-            let w = StreamWriter::try_new(Vec::new(), &self.schema).map_err(ipc_error)?;
+            // LZ4-compressed buffers: the exchange goes through the object store, and its
+            // columns (ids, names, Kafka coordinates) compress several times over.
+            let options = IpcWriteOptions::default()
+                .try_with_compression(Some(CompressionType::LZ4_FRAME))
+                .map_err(ipc_error)?;
+            let w = StreamWriter::try_new_with_options(Vec::new(), &self.schema, options)
+                .map_err(ipc_error)?;
             self.open.insert(p.clone(), (w, 0));
         }
         let (w, rows) = self.open.get_mut(p).expect("inserted above");
