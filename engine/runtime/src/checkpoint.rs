@@ -259,15 +259,6 @@ impl CheckpointStore {
         Ok(Some(m))
     }
 
-    /// The epoch of the newest manifest, if any (a listing, nothing read).
-    pub async fn newest_epoch(&self) -> Result<Option<Epoch>> {
-        let metas = self.list(&self.location.child("manifests")).await?;
-        Ok(metas
-            .iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
-            .max())
-    }
-
     pub async fn read(&self, path: &str) -> Result<bytes::Bytes> {
         let r = self
             .location

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// What actors and sources tell the coordinator.
 pub(crate) enum CoordMsg {
@@ -74,6 +75,11 @@ pub(crate) enum Chain {
         /// The process holding the finalizer's role, written into each manifest, when the role
         /// can move.
         owner: Option<String>,
+        /// Cancelled when the role moved away: from then on nothing is committed. (As the
+        /// finalizer stops, its nodes end, and an epoch would otherwise count them as done
+        /// and commit without their state: the next holder would restore, say, an aggregate
+        /// without what it had merged.)
+        lost: Option<CancellationToken>,
     },
 }
 
@@ -213,10 +219,17 @@ impl Coordinator {
                         }
                         (partitions > 0).then_some((files, partitions, "partitions"))
                     }
+                    Chain::Finalizer { lost, .. }
+                        if lost.as_ref().is_some_and(|l| l.is_cancelled()) =>
+                    {
+                        tracing::debug!(epoch = next, "not committed: the finalizer's role moved");
+                        None
+                    }
                     Chain::Finalizer {
                         last,
                         planner,
                         owner,
+                        ..
                     } => {
                         let stamp = owner.as_deref();
                         match commit_epoch(&store, &committers, last.as_ref(), next, e, stamp)

@@ -351,6 +351,7 @@ fn coordinator(cp: &str, acks_needed: usize) -> Coordinator {
             last: None,
             planner: None,
             owner: None,
+            lost: None,
         },
     }
 }
@@ -398,6 +399,40 @@ async fn a_lost_ack_holds_back_its_epoch_and_every_later_one() {
     assert_eq!((progress.epochs, progress.last), (1, Some(1)));
     let m = manifests(&cp).await;
     assert_eq!(m.len(), 1);
+    assert_eq!(m[0].state.len(), 2);
+}
+
+/// A finalizer whose role moved commits nothing more: its nodes end as it stops, and the epoch
+/// they leave would otherwise commit without the state of a node that ended before acking it.
+#[tokio::test]
+async fn a_finalizer_whose_role_moved_commits_nothing_more() {
+    let cp = temp_checkpoint();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let h = CoordinatorHandle(tx);
+    let lost = CancellationToken::new();
+    let mut c = coordinator(&cp, 2);
+    if let Chain::Finalizer { lost: l, .. } = &mut c.chain {
+        *l = Some(lost.clone());
+    }
+    let task = tokio::spawn(c.run(rx));
+    for m in [position(1), ack("a", 1), ack("b", 1)] {
+        h.send(m).unwrap();
+    }
+    // The role moves; `b` ends without acknowledging epoch 2.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lost.cancel();
+    for m in [
+        position(2),
+        ack("a", 2),
+        CoordMsg::NodeEnded { node: "b".into() },
+    ] {
+        h.send(m).unwrap();
+    }
+    drop(h);
+    let progress = task.await.unwrap().unwrap();
+    assert_eq!((progress.epochs, progress.last), (1, Some(1)));
+    let m = manifests(&cp).await;
+    assert_eq!(m.len(), 1, "only the epoch committed before the role moved");
     assert_eq!(m[0].state.len(), 2);
 }
 
