@@ -9,7 +9,7 @@
 use crate::ENGINE;
 use crate::gold::{
     TIMED, check_customer_windows, check_product_sales, expected_customer_windows, gold_env,
-    wait_product_sales,
+    wait_gold_tables,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -309,7 +309,7 @@ async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_ta
         good.len(),
     )
     .await;
-    wait_product_sales(gold, &good, "product sales after the churn").await;
+    wait_gold_tables(gold, &good, "product sales after the churn").await;
     for instance in live {
         let (status, _) = sigterm(instance.child).await;
         assert!(

@@ -124,16 +124,22 @@ pub(crate) async fn check_customer_windows(
     assert_eq!(seen.len(), expected.len(), "every closed window, once");
 }
 
-/// Waits (up to 60 s) until `product_sales` counts every item line of `sent`.
-pub(crate) async fn wait_product_sales(gold: &str, sent: &Acked, what: &str) {
+/// Waits (up to 60 s) until `product_sales` counts every item line of `sent` and
+/// `customer_orders_1min` holds as many windows as `sent` closes: both gold tables caught up,
+/// before a test stops the instances and checks them.
+pub(crate) async fn wait_gold_tables(gold: &str, sent: &Acked, what: &str) {
     let expected: i64 = expected_product_sales(sent).values().map(|e| e.1).sum();
-    let url = format!("{gold}/product_sales");
+    let windows = expected_customer_windows(sent).len();
+    let (sales, closed) = (
+        format!("{gold}/product_sales"),
+        format!("{gold}/customer_orders_1min"),
+    );
     eventually(what, Duration::from_secs(60), || {
-        let url = url.clone();
+        let (sales, closed) = (sales.clone(), closed.clone());
         async move {
-            let t = rows(&read_table(&url).await);
+            let t = rows(&read_table(&sales).await);
             let n: i64 = t.iter().map(|r| r["nb_ventes"].as_i64().unwrap()).sum();
-            (n == expected).then_some(())
+            (n == expected && rows(&read_table(&closed).await).len() == windows).then_some(())
         }
     })
     .await;
@@ -233,7 +239,7 @@ async fn gold_tables_after_a_streaming_run_fed_in_bursts() {
         )
         .await;
         // Product sales follow the stream at each trigger.
-        wait_product_sales(gold, &sent, &format!("product sales after burst {burst}")).await;
+        wait_gold_tables(gold, &sent, &format!("product sales after burst {burst}")).await;
     }
     let (status, stderr) = sigterm(child).await;
     assert!(status.success(), "{stderr}");
@@ -560,7 +566,7 @@ async fn gold_tables_stay_exact_while_instances_join_and_leave() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     sent.extend(burst(2).await);
     wait_rows("burst 2", &paths.table("commandes"), sent.len()).await;
-    wait_product_sales(gold, &sent, "product sales of every burst").await;
+    wait_gold_tables(gold, &sent, "product sales of every burst").await;
     let (status_b, stderr_b) = sigterm(b).await;
     let (status_c, stderr_c) = sigterm(c).await;
     assert!(status_b.success(), "{stderr_b}");
@@ -641,7 +647,7 @@ async fn a_paused_instance_that_comes_back_never_commits_for_what_moved() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     sent.extend(burst(3).await);
     wait_rows("burst 3", &paths.table("commandes"), sent.len()).await;
-    wait_product_sales(gold, &sent, "product sales of every burst").await;
+    wait_gold_tables(gold, &sent, "product sales of every burst").await;
     let (status_a, _) = sigterm(a).await;
     let (status_b, _) = sigterm(b).await;
     let stderr_a = std::fs::read_to_string(log("a")).unwrap();
