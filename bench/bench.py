@@ -142,7 +142,8 @@ def scaleout_run(pipeline, topic, instances, messages):
             logs[0].seek(0)
             for line in logs[0]:
                 if '"group"' in line:
-                    group = json.loads(line).get("fields", {}).get("group") or json.loads(line).get("group")
+                    event = json.loads(line)
+                    group = event.get("fields", {}).get("group") or event.get("group")
                     if group:
                         break
         if group is None:

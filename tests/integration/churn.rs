@@ -13,7 +13,7 @@ use crate::gold::{
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -40,12 +40,6 @@ struct Instance {
     name: String,
     armed: Option<String>,
     child: Child,
-}
-
-impl Instance {
-    fn log(topic: &str, name: &str) -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("{topic}-{name}.log"))
-    }
 }
 
 /// One entry of a chain, as the watcher saw it: who wrote it and whether it was a claim.
@@ -200,17 +194,9 @@ async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_ta
     let mut logs = Vec::new();
     let (mut starts, mut kills, mut sigterms, mut aborted) = (0, 0, 0, 0);
     let spawn = |name: String, armed: Option<String>| {
-        let log = Instance::log(&topic, &name);
-        let child = ENGINE
-            .command()
-            .args(["run", &pipeline("orders.toml")])
-            .envs(env.iter().copied())
-            .env("ENGINE_FAILPOINTS", armed.as_deref().unwrap_or(""))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut env = env.clone();
+        env.push(("ENGINE_FAILPOINTS", armed.as_deref().unwrap_or("")));
+        let child = ENGINE.spawn_logged(&pipeline("orders.toml"), &env, &log_file(&topic, &name));
         Instance { name, armed, child }
     };
     for round in 0..rounds {
@@ -253,7 +239,7 @@ async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_ta
                     gone.armed.is_some() && !status.success(),
                     "instance {} ended by itself ({status:?}); its log: {}",
                     gone.name,
-                    Instance::log(&topic, &gone.name).display()
+                    log_file(&topic, &gone.name).display()
                 );
                 aborted += 1;
             } else {
@@ -323,7 +309,7 @@ async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_ta
 
     let log_text: Vec<String> = logs
         .iter()
-        .map(|n| std::fs::read_to_string(Instance::log(&topic, n)).unwrap_or_default())
+        .map(|n| std::fs::read_to_string(log_file(&topic, n)).unwrap_or_default())
         .collect();
     let rebalances: usize = log_text
         .iter()

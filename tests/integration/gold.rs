@@ -616,18 +616,8 @@ async fn a_paused_instance_that_comes_back_never_commits_for_what_moved() {
     };
     let mut sent = BTreeMap::new();
     // Logs go to files, which stay for a look when a wait times out.
-    let log = |name: &str| std::env::temp_dir().join(format!("{topic}-{name}.log"));
-    let spawn = |name: &str| {
-        ENGINE
-            .command()
-            .args(["run", &pipeline("orders.toml")])
-            .envs(env.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(log(name)).unwrap())
-            .spawn()
-            .unwrap()
-    };
+    let log = |name: &str| log_file(&topic, name);
+    let spawn = |name: &str| ENGINE.spawn_logged(&pipeline("orders.toml"), &env, &log(name));
     let a = spawn("a");
     sent.extend(burst(0).await);
     wait_rows("burst 0", &paths.table("commandes"), sent.len()).await;

@@ -46,6 +46,29 @@ impl Engine {
             .spawn()
             .expect("start engine")
     }
+
+    /// Starts `engine run <pipeline_file>` as a stream whose stderr goes to the file `log`,
+    /// which stays for a look when a test fails (see [`log_file`]).
+    pub fn spawn_logged(
+        self,
+        pipeline_file: &str,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Child {
+        self.command()
+            .args(["run", pipeline_file])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("create the log file"))
+            .spawn()
+            .expect("start engine")
+    }
+}
+
+/// Where the instance `name` of a test run `run` (its topic, say) logs: the temporary folder.
+pub fn log_file(run: &str, name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{run}-{name}.log"))
 }
 
 /// Where one test's pipeline writes.

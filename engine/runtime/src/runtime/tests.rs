@@ -418,8 +418,10 @@ async fn a_finalizer_whose_role_moved_commits_nothing_more() {
     for m in [position(1), ack("a", 1), ack("b", 1)] {
         h.send(m).unwrap();
     }
-    // The role moves; `b` ends without acknowledging epoch 2.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once epoch 1 is committed, the role moves; `b` ends without acknowledging epoch 2.
+    while manifests(&cp).await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     lost.cancel();
     for m in [
         position(2),
