@@ -6,8 +6,8 @@
 //!
 //! `SCALEOUT_ROUNDS` rounds (24 in `make test-scaleout`; not in `make test`: about one run in
 //! three of 6 rounds saw the finalizer count events of a partition that had just changed owner
-//! as late, so its windows missed them, an open defect; `SCALEOUT_SEED=4213779824981503186`
-//! was such a run).
+//! as late, so its windows missed them: it had made no progress for longer than `idle_timeout`
+//! while its owners failed, an open defect; `SCALEOUT_SEED=4213779824981503186` was such a run).
 
 use crate::ENGINE;
 use crate::gold::{
