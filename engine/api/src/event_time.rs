@@ -4,9 +4,11 @@
 //! From that node's output, a [`WatermarkTracker`] keeps the largest event time seen per source
 //! partition; at each trigger the watermark becomes the smallest of those maxima, less the
 //! allowed lateness (Flink's model: a partition read ahead of the others in a backfill cannot
-//! make theirs late). A partition whose maximum has not advanced for the idle timeout (wall
-//! time) stops holding the watermark back, unless every partition is idle. The watermark never
-//! goes back.
+//! make theirs late). An idle partition stops holding the watermark back, unless every partition
+//! is idle. Idle means its maximum has not advanced for the idle timeout (wall time), unless
+//! whoever feeds the tracker says which partitions are idle ([`WatermarkTracker::set_idle`]):
+//! the finalizer does, from what each partition's owner wrote in its chain, because it cannot
+//! tell an idle partition from one whose owners keep failing. The watermark never goes back.
 //!
 //! It lives in the API so that operator tests (see [`crate::testing`]) drive windows with the
 //! same watermarks the runtime sends.
@@ -15,7 +17,7 @@ use crate::time::event_times;
 use crate::{PartitionId, Result};
 use arrow::array::{Array, ArrayRef};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// A pipeline's event-time declaration, as the runtime reads it from the node that makes it.
@@ -45,6 +47,8 @@ pub struct WatermarkTracker {
     state: TrackerState,
     /// When each partition's maximum last advanced (wall time; not checkpointed).
     advanced: BTreeMap<PartitionId, Instant>,
+    /// The idle partitions, once someone who knows better than wall time says which they are.
+    idle: Option<BTreeSet<PartitionId>>,
 }
 
 fn unkeyed() -> PartitionId {
@@ -58,6 +62,7 @@ impl WatermarkTracker {
             idle_timeout,
             state: TrackerState::default(),
             advanced: BTreeMap::new(),
+            idle: None,
         }
     }
 
@@ -94,16 +99,27 @@ impl WatermarkTracker {
         }
     }
 
+    /// From now on, the partitions in `idle` are the idle ones, whatever the wall time says.
+    pub fn set_idle(&mut self, idle: BTreeSet<PartitionId>) {
+        self.idle = Some(idle);
+    }
+
+    fn is_idle(&self, p: &PartitionId, now: Instant) -> bool {
+        match &self.idle {
+            Some(idle) => idle.contains(p),
+            None => self
+                .advanced
+                .get(p)
+                .is_some_and(|t| now.saturating_duration_since(*t) >= self.idle_timeout),
+        }
+    }
+
     /// Recomputes the watermark (at a trigger); returns it when it advanced.
     pub fn advance(&mut self, now: Instant) -> Option<i64> {
         let maxima = &self.state.max_event_time;
         let active = maxima
             .iter()
-            .filter(|(p, _)| {
-                self.advanced
-                    .get(*p)
-                    .is_none_or(|t| now.saturating_duration_since(*t) < self.idle_timeout)
-            })
+            .filter(|(p, _)| !self.is_idle(p, now))
             .map(|(_, m)| *m)
             .min();
         let base = active.or_else(|| maxima.values().copied().min())?;
@@ -191,5 +207,26 @@ mod tests {
         r.observe_max(None, 50, t0 + Duration::from_secs(101));
         assert_eq!(r.advance(t0 + Duration::from_secs(101)), None);
         assert_eq!(r.advance(t0 + Duration::from_millis(110_500)), Some(50));
+    }
+
+    #[test]
+    fn once_told_which_partitions_are_idle_wall_time_no_longer_decides() {
+        let t0 = Instant::now();
+        let mut w = WatermarkTracker::new(0, Duration::from_secs(1));
+        w.observe_max(Some(&p(0)), 100, t0);
+        w.observe_max(Some(&p(1)), 40, t0);
+        w.set_idle(BTreeSet::new());
+        // An hour without progress: partition 1 still holds the watermark (its owners may be
+        // failing, with records left to read).
+        assert_eq!(w.advance(t0 + Duration::from_secs(3600)), Some(40));
+        w.observe_max(Some(&p(0)), 200, t0 + Duration::from_secs(3601));
+        assert_eq!(w.advance(t0 + Duration::from_secs(3601)), None);
+        // Its owner says it is idle: partition 0 alone counts.
+        w.set_idle(BTreeSet::from([p(1)]));
+        assert_eq!(w.advance(t0 + Duration::from_secs(3602)), Some(200));
+        // Both idle: the smallest maximum, which is behind the watermark already.
+        w.set_idle(BTreeSet::from([p(0), p(1)]));
+        assert_eq!(w.advance(t0 + Duration::from_secs(3603)), None);
+        assert_eq!(w.watermark(), Some(200));
     }
 }

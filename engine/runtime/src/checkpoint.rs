@@ -180,6 +180,11 @@ pub struct PartitionManifest {
     /// reads it as new rows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carried: Vec<PendingCommit>,
+    /// The owner says the partition is idle: its event time has not advanced for the idle
+    /// timeout while this process owned it. The finalizer's watermark stops waiting for it
+    /// until an entry says otherwise (a claim, or new rows).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idle: bool,
 }
 
 /// A partition's folder name in a chain path: `/` (Kafka's `topic/partition`) becomes `@`,

@@ -212,8 +212,14 @@ impl Coordinator {
                 let committed_what = match &mut chain {
                     Chain::Partitioned(parts) => {
                         let positions = e.positions.clone();
-                        let (partitions, files) =
-                            parts.commit(next, e.positions, e.pending).await?;
+                        let mut max_event_time = BTreeMap::new();
+                        for (p, m) in e.event_time.values().flat_map(|t| &t.max_event_time) {
+                            let v = max_event_time.entry(p.clone()).or_insert(*m);
+                            *v = (*v).max(*m);
+                        }
+                        let (partitions, files) = parts
+                            .commit(next, e.positions, e.pending, &max_event_time)
+                            .await?;
                         if let Ok(mut c) = committed.lock() {
                             c.extend(positions);
                         }

@@ -21,7 +21,7 @@ use engine_api::{
     Committer, EngineError, Epoch, OpenContext, PartitionId, PendingCommit, Positions, Result,
     Sink, Source, SourceContext,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -176,6 +176,10 @@ pub(crate) struct Plan {
     pub(crate) positions: Positions,
     /// The per-partition part has stopped and this plan takes all it committed.
     pub(crate) last: bool,
+    /// The partitions whose newest entry consumed says they are idle (see
+    /// [`PartitionManifest::idle`]). Nothing else is: a partition whose owners keep failing
+    /// writes no entry, and keeps holding the watermark however long that lasts.
+    pub(crate) idle: BTreeSet<PartitionId>,
 }
 
 struct PlanState {
@@ -187,6 +191,8 @@ struct PlanState {
     issued: Vec<Arc<Plan>>,
     /// The consumed entry kept at the head of each chain by the last clean-up.
     kept: BTreeMap<(String, PartitionId), u64>,
+    /// Whether the newest entry consumed of each chain says its partition is idle.
+    idle: BTreeMap<(String, PartitionId), bool>,
 }
 
 /// Decides, once per finalizer epoch, what every exchange source emits, so that they all take
@@ -234,6 +240,7 @@ impl Planner {
                 plans: BTreeMap::new(),
                 issued: Vec::new(),
                 kept: BTreeMap::new(),
+                idle: BTreeMap::new(),
             }),
             upstream_done: AtomicBool::new(false),
             owner,
@@ -297,11 +304,13 @@ impl Planner {
         };
         let mut entries = Vec::new();
         let mut positions = Positions::new();
+        let mut idle = BTreeSet::new();
         for source in &self.sources {
             for p in self.store.chains(source).await? {
+                let key = (source.clone(), p.clone());
                 let from = st
                     .consumed
-                    .get(&(source.clone(), p.clone()))
+                    .get(&key)
                     .or_else(|| st.consumed.get(&(String::new(), p.clone())))
                     .copied()
                     .unwrap_or(0);
@@ -314,11 +323,21 @@ impl Planner {
                     if m.owner == self.owner && m.epoch > limit {
                         break;
                     }
+                    st.idle.insert(key.clone(), m.idle);
                     entries.push(Arc::new(m));
                     upto = seq;
                 }
+                if from > 0 && !st.idle.contains_key(&key) {
+                    // The first plan since this finalizer started, and nothing new: the entry
+                    // consumed last says whether the partition is idle.
+                    let was = self.store.partition_manifest(source, &p, from).await;
+                    st.idle.insert(key.clone(), was.is_ok_and(|m| m.idle));
+                }
+                if st.idle.get(&key) == Some(&true) {
+                    idle.insert(p.clone());
+                }
                 st.consumed.remove(&(String::new(), p.clone()));
-                st.consumed.insert((source.clone(), p.clone()), upto);
+                st.consumed.insert(key, upto);
                 positions.insert(p, serde_json::json!(upto));
             }
         }
@@ -326,6 +345,7 @@ impl Planner {
             entries,
             positions,
             last,
+            idle,
         });
         if self.readers.len() > 1 {
             st.plans.insert(index, (plan.clone(), 1));
@@ -451,6 +471,7 @@ impl Source for ExchangeSource {
                 return Ok(());
             }
             self.emit_plan(&plan, ctx)?;
+            ctx.report_idle(plan.idle.clone());
             ctx.barrier(plan.positions.clone())?;
             if plan.last {
                 return Ok(());

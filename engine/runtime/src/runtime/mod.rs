@@ -151,6 +151,15 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         resumed.insert(s.clone(), true);
     }
     let (lead_tx, lead_rx) = tokio::sync::watch::channel(false);
+    // Whether a partition is idle is judged where it is read, and written into its chain for
+    // the finalizer's watermark (see `WatermarkTracker::set_idle`).
+    let idle_after = finalizer.as_ref().and_then(|f| {
+        f.nodes
+            .iter()
+            .filter(|g| matches!(g.node, Node::Source(_)))
+            .filter_map(|g| g.event_time.as_ref().map(|e| e.idle_timeout))
+            .min()
+    });
     let partitions = Arc::new(Partitions {
         store: store.clone(),
         committers: committers_of(&partitioned),
@@ -168,6 +177,7 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
         released: Default::default(),
         shared: !alone,
         lead: elected.map(|lead| (lead, lead_tx)),
+        idle_after,
     });
     // The registration is kept, and heartbeated, by the part that ends last.
     let local_finalizer = finalizer.is_some() && partitions.lead.is_none();

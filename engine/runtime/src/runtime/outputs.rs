@@ -140,6 +140,13 @@ impl Outputs {
         Ok(())
     }
 
+    /// Which partitions are idle, from now on (see [`WatermarkTracker::set_idle`]).
+    pub(crate) fn set_idle(&mut self, idle: std::collections::BTreeSet<PartitionId>) {
+        if let Some(t) = &mut self.tracked {
+            t.tracker.set_idle(idle);
+        }
+    }
+
     /// The event-time state to checkpoint, on the node that declares it.
     pub(crate) fn tracker_state(&self) -> Option<TrackerState> {
         self.tracked.as_ref().map(|t| t.tracker.state().clone())

@@ -16,6 +16,7 @@ use engine_api::{
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How many times a claim retries when another process writes the chain at the same moment.
 const CLAIM_ATTEMPTS: usize = 5;
@@ -27,6 +28,12 @@ pub(crate) struct Owned {
     /// The newest sequence number this process wrote in the partition's chain.
     pub(crate) seq: u64,
     pub(crate) position: Option<serde_json::Value>,
+    /// Since when this process has seen the partition's event time advance (or owned it).
+    pub(crate) active: Instant,
+    /// The largest event time of its rows seen here.
+    pub(crate) max_event_time: Option<i64>,
+    /// Whether this process's newest entry says it is idle.
+    pub(crate) idle: bool,
 }
 
 /// The partitions this process owns, shared by the sources that claim them and the coordinator
@@ -66,6 +73,9 @@ pub(crate) struct Partitions {
     /// The partition whose owner runs the finalizer, and where to say whether this process
     /// owns it.
     pub(crate) lead: Option<(PartitionId, tokio::sync::watch::Sender<bool>)>,
+    /// The pipeline's idle timeout, when it declares event time and has a finalizer: an owned
+    /// partition whose event time has not advanced for this long is marked idle in its chain.
+    pub(crate) idle_after: Option<Duration>,
 }
 
 impl Partitions {
@@ -148,6 +158,7 @@ impl Partitions {
                 position: position.clone(),
                 pending: Vec::new(),
                 carried: latest.as_ref().map(unfinished).unwrap_or_default(),
+                idle: false,
             };
             crate::failpoint::hit("before_claim");
             // A claim that landed in a hole (see `commit`) is retried from the newest entry,
@@ -173,6 +184,9 @@ impl Partitions {
                     source: source.to_string(),
                     seq: claim.seq,
                     position: position.clone(),
+                    active: Instant::now(),
+                    max_event_time: None,
+                    idle: false,
                 },
             );
             self.leads(p, true);
@@ -208,17 +222,40 @@ impl Partitions {
         }
     }
 
-    /// Commits epoch `epoch` partition by partition: each owned partition whose position moved
-    /// or that staged output gets the next entry of its chain, then its output is made visible.
-    /// Returns how many partitions it committed and the files it made visible.
+    /// Notes the largest event time seen of owned partition `p` by the end of an epoch, and
+    /// returns what this process holds of it.
+    fn observe(&self, p: &PartitionId, max_event_time: Option<i64>) -> Option<Owned> {
+        let mut owned = self.owned();
+        let o = owned.get_mut(p)?;
+        if let Some(m) = max_event_time
+            && o.max_event_time.is_none_or(|old| m > old)
+        {
+            o.max_event_time = Some(m);
+            o.active = Instant::now();
+        }
+        Some(o.clone())
+    }
+
+    /// Commits epoch `epoch` partition by partition: each owned partition whose position moved,
+    /// that staged output, or that became idle or active again gets the next entry of its
+    /// chain, then its output is made visible. `max_event_time` is the largest event time seen
+    /// per partition by then. Returns how many partitions it committed and the files it made
+    /// visible.
     pub(crate) async fn commit(
         &self,
         epoch: Epoch,
         positions: BTreeMap<String, Positions>,
         pending: Vec<PendingCommit>,
+        max_event_time: &BTreeMap<PartitionId, i64>,
     ) -> Result<(usize, usize)> {
         let mut work: BTreeMap<PartitionId, (Option<serde_json::Value>, Vec<PendingCommit>)> =
             BTreeMap::new();
+        if self.idle_after.is_some() {
+            // A partition with nothing new may have become idle.
+            for p in self.owned().keys() {
+                work.entry(p.clone()).or_default();
+            }
+        }
         for (p, v) in positions.into_values().flatten() {
             work.entry(p).or_default().0 = Some(v);
         }
@@ -245,7 +282,7 @@ impl Partitions {
                 }
                 continue;
             }
-            let Some(owned) = self.owned().get(&p).cloned() else {
+            let Some(owned) = self.observe(&p, max_event_time.get(&p).copied()) else {
                 // Released, or claimed away, since these rows were read.
                 if !pending.is_empty() {
                     tracing::debug!(partition = %p, epoch, files = pending.len(), "abandoning output of a partition this process no longer owns");
@@ -254,7 +291,10 @@ impl Partitions {
                 continue;
             };
             let position = position.or(owned.position.clone());
-            if pending.is_empty() && position == owned.position {
+            let idle = self
+                .idle_after
+                .is_some_and(|after| owned.active.elapsed() >= after);
+            if pending.is_empty() && position == owned.position && idle == owned.idle {
                 continue;
             }
             let m = PartitionManifest {
@@ -270,6 +310,7 @@ impl Partitions {
                 position: position.clone(),
                 pending,
                 carried: Vec::new(),
+                idle,
             };
             crate::failpoint::hit("before_partition_commit");
             let written = self.store.commit_partition(&m).await?;
@@ -300,9 +341,19 @@ impl Partitions {
                 continue;
             }
             crate::failpoint::hit("after_partition_commit");
+            match (owned.idle, idle) {
+                (false, true) => {
+                    tracing::info!(partition = %p, epoch, "partition idle: its event time has not advanced for the idle timeout, so windows stop waiting for it");
+                }
+                (true, false) => {
+                    tracing::info!(partition = %p, epoch, "partition active again: windows wait for it");
+                }
+                _ => {}
+            }
             if let Some(o) = self.owned().get_mut(&p) {
                 o.seq = m.seq;
                 o.position = position;
+                o.idle = idle;
             }
             finish_commits(&self.committers, &m.pending).await?;
             if m.position.is_some() {

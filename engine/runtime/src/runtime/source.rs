@@ -165,6 +165,10 @@ impl SourceContext for SourceCtx {
     fn claims(&self) -> Box<dyn Claims> {
         Box::new(self.claims.clone())
     }
+
+    fn report_idle(&mut self, idle: std::collections::BTreeSet<PartitionId>) {
+        self.outputs.set_idle(idle);
+    }
 }
 
 impl Claims for SourceCtx {

@@ -569,6 +569,7 @@ fn owner_of(store: &Arc<CheckpointStore>, owner: &str, sink: &MemorySink) -> Par
         released: Default::default(),
         shared: true,
         lead: None,
+        idle_after: None,
     }
 }
 
@@ -593,7 +594,12 @@ async fn a_claim_fences_the_previous_owner_whose_output_is_never_made_visible() 
     // `a` pauses past the group's session timeout; `b` is given the partition and claims it.
     assert!(b.claim("in", &[p(0)]).await.unwrap().positions.is_empty());
     // `a` comes back: its commit finds its sequence number taken, and nothing of it shows.
-    assert_eq!(a.commit(1, at(1), staged_a).await.unwrap(), (0, 0));
+    assert_eq!(
+        a.commit(1, at(1), staged_a, &BTreeMap::new())
+            .await
+            .unwrap(),
+        (0, 0)
+    );
     assert!(table.committed().is_empty());
     assert_eq!(
         table.staged(),
@@ -606,7 +612,12 @@ async fn a_claim_fences_the_previous_owner_whose_output_is_never_made_visible() 
         .await
         .unwrap();
     let staged_b = sink_b.prepare_commit(1).await.unwrap();
-    assert_eq!(b.commit(1, at(1), staged_b).await.unwrap(), (1, 1));
+    assert_eq!(
+        b.commit(1, at(1), staged_b, &BTreeMap::new())
+            .await
+            .unwrap(),
+        (1, 1)
+    );
     assert_eq!(key_n(&table.committed()), kv(&[("x", 1)]));
     // The chain: a's claim, b's claim, b's commit.
     assert_eq!(store.partition_seqs("in", &p(0)).await.unwrap(), [1, 2, 3]);
@@ -659,14 +670,26 @@ async fn a_commit_that_lands_where_a_consumed_entry_was_removed_is_fenced() {
         .await
         .unwrap();
     let staged_b = sink_b.prepare_commit(1).await.unwrap();
-    assert_eq!(b.commit(1, at(5), staged_b).await.unwrap(), (1, 1));
+    assert_eq!(
+        b.commit(1, at(5), staged_b, &BTreeMap::new())
+            .await
+            .unwrap(),
+        (1, 1)
+    );
     store.remove_partition_entry("in", &p(0), 2).await;
     // `a` comes back: its entry 2 is written, into the hole, but it is fenced by entry 3.
-    assert_eq!(a.commit(1, at(1), staged_a).await.unwrap(), (0, 0));
+    assert_eq!(
+        a.commit(1, at(1), staged_a, &BTreeMap::new())
+            .await
+            .unwrap(),
+        (0, 0)
+    );
     assert_eq!(key_n(&table.committed()), kv(&[("y", 1)]));
     assert_eq!(table.staged(), 0, "the fenced owner's output is aborted");
     assert_eq!(
-        a.commit(2, at(2), Vec::new()).await.unwrap(),
+        a.commit(2, at(2), Vec::new(), &BTreeMap::new())
+            .await
+            .unwrap(),
         (0, 0),
         "`a` gave the partition up"
     );
@@ -704,7 +727,13 @@ async fn a_partition_given_up_and_claimed_again_commits_nothing_it_read_before()
     parts
         .open_epoch
         .store(2, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(parts.commit(1, at(1), epoch1).await.unwrap(), (0, 0));
+    assert_eq!(
+        parts
+            .commit(1, at(1), epoch1, &BTreeMap::new())
+            .await
+            .unwrap(),
+        (0, 0)
+    );
     assert!(
         table.committed().is_empty(),
         "epoch 1 was read under the old claim"
@@ -715,8 +744,98 @@ async fn a_partition_given_up_and_claimed_again_commits_nothing_it_read_before()
         .await
         .unwrap();
     let epoch2 = sink.prepare_commit(2).await.unwrap();
-    assert_eq!(parts.commit(2, at(1), epoch2).await.unwrap(), (1, 1));
+    assert_eq!(
+        parts
+            .commit(2, at(1), epoch2, &BTreeMap::new())
+            .await
+            .unwrap(),
+        (1, 1)
+    );
     assert_eq!(key_n(&table.committed()), kv(&[("x", 1)]));
+}
+
+/// Whether a partition is idle is its owner's to say, in its chain: an owner that sees the
+/// partition's event time stand still for the idle timeout writes an entry saying so, and the
+/// finalizer's plans name the partitions whose newest entry does. A partition whose owners
+/// stopped, or keep failing, writes nothing and is never idle, however long that lasts (the
+/// finalizer's own wall time made its rows late).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_is_idle_for_the_finalizer_only_once_its_owner_says_so() {
+    use super::exchange::Planner;
+    let cp = temp_checkpoint();
+    let store = Arc::new(CheckpointStore::open(&cp, &Default::default(), "t").unwrap());
+    let sink = MemorySink::new("out", MemoryTable::new());
+    let mut a = owner_of(&store, "a", &sink);
+    let idle_after = Duration::from_millis(300);
+    a.idle_after = Some(idle_after);
+    let at = |p0: u64, p1: u64| -> BTreeMap<String, Positions> {
+        let positions = [(p(0), serde_json::json!(p0)), (p(1), serde_json::json!(p1))];
+        [("in".to_string(), positions.into())].into()
+    };
+    let max = |p0: i64, p1: i64| BTreeMap::from([(p(0), p0), (p(1), p1)]);
+    let planner = |consumed: &Positions| {
+        Planner::new(
+            store.clone(),
+            vec!["in".into()],
+            vec!["x".into()],
+            consumed,
+            "finalizer".into(),
+            0,
+        )
+    };
+    let fin = planner(&Positions::new());
+    let idle_in = |plan: &super::exchange::Plan| plan.idle.iter().cloned().collect::<Vec<_>>();
+
+    a.claim("in", &[p(0), p(1)]).await.unwrap();
+    assert_eq!(
+        a.commit(1, at(1, 1), Vec::new(), &max(10, 10))
+            .await
+            .unwrap(),
+        (2, 0)
+    );
+    assert!(idle_in(&fin.plan(0).await.unwrap()).is_empty());
+    tokio::time::sleep(idle_after + Duration::from_millis(50)).await;
+    // Partition 0 has newer events; partition 1 none since the idle timeout: its owner says so
+    // once, in an entry at the same position.
+    assert_eq!(
+        a.commit(2, at(2, 1), Vec::new(), &max(20, 10))
+            .await
+            .unwrap(),
+        (2, 0)
+    );
+    assert_eq!(
+        a.commit(3, at(2, 1), Vec::new(), &max(20, 10))
+            .await
+            .unwrap(),
+        (0, 0)
+    );
+    let newest = store.partition_latest("in", &p(1)).await.unwrap().unwrap();
+    assert!(newest.idle && !newest.claim);
+    assert_eq!(newest.position, Some(serde_json::json!(1)));
+    let plan = fin.plan(1).await.unwrap();
+    assert_eq!(idle_in(&plan), [p(1)]);
+    // A finalizer that starts afresh (restart, or the role moved) reads it from the entry its
+    // predecessor consumed last.
+    assert_eq!(
+        idle_in(&planner(&plan.positions).plan(0).await.unwrap()),
+        [p(1)]
+    );
+    // Rows with newer events on partition 1: active again.
+    assert_eq!(
+        a.commit(4, at(2, 2), Vec::new(), &max(20, 30))
+            .await
+            .unwrap(),
+        (1, 0)
+    );
+    assert!(idle_in(&fin.plan(2).await.unwrap()).is_empty());
+    // The owner stops committing (it failed, and the next one has not claimed yet): nothing
+    // is idle, however long it lasts.
+    tokio::time::sleep(idle_after + Duration::from_millis(50)).await;
+    assert!(idle_in(&fin.plan(3).await.unwrap()).is_empty());
+    // The next owner's claim says it is not idle either, until it has seen the timeout pass.
+    let b = owner_of(&store, "b", &sink);
+    b.claim("in", &[p(1)]).await.unwrap();
+    assert!(idle_in(&fin.plan(4).await.unwrap()).is_empty());
 }
 
 #[tokio::test]
