@@ -261,13 +261,10 @@ impl ParquetSink {
         ));
         let upload = match self.s3() {
             Some(s3) if self.mode == OutputMode::Append => {
-                let id = s3
-                    .create_multipart(&path)
-                    .await
-                    .map_err(|e| self.location.explain(e))?;
-                // Record the upload before sending parts, so a crash cannot leave an upload that
-                // recovery does not know about (`ParquetCommitter::recover` aborts it).
-                let intent = serde_json::json!({ "path": path.to_string(), "upload_id": id });
+                // Record the object before its upload exists, so that a crash at any point
+                // leaves nothing recovery does not know about: `ParquetCommitter::recover`
+                // aborts the uploads of that object (its key is new for each file).
+                let intent = serde_json::json!({ "path": path.to_string() });
                 self.location
                     .store
                     .put(
@@ -276,6 +273,11 @@ impl ParquetSink {
                     )
                     .await
                     .map_err(|e| self.location.explain(e))?;
+                let id = s3
+                    .create_multipart(&path)
+                    .await
+                    .map_err(|e| self.location.explain(e))?;
+                engine_api::failpoint::hit("after_upload_created");
                 Upload::Multipart {
                     id,
                     parts: Vec::new(),
@@ -608,7 +610,12 @@ impl Committer for ParquetCommitter {
         for p in committed {
             if let Ok(st) = staged_of(p) {
                 match st {
-                    Staged::Multipart { upload_id, .. } => keep.insert(upload_id),
+                    Staged::Multipart {
+                        upload_id, path, ..
+                    } => {
+                        keep.insert(path);
+                        keep.insert(upload_id)
+                    }
                     Staged::Rename { from, .. } | Staged::Replace { from, .. } => keep.insert(from),
                 };
             }
@@ -647,17 +654,24 @@ impl Committer for ParquetCommitter {
                     &bytes.bytes().await.map_err(|e| self.location.explain(e))?,
                 )
                 .unwrap_or_default();
-                let (Some(path), Some(id)) =
-                    (intent["path"].as_str(), intent["upload_id"].as_str())
-                else {
+                let Some(path) = intent["path"].as_str() else {
                     continue;
                 };
-                if keep.contains(id) {
+                let id = intent["upload_id"].as_str();
+                if keep.contains(path) || id.is_some_and(|id| keep.contains(id)) {
                     continue;
                 }
-                if let Some(s3) = &self.location.s3 {
-                    // An upload completed before a crash is already gone: nothing to abort.
-                    let _ = s3.abort_multipart(&Path::from(path), &id.to_string()).await;
+                match (&self.location.s3, id) {
+                    // Intents written before the upload existed name no upload: abort every
+                    // one of the object. (An upload completed before a crash is gone already.)
+                    (Some(_), None) => {
+                        self.location.abort_uploads_of(&Path::from(path)).await?;
+                    }
+                    // An older engine's intent, written once the upload existed.
+                    (Some(s3), Some(id)) => {
+                        let _ = s3.abort_multipart(&Path::from(path), &id.to_string()).await;
+                    }
+                    (None, _) => {}
                 }
             } else if keep.contains(&name) {
                 continue;

@@ -44,6 +44,7 @@ async fn kill_9_at_random_moments_and_at_failpoints_loses_and_duplicates_nothing
         "before_manifest=abort@2",
         "after_manifest=abort@2",
         "mid_commit=abort@3",
+        "after_upload_created=abort@2",
     ];
     let mut sent = BTreeMap::new();
     let mut rng = fastrand::Rng::with_seed(kills as u64);

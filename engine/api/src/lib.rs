@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod event_time;
+pub mod failpoint;
 pub mod message;
 pub mod operator;
 pub mod registry;

@@ -2,11 +2,12 @@
 //! and other S3-compatible servers, path-style, plain HTTP allowed) and `file:///path`.
 
 use crate::{EngineError, Reason, Result, Service, StorageConfig};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
 use object_store::client::{
     HttpConnector, HttpError, HttpErrorKind, HttpRequestBody, ReqwestConnector,
 };
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
@@ -32,6 +33,8 @@ pub struct Location {
     pub service: Service,
     /// For S3, the HTTP client settings, for the bucket check.
     client_options: Option<ClientOptions>,
+    /// For S3, the region requests are signed for.
+    region: String,
 }
 
 impl std::fmt::Debug for Location {
@@ -100,6 +103,7 @@ impl Location {
                     },
                     service: Service::ObjectStore,
                     client_options: Some(client_options),
+                    region: storage.region.clone(),
                 })
             }
             "file" => {
@@ -120,6 +124,7 @@ impl Location {
                     endpoint: "local filesystem".into(),
                     service: Service::ObjectStore,
                     client_options: None,
+                    region: String::new(),
                 })
             }
             _ => Err(EngineError::config(
@@ -223,6 +228,74 @@ impl Location {
         }
     }
 
+    /// Aborts every multipart upload in progress for the object at exactly `path` (S3 only),
+    /// and returns how many there were. Recovery uses it for an upload whose id a crash kept
+    /// from being recorded: the intent written before the upload was created names the object,
+    /// a fresh key per file. object_store has no call for ListMultipartUploads, so the request
+    /// is made here, addressed like the bucket check and signed with object_store's SigV4.
+    pub async fn abort_uploads_of(&self, path: &Path) -> Result<usize> {
+        let (Some(s3), Some(options)) = (&self.s3, &self.client_options) else {
+            return Ok(0);
+        };
+        // The bucket's URL, path-style or virtual-hosted as object_store addresses it.
+        let mut url = s3
+            .signed_url(http::Method::GET, &Path::default(), CHECK_TIMEOUT)
+            .await
+            .map_err(|e| self.explain(e))?;
+        url.set_query(None);
+        url.query_pairs_mut()
+            .append_pair("prefix", path.as_ref())
+            .append_pair("uploads", "");
+        let credential = s3
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| self.explain(e))?;
+        let mut request = http::Request::get(url.as_str())
+            .body(HttpRequestBody::empty())
+            .map_err(|e| {
+                EngineError::runtime(format!("cannot list the uploads of `{}`", self.url))
+                    .with_source(e)
+            })?;
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(&mut request, None)
+            .map_err(|e| self.explain(e))?;
+        let client = ReqwestConnector::default()
+            .connect(options)
+            .map_err(|e| self.explain(e))?;
+        let transport = |e: HttpError| {
+            self.explain(object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })
+        };
+        let response = client.execute(request).await.map_err(transport)?;
+        let status = response.status();
+        let body = response.into_body().bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(EngineError::runtime(format!(
+                "object store at {} answered HTTP {status} when asked for the multipart uploads of `{}`",
+                self.endpoint, self.url
+            )));
+        }
+        let listed: ListMultipartUploads =
+            quick_xml::de::from_reader(body.as_ref()).map_err(|e| {
+                EngineError::runtime(format!(
+                    "object store at {} answered a list of multipart uploads that does not parse",
+                    self.endpoint
+                ))
+                .with_source(e)
+            })?;
+        let mut aborted = 0;
+        for upload in listed.uploads.iter().filter(|u| u.key == path.as_ref()) {
+            s3.abort_multipart(path, &upload.upload_id)
+                .await
+                .map_err(|e| self.explain(e))?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+
     /// Turns an object store error into one line saying what is wrong and what to do, of the
     /// kind [`classify`] gives it. The error is kept as the source.
     pub fn explain(&self, e: object_store::Error) -> EngineError {
@@ -262,6 +335,21 @@ impl Location {
     fn unavailable(&self, reason: Reason, message: String) -> EngineError {
         EngineError::service(self.service, reason, &self.endpoint, message)
     }
+}
+
+/// The part of a ListMultipartUploads answer that [`Location::abort_uploads_of`] reads.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListMultipartUploads {
+    #[serde(default, rename = "Upload")]
+    uploads: Vec<ListedUpload>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedUpload {
+    key: String,
+    upload_id: String,
 }
 
 /// How long [`Location::check`] waits for the store.

@@ -7,7 +7,7 @@
 
 pub mod checkpoint;
 pub mod config;
-pub mod failpoint;
+pub use engine_api::failpoint;
 pub mod graph;
 pub mod harness;
 pub mod runtime;

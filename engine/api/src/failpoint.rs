@@ -11,7 +11,11 @@
 //!   `after_partition_commit` (the chain entry is written, its files not yet visible),
 //!   `after_fenced` (a commit found the partition claimed by another instance), `in_release`
 //!   (partitions revoked by the group, or lost to a fence);
-//! - `after_finalizer_claim`: the finalizer's role was just taken.
+//! - `after_finalizer_claim`: the finalizer's role was just taken;
+//! - in the Parquet sink on S3: `after_upload_created` (a multipart upload exists, its id
+//!   recorded nowhere yet).
+//!
+//! It lives in the API so that connectors can have failpoints too.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
