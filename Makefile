@@ -20,8 +20,8 @@ test-faults: build stack-up ## The fault-injection suite (kill -9 x FAULT_KILLS,
 	FAULT_KILLS=$${FAULT_KILLS:-20} cargo test --release --locked --workspace --test faults -- --nocapture --test-threads 1
 
 test-scaleout: build stack-up ## Scale-out against the real stack: the conditional-PUT preflight (PREFLIGHT_ROUNDS, default 5), the zombie, the churn (SCALEOUT_ROUNDS, default 24), then every scale-out test of make test
-	PREFLIGHT_ROUNDS=$${PREFLIGHT_ROUNDS:-5} SCALEOUT_ROUNDS=$${SCALEOUT_ROUNDS:-24} cargo test --release --locked --workspace --test integration -- --ignored --nocapture --test-threads 1 preflight a_paused_instance churn::
-	cargo test --release --locked --workspace --test integration -- --nocapture --test-threads 1 scaleout:: gold_tables_stay_exact_while
+	PREFLIGHT_ROUNDS=$${PREFLIGHT_ROUNDS:-5} cargo test --release --locked --workspace --test integration -- --ignored --nocapture --test-threads 1 preflight a_paused_instance
+	SCALEOUT_ROUNDS=$${SCALEOUT_ROUNDS:-24} cargo test --release --locked --workspace --test integration -- --nocapture --test-threads 1 scaleout:: churn:: gold_tables_stay_exact_while
 	cargo test --release --locked --workspace --test faults -- --nocapture --test-threads 1 two_engines_on_one_checkpoint
 
 bench: ## Throughput side by side: raw Kafka read, the engine, Spark (if installed); results in bench/results/

@@ -4,10 +4,11 @@
 //! table, what one process makes of the same topic; and the checkpoint's chains, watched all
 //! along, show no commit by a process after another claimed what it wrote for.
 //!
-//! `SCALEOUT_ROUNDS` rounds (24 in `make test-scaleout`; not in `make test`: about one run in
-//! three of 6 rounds saw the finalizer count events of a partition that had just changed owner
-//! as late, so its windows missed them: it had made no progress for longer than `idle_timeout`
-//! while its owners failed, an open defect; `SCALEOUT_SEED=4213779824981503186` was such a run).
+//! `SCALEOUT_ROUNDS` rounds (6 in `make test`, 24 in `make test-scaleout`).
+//! `SCALEOUT_SEED=4213779824981503186` once found a partition whose owners kept failing for
+//! longer than `idle_timeout`: the finalizer's wall-time rule then released it as idle and its
+//! rows, read later, were late. Idleness is now the owner's to say (docs/architecture.md,
+//! "Event time and windows").
 
 use crate::ENGINE;
 use crate::gold::{
@@ -27,7 +28,7 @@ const MINUTE: i64 = 60_000;
 /// Each started instance after the first arms one of these in turn, to abort (as `kill -9`
 /// would) on its first to third hit: after a claim, inside the revoke handling, around each
 /// per-partition commit and around the finalizer's (the global aggregates') commit.
-const FAILPOINTS: [&str; 9] = [
+const FAILPOINTS: [&str; 10] = [
     "after_claim",
     "in_release",
     "before_partition_commit",
@@ -37,6 +38,7 @@ const FAILPOINTS: [&str; 9] = [
     "mid_commit",
     "after_finalizer_claim",
     "before_claim",
+    "after_upload_created",
 ];
 
 struct Instance {
@@ -82,6 +84,31 @@ async fn watch_chains(
             return seen;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until `partitions` of `topic` have a chain (some instance claimed them), or no instance
+/// of `live` runs any more.
+async fn wait_claimed(checkpoint: &str, topic: &str, partitions: &[i32], live: &mut [Instance]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut claimed = true;
+        for p in partitions {
+            let chain = format!("{checkpoint}/partitions/source/{topic}@{p}");
+            claimed &= !list_all(&chain).await.is_empty();
+        }
+        if claimed
+            || live
+                .iter_mut()
+                .all(|i| i.child.try_wait().unwrap().is_some())
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partitions {partitions:?} unclaimed after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -170,7 +197,6 @@ fn assert_same(table: &str, many: &[String], single: &[String]) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "make test-scaleout: intermittent known defect, late events in the windows after a partition changes owner (issue 11)"]
 async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_table_by_table() {
     let rounds: usize = std::env::var("SCALEOUT_ROUNDS")
         .ok()
@@ -214,6 +240,12 @@ async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_ta
                 .await
                 .unwrap();
             res[0].as_ref().unwrap();
+            // Rows sent to a partition before any process claims it are not yet known to the
+            // finalizer, and event time here runs 10 minutes a round: they would be late (a
+            // documented limit, harmless when event time is wall time). So the orders wait
+            // until the running instances claimed the new partitions, or are all gone (the next
+            // one to start claims every partition before the finalizer plans).
+            wait_claimed(&checkpoint, &topic, &[6, 7], &mut live).await;
         }
         let r = round as i64;
         let orders = TIMED.values(

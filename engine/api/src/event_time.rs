@@ -6,9 +6,11 @@
 //! allowed lateness (Flink's model: a partition read ahead of the others in a backfill cannot
 //! make theirs late). An idle partition stops holding the watermark back, unless every partition
 //! is idle. Idle means its maximum has not advanced for the idle timeout (wall time), unless
-//! whoever feeds the tracker says which partitions are idle ([`WatermarkTracker::set_idle`]):
-//! the finalizer does, from what each partition's owner wrote in its chain, because it cannot
-//! tell an idle partition from one whose owners keep failing. The watermark never goes back.
+//! whoever feeds the tracker says which partitions there are and which of them are idle
+//! ([`WatermarkTracker::set_partitions`]): the finalizer does, from what each partition's owner
+//! wrote in its chain, because it cannot tell an idle partition from one whose owners keep
+//! failing, nor knows the event times of a partition it has no rows of yet (which then holds the
+//! watermark where it is). The watermark never goes back.
 //!
 //! It lives in the API so that operator tests (see [`crate::testing`]) drive windows with the
 //! same watermarks the runtime sends.
@@ -47,8 +49,14 @@ pub struct WatermarkTracker {
     state: TrackerState,
     /// When each partition's maximum last advanced (wall time; not checkpointed).
     advanced: BTreeMap<PartitionId, Instant>,
-    /// The idle partitions, once someone who knows better than wall time says which they are.
-    idle: Option<BTreeSet<PartitionId>>,
+    /// Every partition, and the idle ones, once someone who knows better than wall time says.
+    reported: Option<Reported>,
+}
+
+#[derive(Debug, Clone)]
+struct Reported {
+    partitions: BTreeSet<PartitionId>,
+    idle: BTreeSet<PartitionId>,
 }
 
 fn unkeyed() -> PartitionId {
@@ -62,7 +70,7 @@ impl WatermarkTracker {
             idle_timeout,
             state: TrackerState::default(),
             advanced: BTreeMap::new(),
-            idle: None,
+            reported: None,
         }
     }
 
@@ -99,14 +107,20 @@ impl WatermarkTracker {
         }
     }
 
-    /// From now on, the partitions in `idle` are the idle ones, whatever the wall time says.
-    pub fn set_idle(&mut self, idle: BTreeSet<PartitionId>) {
-        self.idle = Some(idle);
+    /// From now on, the partitions in `idle` are the idle ones, whatever the wall time says, and
+    /// a partition of `partitions` that is not idle and has no rows seen yet holds the watermark
+    /// where it is (its first rows may be older than any other partition's).
+    pub fn set_partitions(
+        &mut self,
+        partitions: BTreeSet<PartitionId>,
+        idle: BTreeSet<PartitionId>,
+    ) {
+        self.reported = Some(Reported { partitions, idle });
     }
 
     fn is_idle(&self, p: &PartitionId, now: Instant) -> bool {
-        match &self.idle {
-            Some(idle) => idle.contains(p),
+        match &self.reported {
+            Some(r) => r.idle.contains(p),
             None => self
                 .advanced
                 .get(p)
@@ -117,6 +131,13 @@ impl WatermarkTracker {
     /// Recomputes the watermark (at a trigger); returns it when it advanced.
     pub fn advance(&mut self, now: Instant) -> Option<i64> {
         let maxima = &self.state.max_event_time;
+        if let Some(r) = &self.reported
+            && r.partitions
+                .iter()
+                .any(|p| !maxima.contains_key(p) && !r.idle.contains(p))
+        {
+            return None;
+        }
         let active = maxima
             .iter()
             .filter(|(p, _)| !self.is_idle(p, now))
@@ -215,18 +236,41 @@ mod tests {
         let mut w = WatermarkTracker::new(0, Duration::from_secs(1));
         w.observe_max(Some(&p(0)), 100, t0);
         w.observe_max(Some(&p(1)), 40, t0);
-        w.set_idle(BTreeSet::new());
+        let both = BTreeSet::from([p(0), p(1)]);
+        w.set_partitions(both.clone(), BTreeSet::new());
         // An hour without progress: partition 1 still holds the watermark (its owners may be
         // failing, with records left to read).
         assert_eq!(w.advance(t0 + Duration::from_secs(3600)), Some(40));
         w.observe_max(Some(&p(0)), 200, t0 + Duration::from_secs(3601));
         assert_eq!(w.advance(t0 + Duration::from_secs(3601)), None);
         // Its owner says it is idle: partition 0 alone counts.
-        w.set_idle(BTreeSet::from([p(1)]));
+        w.set_partitions(both.clone(), BTreeSet::from([p(1)]));
         assert_eq!(w.advance(t0 + Duration::from_secs(3602)), Some(200));
         // Both idle: the smallest maximum, which is behind the watermark already.
-        w.set_idle(BTreeSet::from([p(0), p(1)]));
+        w.set_partitions(both.clone(), both);
         assert_eq!(w.advance(t0 + Duration::from_secs(3603)), None);
         assert_eq!(w.watermark(), Some(200));
+    }
+
+    #[test]
+    fn a_partition_with_no_rows_yet_holds_the_watermark_until_it_has_some_or_is_idle() {
+        let t0 = Instant::now();
+        let mut w = WatermarkTracker::new(0, Duration::from_secs(1));
+        w.observe_max(Some(&p(0)), 100, t0);
+        // Partition 2 was just claimed (added to the topic, say): its rows, still unread, may be
+        // older than anything seen.
+        w.set_partitions(BTreeSet::from([p(0), p(2)]), BTreeSet::new());
+        assert_eq!(w.advance(t0), None);
+        w.observe_max(Some(&p(2)), 40, t0);
+        assert_eq!(w.advance(t0), Some(40));
+        // An empty partition stops holding it once its owner says it is idle.
+        w.observe_max(Some(&p(0)), 300, t0);
+        w.set_partitions(BTreeSet::from([p(0), p(2), p(3)]), BTreeSet::new());
+        assert_eq!(w.advance(t0), None);
+        w.set_partitions(
+            BTreeSet::from([p(0), p(2), p(3)]),
+            BTreeSet::from([p(2), p(3)]),
+        );
+        assert_eq!(w.advance(t0), Some(300));
     }
 }

@@ -252,10 +252,17 @@ pub trait SourceContext: Claims {
     /// A handle for claiming and releasing partitions from elsewhere on the source's thread,
     /// such as a Kafka consumer's rebalance callback.
     fn claims(&self) -> Box<dyn Claims>;
-    /// Says which partitions are idle, for the next barrier's watermark and every one after,
-    /// until the next call. A source that never calls it leaves idleness to wall time: a
-    /// partition whose event time has not advanced for the idle timeout.
-    fn report_idle(&mut self, _idle: std::collections::BTreeSet<PartitionId>) {}
+    /// Says which partitions the source reads, and which of them are idle, for the next
+    /// barrier's watermark and every one after, until the next call: a partition not idle holds
+    /// the watermark, even before its first row. A source that never calls it leaves idleness to
+    /// wall time (a partition whose event time has not advanced for the idle timeout), and a
+    /// partition counts from its first row.
+    fn report_partitions(
+        &mut self,
+        _partitions: std::collections::BTreeSet<PartitionId>,
+        _idle: std::collections::BTreeSet<PartitionId>,
+    ) {
+    }
 }
 
 /// A source of batches (Kafka). Runs on its own thread.

@@ -180,6 +180,8 @@ pub(crate) struct Plan {
     /// [`PartitionManifest::idle`]). Nothing else is: a partition whose owners keep failing
     /// writes no entry, and keeps holding the watermark however long that lasts.
     pub(crate) idle: BTreeSet<PartitionId>,
+    /// Every partition with a chain: claimed by some process, so read now or soon.
+    pub(crate) partitions: BTreeSet<PartitionId>,
 }
 
 struct PlanState {
@@ -305,8 +307,10 @@ impl Planner {
         let mut entries = Vec::new();
         let mut positions = Positions::new();
         let mut idle = BTreeSet::new();
+        let mut chained = BTreeSet::new();
         for source in &self.sources {
             for p in self.store.chains(source).await? {
+                chained.insert(p.clone());
                 let key = (source.clone(), p.clone());
                 let from = st
                     .consumed
@@ -346,6 +350,7 @@ impl Planner {
             positions,
             last,
             idle,
+            partitions: chained,
         });
         if self.readers.len() > 1 {
             st.plans.insert(index, (plan.clone(), 1));
@@ -471,7 +476,7 @@ impl Source for ExchangeSource {
                 return Ok(());
             }
             self.emit_plan(&plan, ctx)?;
-            ctx.report_idle(plan.idle.clone());
+            ctx.report_partitions(plan.partitions.clone(), plan.idle.clone());
             ctx.barrier(plan.positions.clone())?;
             if plan.last {
                 return Ok(());

@@ -153,12 +153,16 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
     let (lead_tx, lead_rx) = tokio::sync::watch::channel(false);
     // Whether a partition is idle is judged where it is read, and written into its chain for
     // the finalizer's watermark (see `WatermarkTracker::set_idle`).
+    // A batch run reads every partition to its end: one whose event time did not advance in an
+    // epoch is idle at once (every partition idle means the smallest maximum counts), and an
+    // empty one never holds the watermark.
     let idle_after = finalizer.as_ref().and_then(|f| {
         f.nodes
             .iter()
             .filter(|g| matches!(g.node, Node::Source(_)))
             .filter_map(|g| g.event_time.as_ref().map(|e| e.idle_timeout))
             .min()
+            .map(|d| if opts.batch { Duration::ZERO } else { d })
     });
     let partitions = Arc::new(Partitions {
         store: store.clone(),

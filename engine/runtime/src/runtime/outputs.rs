@@ -140,10 +140,15 @@ impl Outputs {
         Ok(())
     }
 
-    /// Which partitions are idle, from now on (see [`WatermarkTracker::set_idle`]).
-    pub(crate) fn set_idle(&mut self, idle: std::collections::BTreeSet<PartitionId>) {
+    /// Which partitions there are and which are idle, from now on (see
+    /// [`WatermarkTracker::set_partitions`]).
+    pub(crate) fn set_partitions(
+        &mut self,
+        partitions: std::collections::BTreeSet<PartitionId>,
+        idle: std::collections::BTreeSet<PartitionId>,
+    ) {
         if let Some(t) = &mut self.tracked {
-            t.tracker.set_idle(idle);
+            t.tracker.set_partitions(partitions, idle);
         }
     }
 

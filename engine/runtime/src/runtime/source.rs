@@ -166,8 +166,12 @@ impl SourceContext for SourceCtx {
         Box::new(self.claims.clone())
     }
 
-    fn report_idle(&mut self, idle: std::collections::BTreeSet<PartitionId>) {
-        self.outputs.set_idle(idle);
+    fn report_partitions(
+        &mut self,
+        partitions: std::collections::BTreeSet<PartitionId>,
+        idle: std::collections::BTreeSet<PartitionId>,
+    ) {
+        self.outputs.set_partitions(partitions, idle);
     }
 }
 

@@ -814,6 +814,11 @@ async fn a_partition_is_idle_for_the_finalizer_only_once_its_owner_says_so() {
     assert_eq!(newest.position, Some(serde_json::json!(1)));
     let plan = fin.plan(1).await.unwrap();
     assert_eq!(idle_in(&plan), [p(1)]);
+    assert_eq!(
+        plan.partitions.iter().cloned().collect::<Vec<_>>(),
+        [p(0), p(1)],
+        "every claimed partition, to hold the watermark until its first rows"
+    );
     // A finalizer that starts afresh (restart, or the role moved) reads it from the entry its
     // predecessor consumed last.
     assert_eq!(
