@@ -148,8 +148,7 @@ async fn the_s3_server_down_for_30_s_fails_clearly_then_recovers_on_restart() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).ok();
+    let err = spawned_stderr(&child);
     assert!(!status.success());
     let errors = error_lines(&err);
     assert_eq!(errors.len(), 1, "{err}");

@@ -35,16 +35,15 @@ impl Engine {
             .expect("run engine")
     }
 
-    /// Starts `engine run <pipeline_file>` as a stream, with its stderr captured.
+    /// Starts `engine run <pipeline_file>` as a stream, with its stderr captured for
+    /// [`sigterm`]. It goes to a file, not a pipe: nothing reads a pipe while the test runs, and
+    /// once its 64 KiB were full (about a minute and a half of info logs at a 500 ms trigger)
+    /// the engine's next log line, and the engine with it, would wait forever.
     pub fn spawn(self, pipeline_file: &str, env: &[(&str, &str)]) -> Child {
-        self.command()
-            .args(["run", pipeline_file])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start engine")
+        let log = std::env::temp_dir().join(format!("{}.log", unique("engine-spawned")));
+        let child = self.spawn_logged(pipeline_file, env, &log);
+        spawned_logs().insert(child.id(), log);
+        child
     }
 
     /// Starts `engine run <pipeline_file>` as a stream whose stderr goes to the file `log`,
@@ -138,15 +137,37 @@ pub fn error_lines(stderr: &str) -> Vec<&str> {
     stderr.lines().filter(|l| l.starts_with("error:")).collect()
 }
 
-/// Sends SIGTERM and returns the exit status and stderr; fails if it takes over 60 s.
+/// The stderr files of the engines [`Engine::spawn`] started, by pid.
+fn spawned_logs()
+-> std::sync::MutexGuard<'static, std::collections::BTreeMap<u32, std::path::PathBuf>> {
+    static LOGS: std::sync::Mutex<std::collections::BTreeMap<u32, std::path::PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    LOGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What an engine [`Engine::spawn`] started has written to stderr so far (all of it, once it
+/// has exited).
+pub fn spawned_stderr(child: &Child) -> String {
+    let log = spawned_logs().get(&child.id()).cloned();
+    log.and_then(|l| std::fs::read_to_string(l).ok())
+        .unwrap_or_default()
+}
+
+/// Sends SIGTERM and returns the exit status and stderr (of an engine [`Engine::spawn`]
+/// started; empty for others); fails if it takes over 60 s.
 pub async fn sigterm(mut child: Child) -> (ExitStatus, String) {
     kill_term(&child.id().to_string());
+    let log = spawned_logs().remove(&child.id());
     let waited = tokio::task::spawn_blocking(move || {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            std::io::Read::read_to_string(&mut e, &mut err).ok();
-        }
-        (child.wait().unwrap(), err)
+        let status = child.wait().unwrap();
+        let err = log
+            .and_then(|l| {
+                let text = std::fs::read_to_string(&l).ok();
+                let _ = std::fs::remove_file(&l);
+                text
+            })
+            .unwrap_or_default();
+        (status, err)
     });
     tokio::time::timeout(Duration::from_secs(60), waited)
         .await
