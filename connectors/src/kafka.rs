@@ -155,6 +155,9 @@ type Client = BaseConsumer<ErrorCapture>;
 pub struct ErrorCapture {
     auth: Mutex<Option<String>>,
     group: Mutex<Group>,
+    /// Each partition's end (high watermark) as librdkafka's statistics last reported it, for
+    /// `engine_kafka_consumer_lag`. rust-rdkafka does not expose the cached watermarks.
+    ends: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 /// A streaming source's membership of its consumer group.
@@ -223,6 +226,20 @@ impl ClientContext for ErrorCapture {
             *a = Some(reason.to_string());
         }
         tracing::debug!(error = %error, "kafka client error");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Ok(mut ends) = self.ends.lock() else {
+            return;
+        };
+        for (topic, t) in statistics.topics {
+            for (id, p) in t.partitions {
+                // -1 is librdkafka's internal UA partition, and an unknown end.
+                if id >= 0 && p.hi_offset >= 0 {
+                    ends.insert((topic.clone(), id), p.hi_offset);
+                }
+            }
+        }
     }
 }
 
@@ -321,6 +338,8 @@ impl KafkaSource {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "3000")
             .set("topic.metadata.refresh.interval.ms", "5000")
+            // Each partition's end offset for the lag metric, from the statistics.
+            .set("statistics.interval.ms", "1000")
             .set("client.id", format!("engine-{}", self.group));
         for (k, v) in &self.cfg.properties {
             c.set(k, v.expose());
@@ -599,6 +618,7 @@ impl Source for KafkaSource {
         let poll_timeout = self.linger.min(Duration::from_millis(100));
         let mut last_warn: Option<Instant> = None;
         let mut last_refresh = Instant::now();
+        let mut lag_reported = std::collections::BTreeSet::new();
         let (mut in_poll, mut in_emit) = (Duration::ZERO, Duration::ZERO);
         // Sends batches downstream, counting the time spent waiting for room.
         let mut send = |ctx: &mut dyn SourceContext, batches: Vec<(PartitionId, RecordBatch)>| {
@@ -618,7 +638,7 @@ impl Source for KafkaSource {
                 last_refresh = Instant::now();
             }
             if let Some(pos) = ctx.take_committed() {
-                report_lag(&consumer, &topic, &pos);
+                report_lag(&consumer, &topic, &pos, &mut lag_reported);
             }
             let t0 = Instant::now();
             let polled = consumer.poll(poll_timeout);
@@ -1000,15 +1020,43 @@ impl Builders {
     }
 }
 
-/// Commits checkpointed offsets to the consumer group so `kafka-consumer-groups` shows lag.
-fn report_lag(consumer: &Client, topic: &str, positions: &Positions) {
+/// Commits checkpointed offsets to the consumer group so `kafka-consumer-groups` shows lag, and
+/// sets `engine_kafka_committed_offset` and `engine_kafka_consumer_lag` (the partition's end, as
+/// the consumer last heard it, less the committed next offset) for the partitions this process
+/// reads. A partition in `reported` but not in `positions` moved to another process: its lag
+/// here becomes 0, so that a sum over the instances counts it once.
+fn report_lag(
+    consumer: &Client,
+    topic: &str,
+    positions: &Positions,
+    reported: &mut std::collections::BTreeSet<i32>,
+) {
     let Ok(pos) = kafka_position(topic, positions) else {
         return;
     };
     let mut tpl = TopicPartitionList::new();
     for (p, o) in &pos.offsets {
         let _ = tpl.add_partition_offset(&pos.topic, *p, Offset::Offset(*o));
+        let labels = [("topic", pos.topic.clone()), ("partition", p.to_string())];
+        metrics::gauge!("engine_kafka_committed_offset", &labels).set(*o as f64);
+        let end = consumer
+            .context()
+            .ends
+            .lock()
+            .ok()
+            .and_then(|e| e.get(&(pos.topic.clone(), *p)).copied());
+        if let Some(high) = end {
+            metrics::gauge!("engine_kafka_consumer_lag", &labels).set((high - o).max(0) as f64);
+        }
     }
+    for gone in reported.iter().filter(|p| !pos.offsets.contains_key(p)) {
+        let labels = [
+            ("topic", pos.topic.clone()),
+            ("partition", gone.to_string()),
+        ];
+        metrics::gauge!("engine_kafka_consumer_lag", &labels).set(0.0);
+    }
+    *reported = pos.offsets.keys().copied().collect();
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         tracing::debug!(error = %e, "could not commit offsets to the consumer group (lag report only)");
     }

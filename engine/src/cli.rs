@@ -50,6 +50,11 @@ enum Command {
         /// newer messages.
         #[arg(long)]
         batch: bool,
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics, liveness at /health and
+        /// readiness at /ready (ready once an epoch has committed; not ready while stopping).
+        /// Overrides the pipeline's `metrics_address`. Off by default.
+        #[arg(long, value_name = "HOST:PORT", env = "ENGINE_METRICS_ADDRESS")]
+        metrics_address: Option<String>,
     },
     /// Check pipelines without running them: TOML keys, types and ranges, node types, wiring,
     /// column names and schemas, URLs. Connects to nothing and writes nothing, unless --connect.
@@ -240,8 +245,15 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { file, batch } => {
+        Command::Run {
+            file,
+            batch,
+            metrics_address,
+        } => {
             let g = load(&file, &registry)?;
+            let metrics_address = metrics_address
+                .filter(|a| !a.trim().is_empty())
+                .or_else(|| g.pipeline.metrics_address.clone());
             for w in &g.warnings {
                 tracing::warn!("{w}");
             }
@@ -254,6 +266,9 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             rt.block_on(async move {
                 let cancel = CancellationToken::new();
                 spawn_signal_handler(cancel.clone());
+                if let Some(address) = &metrics_address {
+                    crate::metrics_server::start(address, &name).await?;
+                }
                 tracing::info!(pipeline = %name, batch, "starting");
                 let opts = RunOptions {
                     batch,
@@ -358,6 +373,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
                 tracing::info!(
                     "stopping: finishing the current epoch (press Ctrl-C again to quit at once)"
                 );
+                engine_runtime::health::health().set_stopping();
                 cancel.cancel();
             } else {
                 eprintln!(

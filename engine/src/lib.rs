@@ -10,6 +10,7 @@ pub mod cli;
 mod config_props;
 #[cfg(test)]
 mod layers_check;
+mod metrics_server;
 pub mod produce;
 #[cfg(test)]
 mod repo_checks;

@@ -8,6 +8,7 @@
 
 mod churn;
 mod gold;
+mod metrics;
 mod preflight;
 mod report;
 mod scaleout;

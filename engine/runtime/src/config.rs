@@ -33,6 +33,11 @@ pub struct PipelineSection {
     /// Capacity of each actor's mailbox, in messages (default 4, from 1 to 1024).
     #[serde(default = "default_mailbox")]
     pub mailbox: usize,
+    /// Where `engine run` serves Prometheus metrics (`/metrics`), liveness (`/health`) and
+    /// readiness (`/ready`): `HOST:PORT`. Off when absent or empty; `--metrics-address` (or
+    /// `ENGINE_METRICS_ADDRESS`) overrides it.
+    #[serde(default)]
+    pub metrics_address: Option<String>,
 }
 
 /// The file's top level, without `[nodes]` (taken apart by hand to keep each node's table).
@@ -79,6 +84,8 @@ pub struct Pipeline {
     pub trigger: Duration,
     pub checkpoint: String,
     pub mailbox: usize,
+    /// `HOST:PORT` for the metrics endpoint, if set (see [`PipelineSection::metrics_address`]).
+    pub metrics_address: Option<String>,
     pub storage: StorageConfig,
     pub nodes: Vec<NodeSpec>,
     /// The line of every key, by its path (`nodes.parse.schema.level`, `aggregates[0]`).
@@ -109,6 +116,7 @@ impl Pipeline {
             trigger: Duration::ZERO,
             checkpoint: String::new(),
             mailbox: 0,
+            metrics_address: None,
             storage: StorageConfig::default(),
             nodes: Vec::new(),
             lines: conv.lines,
@@ -208,6 +216,7 @@ impl Pipeline {
         p.trigger = trigger;
         p.checkpoint = s.checkpoint;
         p.mailbox = mailbox;
+        p.metrics_address = s.metrics_address.filter(|a| !a.trim().is_empty());
         p.storage = storage;
         p.nodes = specs;
         Ok(p)

@@ -49,7 +49,7 @@ pub fn pipeline(name: &str) -> String {
 }
 
 /// Sends SIGTERM to `pid`, failing if `kill` does.
-pub(crate) fn kill_term(pid: &str) {
+pub fn kill_term(pid: &str) {
     assert!(
         Command::new("kill")
             .args(["-TERM", pid])

@@ -105,15 +105,17 @@ impl Actor {
         } = self;
         let mut align = Alignment::new(timed.len());
         let mut merge = WatermarkMerge::new(timed);
+        let received = metrics::counter!("engine_records_received_total", "node" => name.clone());
         while let Some(env) = align.next(&mut rx).await {
             match env.msg {
                 Message::Batch { batch, partition } => {
+                    received.increment(batch.num_rows() as u64);
                     behaviour.batch(batch, partition, &mut outputs).await?;
                 }
                 Message::Watermark(w) => {
                     if let Some(w) = merge.arrived(env.slot, w) {
                         behaviour.watermark(w, &mut outputs).await?;
-                        outputs.broadcast(Message::Watermark(w)).await?;
+                        outputs.pass_watermark(w).await?;
                     }
                 }
                 Message::Barrier(b) => {
@@ -131,7 +133,7 @@ impl Actor {
                         && !all
                     {
                         behaviour.watermark(w, &mut outputs).await?;
-                        outputs.broadcast(Message::Watermark(w)).await?;
+                        outputs.pass_watermark(w).await?;
                     }
                     if all {
                         behaviour.end(&mut outputs).await?;

@@ -253,7 +253,15 @@ impl Coordinator {
                         }
                     }
                 };
+                // The epoch is done (committed, or with nothing to commit): the pipeline runs.
+                crate::health::health().set_committed();
                 if let Some((files, chains, part)) = committed_what {
+                    metrics::counter!("engine_epochs_committed_total", "part" => part).increment(1);
+                    metrics::gauge!("engine_last_committed_epoch", "part" => part).set(next as f64);
+                    metrics::histogram!("engine_epoch_commit_seconds", "part" => part)
+                        .record(t0.elapsed().as_secs_f64());
+                    metrics::counter!("engine_sink_files_committed_total", "part" => part)
+                        .increment(files as u64);
                     tracing::info!(
                         epoch = next,
                         part,

@@ -615,7 +615,8 @@ fn spawn_node(
         ..
     } = g;
     let name = spec.name;
-    let mut outputs = Outputs::new(edges);
+    let port_names: Vec<String> = ports.iter().map(|p| p.name.clone()).collect();
+    let mut outputs = Outputs::new(&name, &port_names, edges);
     if let Some(e) = &event_time {
         let column = ports[0].schema.index_of(&e.column)?;
         outputs.track(e, column);
@@ -640,6 +641,7 @@ fn spawn_node(
                 batch: shared.batch,
                 committed: shared.committed.clone(),
                 records: shared.records.clone(),
+                received: metrics::counter!("engine_records_received_total", "node" => name.clone()),
                 cascade: None,
                 claims: Claiming {
                     source: name.clone(),

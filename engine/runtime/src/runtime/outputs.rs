@@ -62,13 +62,33 @@ struct Tracked {
 pub(crate) struct Outputs {
     ports: Vec<Vec<(mpsc::Sender<Envelope>, usize)>>,
     tracked: Option<Tracked>,
+    /// `engine_records_sent_total`, per port.
+    sent: Vec<metrics::Counter>,
+    /// The node's name, for `engine_watermark_seconds`, registered at its first watermark (a
+    /// node that never has one shows none, rather than 1970).
+    node: String,
+    watermark: Option<metrics::Gauge>,
 }
 
 impl Outputs {
-    pub(crate) fn new(ports: Vec<Vec<(mpsc::Sender<Envelope>, usize)>>) -> Self {
+    /// The outputs of node `node`, whose ports are named `port_names`.
+    pub(crate) fn new(
+        node: &str,
+        port_names: &[String],
+        ports: Vec<Vec<(mpsc::Sender<Envelope>, usize)>>,
+    ) -> Self {
+        let sent = port_names
+            .iter()
+            .map(|port| {
+                metrics::counter!("engine_records_sent_total", "node" => node.to_string(), "port" => port.clone())
+            })
+            .collect();
         Outputs {
             ports,
             tracked: None,
+            sent,
+            node: node.to_string(),
+            watermark: None,
         }
     }
 
@@ -95,6 +115,9 @@ impl Outputs {
             && let Some(t) = &mut self.tracked
         {
             t.tracker.observe(partition, batch.column(t.column))?;
+        }
+        if let Some(c) = self.sent.get(port) {
+            c.increment(batch.num_rows() as u64);
         }
         let Some(readers) = self.ports.get(port) else {
             return Ok(());
@@ -135,7 +158,7 @@ impl Outputs {
             None => None,
         };
         if let Some(w) = advanced {
-            self.broadcast(Message::Watermark(w)).await?;
+            self.pass_watermark(w).await?;
         }
         Ok(())
     }
@@ -150,6 +173,17 @@ impl Outputs {
         if let Some(t) = &mut self.tracked {
             t.tracker.set_partitions(partitions, idle);
         }
+    }
+
+    /// Sends a new watermark on: this node's own, or one it merged from its inputs.
+    pub(crate) async fn pass_watermark(&mut self, w: i64) -> Flow {
+        let node = &self.node;
+        self.watermark
+            .get_or_insert_with(
+                || metrics::gauge!("engine_watermark_seconds", "node" => node.clone()),
+            )
+            .set(w as f64 / 1000.0);
+        self.broadcast(Message::Watermark(w)).await
     }
 
     /// The event-time state to checkpoint, on the node that declares it.

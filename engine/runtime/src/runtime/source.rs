@@ -31,6 +31,8 @@ pub(crate) struct SourceCtx {
     pub(crate) batch: bool,
     pub(crate) committed: Committed,
     pub(crate) records: Arc<AtomicU64>,
+    /// `engine_records_received_total` of the source: records read.
+    pub(crate) received: metrics::Counter,
     /// Set when a send failed because another part stopped first: the source's own error is
     /// then a consequence.
     pub(crate) cascade: Option<&'static str>,
@@ -115,6 +117,7 @@ impl SourceContext for SourceCtx {
         self.check_failed()?;
         self.records
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.received.increment(batch.num_rows() as u64);
         let sent = self
             .handle
             .block_on(self.outputs.batch(0, batch, Some(partition)));
