@@ -4,7 +4,8 @@
 use crate::{EngineError, Reason, Result, Service, StorageConfig};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
 use object_store::client::{
-    HttpConnector, HttpError, HttpErrorKind, HttpRequestBody, ReqwestConnector,
+    HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpRequestBody, HttpResponse,
+    ReqwestConnector,
 };
 use object_store::local::LocalFileSystem;
 use object_store::multipart::MultipartStore;
@@ -189,24 +190,13 @@ impl Location {
             .signed_url(http::Method::HEAD, &Path::default(), CHECK_TIMEOUT)
             .await
             .map_err(|e| self.explain(e))?;
-        let client = ReqwestConnector::default()
-            .connect(options)
-            .map_err(|e| self.explain(e))?;
         let request = http::Request::head(url.as_str())
             .body(HttpRequestBody::empty())
             .map_err(|e| {
                 EngineError::runtime(format!("cannot build the bucket check for `{}`", self.url))
                     .with_source(e)
             })?;
-        let status = match client.execute(request).await {
-            Ok(response) => response.status(),
-            Err(e) => {
-                return Err(self.explain(object_store::Error::Generic {
-                    store: "S3",
-                    source: Box::new(e),
-                }));
-            }
-        };
+        let status = self.send(options, request).await?.status();
         match status {
             s if s.is_success() => Ok(()),
             http::StatusCode::NOT_FOUND => Err(self.unavailable(
@@ -260,18 +250,13 @@ impl Location {
         AwsAuthorizer::new(&credential, "s3", &self.region)
             .try_authorize(&mut request, None)
             .map_err(|e| self.explain(e))?;
-        let client = ReqwestConnector::default()
-            .connect(options)
-            .map_err(|e| self.explain(e))?;
-        let transport = |e: HttpError| {
-            self.explain(object_store::Error::Generic {
-                store: "S3",
-                source: Box::new(e),
-            })
-        };
-        let response = client.execute(request).await.map_err(transport)?;
+        let response = self.send(options, request).await?;
         let status = response.status();
-        let body = response.into_body().bytes().await.map_err(transport)?;
+        let body = response
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
         if !status.is_success() {
             return Err(EngineError::runtime(format!(
                 "object store at {} answered HTTP {status} when asked for the multipart uploads of `{}`",
@@ -294,6 +279,26 @@ impl Location {
             aborted += 1;
         }
         Ok(aborted)
+    }
+
+    /// Sends `request` to the S3 server with the location's client settings: for the calls
+    /// object_store has no method for (the bucket check, listing multipart uploads).
+    async fn send(&self, options: &ClientOptions, request: HttpRequest) -> Result<HttpResponse> {
+        let client = ReqwestConnector::default()
+            .connect(options)
+            .map_err(|e| self.explain(e))?;
+        client
+            .execute(request)
+            .await
+            .map_err(|e| self.transport_error(e))
+    }
+
+    /// A failed request of [`Location::send`], explained as object_store's own would be.
+    fn transport_error(&self, e: HttpError) -> EngineError {
+        self.explain(object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(e),
+        })
     }
 
     /// Turns an object store error into one line saying what is wrong and what to do, of the

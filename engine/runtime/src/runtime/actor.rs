@@ -4,7 +4,7 @@
 
 use super::alignment::Alignment;
 use super::coordinator::{CoordMsg, CoordinatorHandle};
-use super::outputs::{Envelope, Flow, Outputs};
+use super::outputs::{Envelope, Flow, Outputs, received_counter};
 use arrow::array::RecordBatch;
 use engine_api::{Barrier, Collector, Message, Operator, PartitionId, PendingCommit, Sink};
 use std::sync::Arc;
@@ -105,7 +105,7 @@ impl Actor {
         } = self;
         let mut align = Alignment::new(timed.len());
         let mut merge = WatermarkMerge::new(timed);
-        let received = metrics::counter!("engine_records_received_total", "node" => name.clone());
+        let received = received_counter(&name);
         while let Some(env) = align.next(&mut rx).await {
             match env.msg {
                 Message::Batch { batch, partition } => {

@@ -30,7 +30,7 @@ use coordinator::{
     Chain, Committed, Coordinator, CoordinatorHandle, finish_commits, recover_staging,
 };
 use engine_api::{Committer, EngineError, Epoch, Node, PendingCommit, Positions, Result};
-use outputs::{Envelope, Outputs};
+use outputs::{Envelope, Outputs, received_counter};
 use partitions::Partitions;
 use source::{Claiming, SourceCtx};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -152,10 +152,10 @@ pub async fn run(graph: Graph, opts: RunOptions, cancel: CancellationToken) -> R
     }
     let (lead_tx, lead_rx) = tokio::sync::watch::channel(false);
     // Whether a partition is idle is judged where it is read, and written into its chain for
-    // the finalizer's watermark (see `WatermarkTracker::set_idle`).
-    // A batch run reads every partition to its end: one whose event time did not advance in an
-    // epoch is idle at once (every partition idle means the smallest maximum counts), and an
-    // empty one never holds the watermark.
+    // the finalizer's watermark (see `WatermarkTracker::set_partitions`). A batch run reads
+    // every partition to its end: one whose event time did not advance in an epoch is idle at
+    // once (every partition idle means the smallest maximum counts), and an empty one never
+    // holds the watermark.
     let idle_after = finalizer.as_ref().and_then(|f| {
         f.nodes
             .iter()
@@ -641,7 +641,7 @@ fn spawn_node(
                 batch: shared.batch,
                 committed: shared.committed.clone(),
                 records: shared.records.clone(),
-                received: metrics::counter!("engine_records_received_total", "node" => name.clone()),
+                received: received_counter(&name),
                 cascade: None,
                 claims: Claiming {
                     source: name.clone(),

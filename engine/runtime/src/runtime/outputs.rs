@@ -52,6 +52,12 @@ fn downstream_stopped() -> Stop {
     Stop::Cascade("a downstream node stopped")
 }
 
+/// `engine_records_received_total` of node `node`: the rows it takes in (a source's, the
+/// records it reads).
+pub(crate) fn received_counter(node: &str) -> metrics::Counter {
+    metrics::counter!("engine_records_received_total", "node" => node.to_string())
+}
+
 /// Event time tracked on the main port.
 struct Tracked {
     column: usize,
