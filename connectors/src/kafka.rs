@@ -129,7 +129,7 @@ pub struct KafkaSource {
     cfg: KafkaSourceConfig,
     linger: Duration,
     group: String,
-    consumer: Option<Client>,
+    consumer: Option<Closing>,
     /// Where each partition is, and the rows read but not sent yet.
     read: Reading,
 }
@@ -148,6 +148,51 @@ fn default_group(pipeline: &str, checkpoint: &str) -> String {
 /// The consumer, with a context that remembers authentication failures and serves the
 /// group's rebalances.
 type Client = BaseConsumer<ErrorCapture>;
+
+/// How long dropping the consumer waits for it to close (leave the group, stop its threads).
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// The source's consumer. Dropping it closes it on a thread of its own and waits at most
+/// [`CLOSE_WAIT`]: rust-rdkafka's own drop polls until librdkafka says the consumer closed,
+/// without a bound, and while a broker restarts that may be never, which would keep a failed
+/// engine from reporting its error and exiting.
+struct Closing(Option<Client>);
+
+impl std::ops::Deref for Closing {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        // Taken only by `drop`.
+        self.0
+            .as_ref()
+            .expect("the consumer is taken only when dropped")
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let Some(consumer) = self.0.take() else {
+            return;
+        };
+        let (done, closed) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = done.send(());
+            });
+        if spawned.is_err() {
+            tracing::warn!("could not start a thread to close the Kafka consumer; leaving it open");
+            return;
+        }
+        if closed.recv_timeout(CLOSE_WAIT).is_err() {
+            tracing::warn!(
+                wait_s = CLOSE_WAIT.as_secs(),
+                "the Kafka consumer did not close in time (is the broker reachable?); leaving without it, the group hands its partitions on once session.timeout.ms passes"
+            );
+        }
+    }
+}
 
 /// Keeps the last authentication error librdkafka reports through its error callback, and,
 /// in a consumer group, claims the partitions the group assigns.
@@ -441,16 +486,17 @@ impl KafkaSource {
 
     /// Creates the consumer and checks that the broker answers, accepts the credentials and has
     /// the topic. No partition is assigned.
-    fn connect(&self) -> Result<(Client, rdkafka::metadata::Metadata)> {
-        let consumer: Client = self
-            .client_config()
-            .create_with_context(ErrorCapture::default())
-            .map_err(|e| {
-                EngineError::config(format!(
-                    "bad Kafka settings: {}",
-                    self.redact(&e.to_string())
-                ))
-            })?;
+    fn connect(&self) -> Result<(Closing, rdkafka::metadata::Metadata)> {
+        let consumer = Closing(Some(
+            self.client_config()
+                .create_with_context(ErrorCapture::default())
+                .map_err(|e| {
+                    EngineError::config(format!(
+                        "bad Kafka settings: {}",
+                        self.redact(&e.to_string())
+                    ))
+                })?,
+        ));
         let topic = self.cfg.topic.clone();
         // Ask in short rounds, so an authentication failure (reported through the client's error
         // callback, while the fetch itself only times out) is said at once and plainly.
@@ -638,7 +684,8 @@ impl Source for KafkaSource {
                 last_refresh = Instant::now();
             }
             if let Some(pos) = ctx.take_committed() {
-                report_lag(&consumer, &topic, &pos, &mut lag_reported);
+                let lag = report_lag(&consumer, &topic, &pos, &mut lag_reported);
+                ctx.report_lag(lag);
             }
             let t0 = Instant::now();
             let polled = consumer.poll(poll_timeout);
@@ -1024,15 +1071,17 @@ impl Builders {
 /// sets `engine_kafka_committed_offset` and `engine_kafka_consumer_lag` (the partition's end, as
 /// the consumer last heard it, less the committed next offset) for the partitions this process
 /// reads. A partition in `reported` but not in `positions` moved to another process: its lag
-/// here becomes 0, so that a sum over the instances counts it once.
+/// here becomes 0, so that a sum over the instances counts it once. Returns the lag of the
+/// partitions whose end is known, for the epochs' progress.
 fn report_lag(
     consumer: &Client,
     topic: &str,
     positions: &Positions,
     reported: &mut std::collections::BTreeSet<i32>,
-) {
+) -> BTreeMap<PartitionId, i64> {
+    let mut lag = BTreeMap::new();
     let Ok(pos) = kafka_position(topic, positions) else {
-        return;
+        return lag;
     };
     let mut tpl = TopicPartitionList::new();
     for (p, o) in &pos.offsets {
@@ -1046,7 +1095,9 @@ fn report_lag(
             .ok()
             .and_then(|e| e.get(&(pos.topic.clone(), *p)).copied());
         if let Some(high) = end {
-            metrics::gauge!("engine_kafka_consumer_lag", &labels).set((high - o).max(0) as f64);
+            let behind = (high - o).max(0);
+            metrics::gauge!("engine_kafka_consumer_lag", &labels).set(behind as f64);
+            lag.insert(PartitionId::kafka(&pos.topic, *p), behind);
         }
     }
     for gone in reported.iter().filter(|p| !pos.offsets.contains_key(p)) {
@@ -1060,6 +1111,7 @@ fn report_lag(
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         tracing::debug!(error = %e, "could not commit offsets to the consumer group (lag report only)");
     }
+    lag
 }
 
 #[cfg(test)]

@@ -161,6 +161,7 @@ impl SinkConfig for ParquetSinkConfig {
             .build();
         Ok(Box::new(ParquetSink {
             node: ctx.node.clone(),
+            written: metrics::counter!("engine_sink_bytes_written_total", "node" => ctx.node.clone()),
             committer: Arc::new(ParquetCommitter {
                 location: location.clone(),
                 staging: staging.clone(),
@@ -181,6 +182,9 @@ impl SinkConfig for ParquetSinkConfig {
 
 pub struct ParquetSink {
     node: String,
+    /// `engine_sink_bytes_written_total`: Parquet bytes sent to the store (staged files
+    /// included; a file staged again after a restart counts twice).
+    written: metrics::Counter,
     /// This pipeline's staging folder in the table, `_staging/<owner>`.
     staging: String,
     location: Location,
@@ -298,7 +302,12 @@ impl ParquetSink {
     }
 
     /// Uploads `file`'s buffered bytes as a part when there are enough of them (or `last`).
-    async fn upload_parts(location: &Location, file: &mut OpenFile, last: bool) -> Result<()> {
+    async fn upload_parts(
+        location: &Location,
+        written: &metrics::Counter,
+        file: &mut OpenFile,
+        last: bool,
+    ) -> Result<()> {
         let Upload::Multipart { id, parts } = &mut file.upload else {
             return Ok(());
         };
@@ -307,6 +316,7 @@ impl ParquetSink {
             return Ok(());
         }
         let data = Bytes::from(std::mem::take(buffered));
+        written.increment(data.len() as u64);
         let s3 = location.s3.as_ref().expect("multipart only on S3");
         let part = s3
             .put_part(&file.path, id, parts.len(), PutPayload::from(data))
@@ -324,7 +334,7 @@ impl ParquetSink {
         file.writer
             .finish()
             .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
-        Self::upload_parts(&self.location, &mut file, true).await?;
+        Self::upload_parts(&self.location, &self.written, &mut file, true).await?;
         let OpenFile {
             staging,
             mut writer,
@@ -345,6 +355,7 @@ impl ParquetSink {
                 // table's single object (complete) on commit.
                 let staged = staging_path(&self.location, &staging, &path);
                 let data = Bytes::from(std::mem::take(writer.inner_mut()));
+                self.written.increment(data.len() as u64);
                 self.location
                     .store
                     .put(&staged, PutPayload::from(data))
@@ -469,7 +480,7 @@ impl Sink for ParquetSink {
                 .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
         }
         let size = file.writer.bytes_written() + file.writer.in_progress_size();
-        Self::upload_parts(&self.location, file, false).await?;
+        Self::upload_parts(&self.location, &self.written, file, false).await?;
         if size >= self.target_bytes && self.mode == OutputMode::Append {
             self.close_file(&key).await?;
         }

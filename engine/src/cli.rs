@@ -134,11 +134,15 @@ enum GraphFormat {
 pub fn main_with(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let json = matches!(cli.log_format, LogFormat::Json);
     match execute(cli.command, registry) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if !matches!(e.kind(), ErrorKind::Reported(_)) {
-                eprintln!("{}", error_line(&e));
+            match e.kind() {
+                ErrorKind::Reported(_) => {}
+                // Every line JSON: the error goes through the log, as one event.
+                _ if json => tracing::error!(target: "engine", "{}", error_line(&e)),
+                _ => eprintln!("{}", error_line(&e)),
             }
             ExitCode::from(e.exit_code() as u8)
         }
@@ -250,15 +254,20 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             batch,
             metrics_address,
         } => {
-            let g = load(&file, &registry)?;
+            let pipeline = Pipeline::load(&file)?;
             let metrics_address = metrics_address
                 .filter(|a| !a.trim().is_empty())
-                .or_else(|| g.pipeline.metrics_address.clone());
+                .or_else(|| pipeline.metrics_address.clone());
+            let name = pipeline.name.clone();
+            let rt = runtime()?;
+            // The recorder goes in before the nodes are built: they register their series then.
+            if let Some(address) = &metrics_address {
+                rt.block_on(crate::metrics_server::start(address, &name))?;
+            }
+            let g = Graph::build(pipeline, &registry)?;
             for w in &g.warnings {
                 tracing::warn!("{w}");
             }
-            let name = g.pipeline.name.clone();
-            let rt = runtime()?;
             // The instance that takes the finalizer's role over builds its nodes afresh.
             let registry = std::sync::Arc::new(registry);
             let rebuild: crate::runtime::GraphFactory =
@@ -266,9 +275,6 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             rt.block_on(async move {
                 let cancel = CancellationToken::new();
                 spawn_signal_handler(cancel.clone());
-                if let Some(address) = &metrics_address {
-                    crate::metrics_server::start(address, &name).await?;
-                }
                 tracing::info!(pipeline = %name, batch, "starting");
                 let opts = RunOptions {
                     batch,
@@ -376,7 +382,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
                 engine_runtime::health::health().set_stopping();
                 cancel.cancel();
             } else {
-                eprintln!(
+                tracing::warn!(
                     "stopped without a final checkpoint; the next run resumes from the last one"
                 );
                 std::process::exit(130);

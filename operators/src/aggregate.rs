@@ -499,8 +499,9 @@ impl Aggregator {
     }
 }
 
-impl Operator for Aggregator {
-    fn process(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
+impl Aggregator {
+    /// Adds a batch's rows to the groups (the body of [`Operator::process`]).
+    fn add(&mut self, batch: RecordBatch) -> Result<()> {
         let n = batch.num_rows();
         let keys: Vec<Vec<u8>> = if self.group_idx.is_empty() {
             vec![Vec::new(); n]
@@ -596,6 +597,21 @@ impl Operator for Aggregator {
             }
         }
         Ok(())
+    }
+}
+
+impl Operator for Aggregator {
+    fn process(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        let (late_before, unparsed_before) = (self.state.late_events, self.state.unparsed_time);
+        let added = self.add(batch);
+        let late = self.state.late_events - late_before;
+        out.late(late);
+        out.dropped("late", late);
+        out.dropped(
+            "null_event_time",
+            self.state.unparsed_time - unparsed_before,
+        );
+        added
     }
 
     /// The runtime's watermark: events older than it are late from now on. Windows it closes

@@ -332,6 +332,13 @@ impl Operator for JsonParse {
         }
         out.emit(out_batch);
 
+        for b in &bad {
+            match self.on_error {
+                OnError::Quarantine => out.quarantined(b.reason, 1),
+                OnError::Drop => out.dropped(b.reason, 1),
+                OnError::Fail => {}
+            }
+        }
         if !bad.is_empty() {
             match self.on_error {
                 OnError::Quarantine => {

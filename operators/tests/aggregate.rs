@@ -17,7 +17,7 @@ use arrow::datatypes::{
 use common::ctx;
 use engine_api::testing::{Harness, Script, check_operator};
 use engine_api::{
-    Built, Collector, ErrorKind, EventTime, Input, OperatorConfig, OutputMode, PartitionId,
+    Built, Collector, ErrorKind, EventTime, Input, OperatorConfig, OutputMode, PartitionId, Tally,
 };
 use operators::aggregate::{AggregateConfig, WindowAggregateConfig};
 use serde_json::{Value, json};
@@ -274,9 +274,13 @@ fn windowed(mut extra: Value, tc: TimeCol) -> Harness {
         .with_event_time(&e)
 }
 
-fn feed(op: &mut Harness, evs: &[Ev], tc: TimeCol) {
+/// Feeds events; returns how many the operator reported late (and dropped as late).
+fn feed(op: &mut Harness, evs: &[Ev], tc: TimeCol) -> u64 {
     let out = op.process(batch(evs, tc)).unwrap();
     assert!(out.is_empty(), "an aggregate emits at triggers only");
+    let late = out.tallied(Tally::Late, "");
+    assert_eq!(out.tallied(Tally::Dropped, "late"), late);
+    late
 }
 
 /// Fires a trigger (the watermark, then the barrier); returns what it emitted.
@@ -597,6 +601,7 @@ fn tumbling_append(tc: TimeCol) {
     let mut rng = Rng(0x5eed_1234);
     let mut emitted_ever = BTreeSet::new();
     let mut triggers_with_output = 0;
+    let mut late_tallied = 0;
     let base = base();
     for b in 0..8 {
         // 40 s of event time per batch, up to 45 s out of order: some events are late.
@@ -611,7 +616,7 @@ fn tumbling_append(tc: TimeCol) {
                 .collect(),
             _ => evs,
         };
-        feed(&mut op, &evs, tc);
+        late_tallied += feed(&mut op, &evs, tc);
         model.feed(&evs);
         let got = read(&trigger(&mut op), Some(MIN));
         let want = model.trigger_append();
@@ -638,6 +643,10 @@ fn tumbling_append(tc: TimeCol) {
     );
     assert!(model.late > 0, "the disorder must make some events late");
     assert_eq!(snapshot_json(&mut op)["late_events"], json!(model.late));
+    assert_eq!(
+        late_tallied, model.late,
+        "late events reported to the runtime"
+    );
     // A trigger without new events emits nothing.
     assert!(trigger(&mut op).is_empty());
     // An event an hour later closes every window still open, except its own.
@@ -778,7 +787,7 @@ fn events_older_than_the_watermark_are_left_out() {
     ];
     let mut second = late.clone();
     second.extend(on_time.clone());
-    feed(&mut op, &second, tc);
+    assert_eq!(feed(&mut op, &second, tc), late.len() as u64);
     // The largest event time is still 10:01:50: the watermark moves to 10:01:20, nothing closes.
     assert!(trigger(&mut op).is_empty());
     assert_eq!(snapshot_json(&mut op)["late_events"], json!(late.len()));

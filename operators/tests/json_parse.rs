@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Float64Type, Int32Type, SchemaRef, TimeUnit};
 use base64::Engine as _;
 use common::*;
 use engine_api::testing::{Harness, Script, check_operator};
-use engine_api::{ErrorKind, Input, OperatorConfig, OutputMode};
+use engine_api::{ErrorKind, Input, OperatorConfig, OutputMode, Tally};
 use indexmap::IndexMap;
 use operators::json_parse::{JsonParseConfig, OnError};
 use serde_json::{Value, json};
@@ -812,6 +812,33 @@ fn on_error_drop_keeps_the_good_rows_and_emits_nothing_else() {
     );
     assert_row_is(&good, 1, &order(2, json!([])), &ORDER_FIELDS);
     assert_coordinates(&good, &sent);
+}
+
+/// What the runtime counts as `engine_records_quarantined_total` and
+/// `engine_records_dropped_total`: one per bad record, under the reason it has.
+#[test]
+fn bad_records_are_tallied_per_reason_in_both_modes() {
+    // Per message of `mixed()`: kept, not_json, null_value, kept, missing_field.
+    let expected = [("not_json", 1), ("null_value", 1), ("missing_field", 1)];
+    let (mut op, _, q_schema) = orders_parser(&["order_id"], OnError::Quarantine);
+    let out = run(&mut op, kafka_batch(&msgs(mixed())));
+    let quarantined = port(&out, 1, &q_schema);
+    for (reason, n) in expected {
+        assert_eq!(out.tallied(Tally::Quarantined, reason), n, "{reason}");
+        let rows = reasons(&quarantined)
+            .iter()
+            .filter(|(_, r)| r == reason)
+            .count();
+        assert_eq!(rows as u64, n, "quarantine rows of {reason}");
+        assert_eq!(out.tallied(Tally::Dropped, reason), 0);
+    }
+
+    let (mut op, _, _) = orders_parser(&["order_id"], OnError::Drop);
+    let out = run(&mut op, kafka_batch(&msgs(mixed())));
+    for (reason, n) in expected {
+        assert_eq!(out.tallied(Tally::Dropped, reason), n, "{reason}");
+        assert_eq!(out.tallied(Tally::Quarantined, reason), 0);
+    }
 }
 
 #[test]

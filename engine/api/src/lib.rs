@@ -30,6 +30,7 @@ pub use message::{Barrier, Epoch, Message, OutputMode, PartitionId, kafka_record
 pub use operator::{
     Built, Claimed, Claims, Collector, Committer, Input, MAIN_PORT, OpenContext, Operator,
     OutputPort, PendingCommit, Positions, Sink, Source, SourceContext, TableInfo, TablePreview,
+    Tally,
 };
 pub use registry::{
     BuildContext, Node, NodeKind, OperatorConfig, Registry, SinkConfig, SourceConfig,

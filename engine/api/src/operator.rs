@@ -152,17 +152,66 @@ pub trait Operator: Send + 'static {
     }
 }
 
-/// Where an operator pushes its output batches, per port.
+/// Where an operator pushes its output batches, per port, and says what it set aside.
 #[derive(Debug, Default)]
 pub struct Collector {
     ports: Vec<Vec<RecordBatch>>,
+    counts: Vec<(Tally, &'static str, u64)>,
+}
+
+/// What an operator reports beside its output, counted per node by the runtime
+/// (`engine_records_quarantined_total`, `engine_records_dropped_total`,
+/// `engine_late_events_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tally {
+    /// Rows sent to a quarantine port, per reason.
+    Quarantined,
+    /// Rows left out on purpose (an `on_error = "drop"` setting, late events), per reason.
+    Dropped,
+    /// Events older than the watermark when they arrived.
+    Late,
 }
 
 impl Collector {
     pub fn new(num_ports: usize) -> Self {
         Collector {
             ports: vec![Vec::new(); num_ports.max(1)],
+            counts: Vec::new(),
         }
+    }
+
+    /// Reports `n` rows sent to a quarantine port for `reason`.
+    pub fn quarantined(&mut self, reason: &'static str, n: u64) {
+        self.tally(Tally::Quarantined, reason, n);
+    }
+
+    /// Reports `n` rows left out for `reason`.
+    pub fn dropped(&mut self, reason: &'static str, n: u64) {
+        self.tally(Tally::Dropped, reason, n);
+    }
+
+    /// Reports `n` late events (left out or not: say [`Collector::dropped`] too when they are).
+    pub fn late(&mut self, n: u64) {
+        self.tally(Tally::Late, "", n);
+    }
+
+    fn tally(&mut self, what: Tally, reason: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match self
+            .counts
+            .iter_mut()
+            .find(|(w, r, _)| *w == what && *r == reason)
+        {
+            Some((_, _, c)) => *c += n,
+            None => self.counts.push((what, reason, n)),
+        }
+    }
+
+    /// Takes what was reported since the last call.
+    pub fn drain_tallies(&mut self) -> std::vec::Drain<'_, (Tally, &'static str, u64)> {
+        self.counts.drain(..)
     }
 
     /// Emits a batch on the main port.
@@ -263,6 +312,9 @@ pub trait SourceContext: Claims {
         _idle: std::collections::BTreeSet<PartitionId>,
     ) {
     }
+    /// Says how far behind each partition the source reads is (records between the end of the
+    /// partition and the last committed position), for the progress of the epochs that follow.
+    fn report_lag(&mut self, _lag: std::collections::BTreeMap<PartitionId, i64>) {}
 }
 
 /// A source of batches (Kafka). Runs on its own thread.

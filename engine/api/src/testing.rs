@@ -58,7 +58,7 @@ use crate::event_time::{EventTime, WatermarkTracker};
 use crate::time::event_times;
 use crate::{
     BuildContext, Built, Collector, Epoch, MAIN_PORT, Operator, OutputPort, PartitionId, Result,
-    StorageConfig,
+    StorageConfig, Tally,
 };
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
@@ -210,6 +210,9 @@ pub struct PortOutput {
 #[derive(Debug, Clone)]
 pub struct Output {
     ports: Vec<PortOutput>,
+    /// What the operator reported beside its rows (quarantined, dropped, late), as the
+    /// runtime would count it.
+    tallies: Vec<(Tally, &'static str, u64)>,
 }
 
 impl Output {
@@ -223,11 +226,23 @@ impl Output {
                     batches: Vec::new(),
                 })
                 .collect(),
+            tallies: Vec::new(),
         }
     }
 
     pub fn ports(&self) -> &[PortOutput] {
         &self.ports
+    }
+
+    /// How many rows the operator reported as `what` for `reason` in this step (`""` for
+    /// [`Tally::Late`]), what the runtime adds to `engine_records_quarantined_total`,
+    /// `engine_records_dropped_total` or `engine_late_events_total`.
+    pub fn tallied(&self, what: Tally, reason: &str) -> u64 {
+        self.tallies
+            .iter()
+            .filter(|(w, r, _)| *w == what && *r == reason)
+            .map(|(_, _, n)| n)
+            .sum()
     }
 
     fn get(&self, name: &str) -> &PortOutput {
@@ -541,6 +556,7 @@ impl Harness {
         let mut col = Collector::new(self.ports.len());
         f(self.operator.as_mut(), &mut col)?;
         let mut out = Output::new(&self.ports);
+        out.tallies = col.drain_tallies().collect();
         for (i, batch) in col.drain() {
             let Some(port) = self.ports.get(i) else {
                 panic!(

@@ -62,6 +62,11 @@ async fn get(store: &Arc<dyn ObjectStore>, path: &Path) -> Bytes {
 
 /// Lists a table as a reader would: every object under the prefix, skipping `_`/`.` folders.
 pub async fn list_table_files(url: &str) -> Vec<Path> {
+    table_file_sizes(url).await.into_iter().map(|(p, _)| p).collect()
+}
+
+/// The table's files, as [`list_table_files`] finds them, with their sizes in bytes.
+pub async fn table_file_sizes(url: &str) -> Vec<(Path, u64)> {
     let (store, prefix) = store_for(url);
     let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await.expect("list");
     metas
@@ -75,7 +80,7 @@ pub async fn list_table_files(url: &str) -> Vec<Path> {
             !rel.split('/')
                 .any(|p| p.starts_with('_') || p.starts_with('.'))
         })
-        .map(|m| m.location)
+        .map(|m| (m.location, m.size))
         .collect()
 }
 

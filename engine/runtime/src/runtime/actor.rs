@@ -5,10 +5,12 @@
 use super::alignment::Alignment;
 use super::coordinator::{CoordMsg, CoordinatorHandle};
 use super::outputs::{Envelope, Flow, Outputs, received_counter};
+use super::progress::{Phase, Work};
 use arrow::array::RecordBatch;
 use engine_api::{Barrier, Collector, Message, Operator, PartitionId, PendingCommit, Sink};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// What the node inside an actor is.
@@ -73,6 +75,14 @@ impl Behaviour {
         }
     }
 
+    /// Entries held in state (`engine_state_entries`), for an operator that has state.
+    fn state_size(&self) -> usize {
+        match self {
+            Behaviour::Operator { op, .. } => op.state_size(),
+            Behaviour::Sink { .. } => 0,
+        }
+    }
+
     async fn end(&mut self, out: &mut Outputs) -> Flow {
         if let Behaviour::Operator { op, col } = self {
             op.on_end(col)?;
@@ -106,10 +116,15 @@ impl Actor {
         let mut align = Alignment::new(timed.len());
         let mut merge = WatermarkMerge::new(timed);
         let received = received_counter(&name);
+        let depth = metrics::gauge!("engine_mailbox_depth", "node" => name.clone());
+        let mut spent = Spent::default();
         while let Some(env) = align.next(&mut rx).await {
+            depth.set(rx.len() as f64);
+            spent.start();
             match env.msg {
                 Message::Batch { batch, partition } => {
                     received.increment(batch.num_rows() as u64);
+                    spent.rows += batch.num_rows() as u64;
                     behaviour.batch(batch, partition, &mut outputs).await?;
                 }
                 Message::Watermark(w) => {
@@ -120,13 +135,13 @@ impl Actor {
                 }
                 Message::Barrier(b) => {
                     if let Some(b) = align.barrier_arrived(env.slot, b) {
-                        aligned(&name, b, &mut behaviour, &mut outputs, &coord).await?;
+                        aligned(&name, b, &mut behaviour, &mut outputs, &coord, &mut spent).await?;
                     }
                 }
                 Message::EndOfInput => {
                     let (barrier, all) = align.ended(env.slot);
                     if let Some(b) = barrier {
-                        aligned(&name, b, &mut behaviour, &mut outputs, &coord).await?;
+                        aligned(&name, b, &mut behaviour, &mut outputs, &coord, &mut spent).await?;
                     }
                     // An ended input holds no watermark back.
                     if let Some(w) = merge.ended(env.slot)
@@ -142,6 +157,7 @@ impl Actor {
                     }
                 }
             }
+            spent.stop();
         }
         Ok(())
     }
@@ -156,17 +172,70 @@ async fn aligned(
     behaviour: &mut Behaviour,
     outputs: &mut Outputs,
     coord: &CoordinatorHandle,
+    spent: &mut Spent,
 ) -> Flow {
     let (state, pending) = behaviour.barrier(b, outputs).await?;
+    let state_entries = state.is_some().then(|| behaviour.state_size() as u64);
+    if let Some(n) = state_entries {
+        metrics::gauge!("engine_state_entries", "node" => name.to_string()).set(n as f64);
+    }
     outputs.advance_watermark().await?;
+    let (rows, busy) = spent.take();
+    let work = Work {
+        phase: match behaviour {
+            Behaviour::Operator { .. } => Phase::Process,
+            Behaviour::Sink { .. } => Phase::Stage,
+        },
+        rows,
+        busy: busy.saturating_sub(outputs.take_waited()),
+        state_entries,
+        watermark: outputs.last_watermark(),
+        lag: Default::default(),
+    };
     coord.send(CoordMsg::Ack {
         node: name.to_string(),
         epoch: b.epoch,
         state,
         event_time: outputs.tracker_state(),
         pending,
+        work,
     })?;
     outputs.broadcast(Message::Barrier(b)).await
+}
+
+/// What an actor did since its last barrier: rows taken in, and time spent on messages.
+#[derive(Default)]
+pub(crate) struct Spent {
+    rows: u64,
+    busy: Duration,
+    since: Option<Instant>,
+}
+
+impl Spent {
+    /// A message is being handled from now.
+    fn start(&mut self) {
+        self.since = Some(Instant::now());
+    }
+
+    /// The message is handled.
+    fn stop(&mut self) {
+        if let Some(t) = self.since.take() {
+            self.busy += t.elapsed();
+        }
+    }
+
+    /// The epoch's rows and time, up to now; the rest of the message counts to the next one.
+    fn take(&mut self) -> (u64, Duration) {
+        let handling = self.since.is_some();
+        self.stop();
+        if handling {
+            self.start();
+        }
+        (
+            std::mem::take(&mut self.rows),
+            std::mem::take(&mut self.busy),
+        )
+    }
 }
 
 /// The watermark of a node with several inputs: the smallest over the inputs that carry one

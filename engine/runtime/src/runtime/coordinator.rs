@@ -13,6 +13,7 @@
 use super::exchange::Planner;
 use super::outputs::{Flow, Stop};
 use super::partitions::Partitions;
+use super::progress::Work;
 use crate::checkpoint::{CheckpointStore, Lock, Manifest};
 use engine_api::{Committer, EngineError, Epoch, PendingCommit, Positions, Result, TrackerState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,6 +30,7 @@ pub(crate) enum CoordMsg {
         epoch: Epoch,
         positions: Positions,
         event_time: Option<TrackerState>,
+        work: Work,
     },
     /// A source finished (batch mode, or a clean stop) after its last barrier.
     SourceEnded { source: String },
@@ -42,6 +44,7 @@ pub(crate) enum CoordMsg {
         state: Option<Vec<u8>>,
         event_time: Option<TrackerState>,
         pending: Vec<PendingCommit>,
+        work: Work,
     },
 }
 
@@ -90,6 +93,8 @@ struct EpochProgress {
     state: BTreeMap<String, Vec<u8>>,
     event_time: BTreeMap<String, TrackerState>,
     pending: Vec<PendingCommit>,
+    /// What each node did in the epoch.
+    work: BTreeMap<String, Work>,
 }
 
 /// What the coordinator did.
@@ -168,8 +173,10 @@ impl Coordinator {
                     epoch,
                     positions,
                     event_time,
+                    work,
                 } => {
                     let e = epochs.entry(epoch).or_default();
+                    e.work.insert(source.clone(), work);
                     if let Some(t) = event_time {
                         e.event_time.insert(source.clone(), t);
                     }
@@ -187,8 +194,10 @@ impl Coordinator {
                     state,
                     event_time,
                     pending,
+                    work,
                 } => {
                     let e = epochs.entry(epoch).or_default();
+                    e.work.insert(node.clone(), work);
                     e.acked.insert(node.clone());
                     if let Some(s) = state {
                         e.state.insert(node.clone(), s);
@@ -207,8 +216,14 @@ impl Coordinator {
                 if e.acked.len() + gone < acks_needed || !positioned {
                     break;
                 }
-                let e = epochs.remove(&next).expect("present");
+                let mut e = epochs.remove(&next).expect("present");
                 let t0 = Instant::now();
+                let work = std::mem::take(&mut e.work);
+                let offsets = e.positions.clone();
+                let mut files_of_node = BTreeMap::<String, u64>::new();
+                for p in &e.pending {
+                    *files_of_node.entry(p.node.clone()).or_default() += 1;
+                }
                 let committed_what = match &mut chain {
                     Chain::Partitioned(parts) => {
                         let positions = e.positions.clone();
@@ -260,16 +275,18 @@ impl Coordinator {
                     metrics::gauge!("engine_last_committed_epoch", "part" => part).set(next as f64);
                     metrics::histogram!("engine_epoch_commit_seconds", "part" => part)
                         .record(t0.elapsed().as_secs_f64());
-                    metrics::counter!("engine_sink_files_committed_total", "part" => part)
-                        .increment(files as u64);
-                    tracing::info!(
-                        epoch = next,
+                    for (node, n) in files_of_node {
+                        metrics::counter!("engine_sink_files_committed_total", "node" => node)
+                            .increment(n);
+                    }
+                    tracing::debug!(epoch = next, part, chains, files, "epoch committed");
+                    super::progress::log(
+                        next,
                         part,
-                        chains,
-                        files,
-                        commit_ms = t0.elapsed().as_millis() as u64,
-                        since_last_ms = last_commit.elapsed().as_millis() as u64,
-                        "epoch committed"
+                        &work,
+                        &offsets,
+                        t0.elapsed(),
+                        last_commit.elapsed(),
                     );
                     last_commit = Instant::now();
                     done.epochs += 1;

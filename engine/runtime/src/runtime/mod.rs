@@ -19,6 +19,7 @@ mod coordinator;
 mod exchange;
 mod outputs;
 mod partitions;
+mod progress;
 mod source;
 mod split;
 mod supervisor;
@@ -649,6 +650,8 @@ fn spawn_node(
                     handle,
                     batch: shared.batch,
                 },
+                epoch_rows: 0,
+                lag: Default::default(),
             };
             supervisor.spawn_blocking(name, move || {
                 let ran = src.run(&mut ctx);

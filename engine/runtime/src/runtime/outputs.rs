@@ -4,7 +4,7 @@
 
 use arrow::array::RecordBatch;
 use engine_api::{
-    Collector, EngineError, EventTime, Message, PartitionId, TrackerState, WatermarkTracker,
+    Collector, EngineError, EventTime, Message, PartitionId, Tally, TrackerState, WatermarkTracker,
 };
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -74,6 +74,27 @@ pub(crate) struct Outputs {
     /// node that never has one shows none, rather than 1970).
     node: String,
     watermark: Option<metrics::Gauge>,
+    /// What the node's operator reported beside its rows, per kind and reason.
+    tallies: Vec<((Tally, &'static str), metrics::Counter)>,
+    /// `engine_backpressure_seconds_total`: time spent waiting for room downstream.
+    waited: Waited,
+    /// The last watermark sent on.
+    last_watermark: Option<i64>,
+}
+
+/// Time spent waiting for room in full downstream mailboxes: in the metric, and since the
+/// node last asked (its epoch's [`super::progress::Work`]).
+struct Waited {
+    gauge: metrics::Gauge,
+    nanos: std::sync::atomic::AtomicU64,
+}
+
+impl Waited {
+    fn add(&self, d: std::time::Duration) {
+        self.gauge.increment(d.as_secs_f64());
+        self.nanos
+            .fetch_add(d.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Outputs {
@@ -95,6 +116,12 @@ impl Outputs {
             sent,
             node: node.to_string(),
             watermark: None,
+            tallies: Vec::new(),
+            waited: Waited {
+                gauge: metrics::gauge!("engine_backpressure_seconds_total", "node" => node.to_string()),
+                nanos: Default::default(),
+            },
+            last_watermark: None,
         }
     }
 
@@ -132,7 +159,7 @@ impl Outputs {
             batch,
             partition: partition.cloned(),
         };
-        send(readers, msg).await
+        send(readers, msg, &self.waited).await
     }
 
     /// Sends what an operator collected.
@@ -141,6 +168,9 @@ impl Outputs {
         col: &mut Collector,
         partition: Option<&PartitionId>,
     ) -> Flow {
+        for (what, reason, n) in col.drain_tallies() {
+            self.tally(what, reason).increment(n);
+        }
         let batches: Vec<_> = col.drain().collect();
         for (port, batch) in batches {
             self.batch(port, batch, partition).await?;
@@ -148,10 +178,46 @@ impl Outputs {
         Ok(())
     }
 
+    /// The counter of what the node reports as `what` for `reason`.
+    fn tally(&mut self, what: Tally, reason: &'static str) -> &metrics::Counter {
+        let i = match self.tallies.iter().position(|(k, _)| *k == (what, reason)) {
+            Some(i) => i,
+            None => {
+                let node = self.node.clone();
+                let c = match what {
+                    Tally::Quarantined => {
+                        metrics::counter!("engine_records_quarantined_total", "node" => node, "reason" => reason)
+                    }
+                    Tally::Dropped => {
+                        metrics::counter!("engine_records_dropped_total", "node" => node, "reason" => reason)
+                    }
+                    Tally::Late => metrics::counter!("engine_late_events_total", "node" => node),
+                };
+                self.tallies.push(((what, reason), c));
+                self.tallies.len() - 1
+            }
+        };
+        &self.tallies[i].1
+    }
+
+    /// Time spent waiting for room downstream since the last call.
+    pub(crate) fn take_waited(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(
+            self.waited
+                .nanos
+                .swap(0, std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// The last watermark this node sent on.
+    pub(crate) fn last_watermark(&self) -> Option<i64> {
+        self.last_watermark
+    }
+
     /// Sends a control message on every port.
     pub(crate) async fn broadcast(&self, msg: Message) -> Flow {
         for readers in &self.ports {
-            send(readers, msg.clone()).await?;
+            send(readers, msg.clone(), &self.waited).await?;
         }
         Ok(())
     }
@@ -183,6 +249,7 @@ impl Outputs {
 
     /// Sends a new watermark on: this node's own, or one it merged from its inputs.
     pub(crate) async fn pass_watermark(&mut self, w: i64) -> Flow {
+        self.last_watermark = Some(w);
         let node = &self.node;
         self.watermark
             .get_or_insert_with(
@@ -205,23 +272,36 @@ impl Outputs {
     }
 }
 
-async fn send(readers: &[(mpsc::Sender<Envelope>, usize)], msg: Message) -> Flow {
+/// Sends `msg` to every reader; time spent waiting for room in a full mailbox is added to
+/// `waited` (`engine_backpressure_seconds_total`).
+async fn send(readers: &[(mpsc::Sender<Envelope>, usize)], msg: Message, waited: &Waited) -> Flow {
     // The last reader takes the message itself: no clone on a single edge.
     let Some(((last, last_slot), rest)) = readers.split_last() else {
         return Ok(());
     };
     for (tx, slot) in rest {
-        tx.send(Envelope {
+        let env = Envelope {
             slot: *slot,
             msg: msg.clone(),
-        })
-        .await
-        .map_err(|_| downstream_stopped())?;
+        };
+        deliver(tx, env, waited).await?;
     }
-    last.send(Envelope {
+    let env = Envelope {
         slot: *last_slot,
         msg,
-    })
-    .await
-    .map_err(|_| downstream_stopped())
+    };
+    deliver(last, env, waited).await
+}
+
+async fn deliver(tx: &mpsc::Sender<Envelope>, env: Envelope, waited: &Waited) -> Flow {
+    match tx.try_send(env) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(downstream_stopped()),
+        Err(mpsc::error::TrySendError::Full(env)) => {
+            let t0 = Instant::now();
+            let sent = tx.send(env).await.map_err(|_| downstream_stopped());
+            waited.add(t0.elapsed());
+            sent
+        }
+    }
 }

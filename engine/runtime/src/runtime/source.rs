@@ -5,6 +5,7 @@
 use super::coordinator::{Committed, CoordMsg, CoordinatorHandle};
 use super::outputs::{Flow, Outputs, Stop};
 use super::partitions::Partitions;
+use super::progress::{Phase, Work};
 use arrow::array::RecordBatch;
 use engine_api::{
     Barrier, Claimed, Claims, Epoch, Message, OpenContext, PartitionId, Positions, Result,
@@ -37,6 +38,10 @@ pub(crate) struct SourceCtx {
     /// then a consequence.
     pub(crate) cascade: Option<&'static str>,
     pub(crate) claims: Claiming,
+    /// Records emitted since the last barrier.
+    pub(crate) epoch_rows: u64,
+    /// Lag per partition, as the source last reported it.
+    pub(crate) lag: std::collections::BTreeMap<PartitionId, i64>,
 }
 
 /// How a source's claims are served.
@@ -118,6 +123,7 @@ impl SourceContext for SourceCtx {
         self.records
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         self.received.increment(batch.num_rows() as u64);
+        self.epoch_rows += batch.num_rows() as u64;
         let sent = self
             .handle
             .block_on(self.outputs.batch(0, batch, Some(partition)));
@@ -136,14 +142,26 @@ impl SourceContext for SourceCtx {
             p.open_epoch
                 .fetch_max(self.next_epoch, std::sync::atomic::Ordering::SeqCst);
         }
-        self.last_barrier = Instant::now();
         let sent = self.handle.block_on(self.outputs.advance_watermark());
         self.flow(sent)?;
+        let work = Work {
+            phase: Phase::Read,
+            rows: std::mem::take(&mut self.epoch_rows),
+            busy: self
+                .last_barrier
+                .elapsed()
+                .saturating_sub(self.outputs.take_waited()),
+            state_entries: None,
+            watermark: self.outputs.last_watermark(),
+            lag: self.lag.clone(),
+        };
+        self.last_barrier = Instant::now();
         let sent = self.coord.send(CoordMsg::Position {
             source: self.name.clone(),
             epoch,
             positions,
             event_time: self.outputs.tracker_state(),
+            work,
         });
         self.flow(sent)?;
         let sent = self
@@ -175,6 +193,10 @@ impl SourceContext for SourceCtx {
         idle: std::collections::BTreeSet<PartitionId>,
     ) {
         self.outputs.set_partitions(partitions, idle);
+    }
+
+    fn report_lag(&mut self, lag: std::collections::BTreeMap<PartitionId, i64>) {
+        self.lag = lag;
     }
 }
 

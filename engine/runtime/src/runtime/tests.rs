@@ -362,6 +362,7 @@ fn position(epoch: Epoch) -> CoordMsg {
         epoch,
         positions: [(p(0), serde_json::json!(epoch))].into(),
         event_time: None,
+        work: Default::default(),
     }
 }
 
@@ -372,6 +373,7 @@ fn ack(node: &str, epoch: Epoch) -> CoordMsg {
         state: Some(vec![epoch as u8]),
         event_time: None,
         pending: Vec::new(),
+        work: Default::default(),
     }
 }
 
