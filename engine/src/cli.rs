@@ -120,8 +120,35 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
         rows: Option<u16>,
     },
+    /// Watch a running engine: rows/s in and out per node, mailbox depth, time blocked on full
+    /// mailboxes, state entries and watermarks; committed offset and lag per Kafka partition;
+    /// epochs committed and the time since the last commit. Read from the engine's /metrics
+    /// (started with --metrics-address), refreshed every interval; q quits. Prints one view and
+    /// exits when standard output is not a terminal, or with --once.
+    Top {
+        /// Where the engine serves its metrics (its --metrics-address).
+        #[arg(long, value_name = "HOST:PORT", env = "ENGINE_METRICS_ADDRESS")]
+        metrics_address: String,
+        /// Time between refreshes (rates are measured over it), such as 1s or 500ms.
+        #[arg(long, default_value = "1s", value_parser = refresh_interval)]
+        interval: std::time::Duration,
+        /// Print one view (two scrapes an interval apart) and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// List the node types this binary knows.
     Types,
+}
+
+/// `engine top --interval`: 100 ms to 1 min.
+fn refresh_interval(s: &str) -> std::result::Result<std::time::Duration, String> {
+    engine_api::parse_duration(
+        "--interval",
+        s,
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(60),
+    )
+    .map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -341,6 +368,11 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             );
             Ok(())
         }
+        Command::Top {
+            metrics_address,
+            interval,
+            once,
+        } => runtime()?.block_on(crate::top::run(&metrics_address, interval, once)),
         Command::Report { files, rows } => {
             let mut tables = Vec::new();
             for f in &files {

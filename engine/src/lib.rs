@@ -15,6 +15,7 @@ pub mod produce;
 #[cfg(test)]
 mod repo_checks;
 pub mod report;
+pub mod top;
 
 pub use engine_api as api;
 /// The runtime's modules, under the paths they had when they lived in this crate.

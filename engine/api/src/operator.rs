@@ -195,10 +195,8 @@ impl Collector {
         self.tally(Tally::Late, "", n);
     }
 
+    /// (A count of 0 still makes the series exist, at 0: dashboards see it before the first.)
     fn tally(&mut self, what: Tally, reason: &'static str, n: u64) {
-        if n == 0 {
-            return;
-        }
         match self
             .counts
             .iter_mut()

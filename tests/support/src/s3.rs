@@ -62,7 +62,11 @@ async fn get(store: &Arc<dyn ObjectStore>, path: &Path) -> Bytes {
 
 /// Lists a table as a reader would: every object under the prefix, skipping `_`/`.` folders.
 pub async fn list_table_files(url: &str) -> Vec<Path> {
-    table_file_sizes(url).await.into_iter().map(|(p, _)| p).collect()
+    table_file_sizes(url)
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// The table's files, as [`list_table_files`] finds them, with their sizes in bytes.
