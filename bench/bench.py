@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import signal
 import statistics
 import subprocess
@@ -90,10 +91,43 @@ def payload_bytes(topic):
 def measure(name, runs, make_cmd, messages, nbytes, note=""):
     rows = []
     for i in range(runs):
-        cmd, env = make_cmd(i)
-        _, wall, cpu, rss = timed(cmd, env)
-        rows.append((wall, cpu, rss))
-        log(f"{name} run {i + 1}/{runs}: {wall:.2f} s, {messages / wall:,.0f} msg/s, cpu {cpu:.2f} s, rss {rss:.0f} MiB")
+        rows.append(measure_once(name, i, runs, make_cmd, messages))
+    return summary(name, rows, messages, nbytes, note)
+
+
+def measure_once(name, i, runs, make_cmd, messages, extra_env=None):
+    cmd, env = make_cmd(i)
+    _, wall, cpu, rss = timed(cmd, {**env, **(extra_env or {})})
+    log(f"{name} run {i + 1}/{runs}: {wall:.2f} s, {messages / wall:,.0f} msg/s, cpu {cpu:.2f} s, rss {rss:.0f} MiB")
+    return wall, cpu, rss
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+ENGINE_B = "(b) engine: orders.toml --batch"
+ENGINE_B_METRICS = "(b) engine: orders.toml --batch, metrics endpoint on"
+
+
+def engine_with_and_without_metrics(args, topic, nbytes):
+    """(b) without and with --metrics-address, runs interleaved (off, on, off, on, ...) so that
+    the machine's drift hits both alike."""
+    make = engine_cmd("orders.toml", "ORDERS_TOPIC", topic)
+    off, on = [], []
+    for i in range(args.runs):
+        off.append(measure_once(ENGINE_B, i, args.runs, make, args.orders))
+        on.append(measure_once(ENGINE_B_METRICS, i, args.runs, make, args.orders,
+                               {"ENGINE_METRICS_ADDRESS": f"127.0.0.1:{free_port()}"}))
+    return [summary(ENGINE_B, off, args.orders, nbytes,
+                    "bronze orders + items + quarantine, gold product_sales + 1-min windows"),
+            summary(ENGINE_B_METRICS, on, args.orders, nbytes,
+                    "the same, serving /metrics (runs interleaved with the line above)")]
+
+
+def summary(name, rows, messages, nbytes, note):
     wall = statistics.median(r[0] for r in rows)
     cpu = statistics.median(r[1] for r in rows)
     rss = max(r[2] for r in rows)
@@ -336,8 +370,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--spark", choices=["auto", "no"], default="auto",
                     help="run the Spark job too when bench/spark/install has installed it")
-    ap.add_argument("--only", choices=["all", "throughput", "latency", "scaleout"], default="all",
-                    help="scaleout: 1, 2 and 3 streaming instances on a 6-partition topic (make bench-scaleout)")
+    ap.add_argument("--only", choices=["all", "throughput", "latency", "scaleout", "metrics"], default="all",
+                    help="scaleout: 1, 2 and 3 streaming instances on a 6-partition topic (make bench-scaleout); "
+                         "metrics: the orders backfill with and without the metrics endpoint, interleaved")
     ap.add_argument("--latency-seconds", type=int, default=120,
                     help="length of each open-loop latency run (the issue asks for at least 120)")
     ap.add_argument("--latency-rate", type=float, default=None,
@@ -377,6 +412,9 @@ def main():
         log("Spark is not set up (bench/spark/install): skipping it")
 
     results = []
+    if args.only == "metrics":
+        write_results(args, obytes, engine_with_and_without_metrics(args, orders_topic, obytes), None)
+        return
     if args.only == "latency":
         eng_rate = None
         if args.latency_rate is None:
@@ -394,9 +432,7 @@ def main():
     results.append(measure(
         "(a) rdkafka read loop", args.runs, lambda i: ([KAFKA_READ, BROKERS, orders_topic], {}),
         args.orders, obytes, "touches every payload"))
-    results.append(measure(
-        "(b) engine: orders.toml --batch", args.runs, engine_cmd("orders.toml", "ORDERS_TOPIC", orders_topic),
-        args.orders, obytes, "bronze orders + items + quarantine, gold product_sales + 1-min windows"))
+    results.extend(engine_with_and_without_metrics(args, orders_topic, obytes))
 
     if spark_env is not None:
         python = spark_env.get("SPARK_PYTHON", "python3")
@@ -503,9 +539,13 @@ def write_scaleout(args, rows):
 def write_results(args, obytes, results, latency):
     by = {r["name"]: r for r in results}
     ratios = []
+    if ENGINE_B in by and ENGINE_B_METRICS in by:
+        ratios.append(f"- metrics endpoint on / off: {by[ENGINE_B_METRICS]['msgs_per_s'] / by[ENGINE_B]['msgs_per_s']:.3f} "
+                      f"(CPU-s per million: {by[ENGINE_B_METRICS]['cpu_s_per_million']:.2f} on, "
+                      f"{by[ENGINE_B]['cpu_s_per_million']:.2f} off)")
     if "(b) engine: orders.toml --batch" in by and "(a) rdkafka read loop" in by:
         eng = by["(b) engine: orders.toml --batch"]["msgs_per_s"]
-        ratios = [f"- (b)/(a) rdkafka read loop: {eng / by['(a) rdkafka read loop']['msgs_per_s']:.2f}",
+        ratios += [f"- (b)/(a) rdkafka read loop: {eng / by['(a) rdkafka read loop']['msgs_per_s']:.2f}",
                   f"- (b)/(a) Kafka perf tool: {eng / by['(a) Kafka consumer perf tool']['msgs_per_s']:.2f}"]
         for k in by:
             if k.startswith("(c)"):
