@@ -44,7 +44,28 @@ const FAILPOINTS: [&str; 10] = [
 struct Instance {
     name: String,
     armed: Option<String>,
-    child: Child,
+    /// Taken when the test stops the process itself.
+    child: Option<Child>,
+}
+
+impl Instance {
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("taken only to stop it")
+    }
+
+    fn take(mut self) -> Child {
+        self.child.take().expect("taken only once")
+    }
+}
+
+/// A failing test leaves no engine running: what it still holds is killed.
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// One entry of a chain, as the watcher saw it: who wrote it and whether it was a claim.
@@ -100,7 +121,7 @@ async fn wait_claimed(checkpoint: &str, topic: &str, partitions: &[i32], live: &
         if claimed
             || live
                 .iter_mut()
-                .all(|i| i.child.try_wait().unwrap().is_some())
+                .all(|i| i.child().try_wait().unwrap().is_some())
         {
             return;
         }
@@ -227,7 +248,11 @@ async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_ta
         let mut env = env.clone();
         env.push(("ENGINE_FAILPOINTS", armed.as_deref().unwrap_or("")));
         let child = ENGINE.spawn_logged(&pipeline("orders.toml"), &env, &log_file(&topic, &name));
-        Instance { name, armed, child }
+        Instance {
+            name,
+            armed,
+            child: Some(child),
+        }
     };
     for round in 0..rounds {
         if round == rounds / 2 {
@@ -269,7 +294,7 @@ async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_ta
         // Instances that aborted at their failpoint.
         let mut i = 0;
         while i < live.len() {
-            if let Some(status) = live[i].child.try_wait().unwrap() {
+            if let Some(status) = live[i].child().try_wait().unwrap() {
                 let gone = live.remove(i);
                 assert!(
                     gone.armed.is_some() && !status.success(),
@@ -300,19 +325,19 @@ async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_ta
             starts += 1;
         } else {
             let victim = live.remove(rng.usize(..live.len()));
+            let (name, armed) = (victim.name.clone(), victim.armed.clone());
+            let mut child = victim.take();
             if rng.u8(..3) == 0 {
-                eprintln!("round {round}: SIGTERM {}", victim.name);
-                let (status, _) = sigterm(victim.child).await;
+                eprintln!("round {round}: SIGTERM {name}");
+                let (status, _) = sigterm(child).await;
                 // An armed instance may reach its failpoint while it hands over.
                 assert!(
-                    status.success() || victim.armed.is_some(),
-                    "{} stopped with {status:?}",
-                    victim.name
+                    status.success() || armed.is_some(),
+                    "{name} stopped with {status:?}"
                 );
                 sigterms += 1;
             } else {
-                eprintln!("round {round}: kill -9 {}", victim.name);
-                let mut child = victim.child;
+                eprintln!("round {round}: kill -9 {name}");
                 child.kill().unwrap();
                 child.wait().unwrap();
                 kills += 1;
@@ -333,11 +358,11 @@ async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_ta
     .await;
     wait_gold_tables(gold, &good, "product sales after the churn").await;
     for instance in live {
-        let (status, _) = sigterm(instance.child).await;
+        let (name, armed) = (instance.name.clone(), instance.armed.clone());
+        let (status, _) = sigterm(instance.take()).await;
         assert!(
-            status.success() || instance.armed.is_some(),
-            "{} stopped with {status:?}",
-            instance.name
+            status.success() || armed.is_some(),
+            "{name} stopped with {status:?}"
         );
     }
     stop.store(true, Ordering::SeqCst);
