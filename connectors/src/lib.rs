@@ -2,6 +2,7 @@
 //! They register through [`engine_api::Registry`] exactly as user code does.
 
 pub mod console;
+pub mod hive;
 pub mod kafka;
 pub mod parquet_sink;
 pub mod store;

@@ -12,6 +12,7 @@
 //! with that partition alone, which is what lets several processes share a topic. Intent
 //! records of uploads live in the partition's staging folder too.
 
+use crate::hive::{PartitionBy, Partitioning};
 use crate::store::Location;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -21,7 +22,7 @@ use engine_api::{
     Result, Sink, SinkConfig, TableInfo, TablePreview,
 };
 use object_store::multipart::{MultipartStore, PartId};
-use object_store::path::Path;
+use object_store::path::{Path, PathPart};
 use object_store::{
     Attribute, Attributes, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
 };
@@ -52,6 +53,11 @@ pub struct ParquetSinkConfig {
     /// small complete-mode result such as an aggregate.
     #[serde(default = "append")]
     pub mode: OutputMode,
+    /// Append mode: Hive-style folders, from columns (`["level"]`, the columns then live in the
+    /// folder names only) or from an event-time column (`{ time = "timestamp", format =
+    /// "dt=%Y-%m-%d" }`). See [`crate::hive`].
+    #[serde(default)]
+    pub partition_by: Option<PartitionBy>,
     /// For `engine report` only: the column a gold table's preview is ordered by, largest first,
     /// or smallest first with ` asc` after it (`"ca_total"`, `"rank asc"`).
     #[serde(default)]
@@ -119,6 +125,19 @@ impl SinkConfig for ParquetSinkConfig {
             ));
         }
         engine_api::check_range("target_file_mb", self.target_file_mb, 1, 5 * 1024)?;
+        let partitioning = match &self.partition_by {
+            Some(_) if self.mode == OutputMode::Complete => {
+                return Err(EngineError::invalid(
+                    "partition_by",
+                    "a complete-mode table is one object, replaced whole; partition append-mode tables only",
+                ));
+            }
+            Some(by) => Some(Partitioning::new(by, &input.schema)?),
+            None => None,
+        };
+        let schema = partitioning
+            .as_ref()
+            .map_or_else(|| input.schema.clone(), |p| p.file_schema().clone());
         engine_api::check_range("row_group_rows", self.row_group_rows, 1, 10_000_000)?;
         let (order_by, ascending) = match &self.preview_order_by {
             Some(text) => {
@@ -172,7 +191,8 @@ impl SinkConfig for ParquetSinkConfig {
             target_bytes: self.target_file_mb * 1024 * 1024,
             mode: self.mode,
             preview,
-            schema: input.schema.clone(),
+            schema,
+            partitioning,
             files: BTreeMap::new(),
             staged: Vec::new(),
             epoch: None,
@@ -193,14 +213,21 @@ pub struct ParquetSink {
     target_bytes: usize,
     mode: OutputMode,
     preview: TablePreview,
-    /// The schema of every batch written.
+    /// The schema of every file written.
     schema: SchemaRef,
-    /// The files being written, by source partition (complete mode: one, under `None`).
-    files: BTreeMap<Option<PartitionId>, OpenFile>,
+    /// The Hive-style folders rows go to, if any.
+    partitioning: Option<Partitioning>,
+    /// The files being written, by source partition and folder (complete mode: one, under
+    /// `None` and no folder).
+    files: BTreeMap<FileKey, OpenFile>,
     staged: Vec<(Option<PartitionId>, Staged)>,
     /// The epoch being staged (complete mode records it with the table).
     epoch: Option<Epoch>,
 }
+
+/// Which file a row goes to: its source partition's, in its table folder (`""` for the table's
+/// top, else `dt=2026-01-01/...`).
+type FileKey = (Option<PartitionId>, String);
 
 /// A file being written.
 struct OpenFile {
@@ -256,13 +283,28 @@ impl ParquetSink {
         self.location.s3.as_ref()
     }
 
-    /// Starts a file for `partition`'s rows.
-    async fn open_file(&mut self, partition: Option<&PartitionId>) -> Result<OpenFile> {
+    /// Starts a file for `partition`'s rows in `folder`.
+    async fn open_file(
+        &mut self,
+        partition: Option<&PartitionId>,
+        folder: &str,
+    ) -> Result<OpenFile> {
         let staging = partition_staging(&self.staging, partition);
-        let path = self.location.child(&file_name(
-            now_ms(),
-            &uuid::Uuid::new_v4().simple().to_string(),
-        ));
+        let name = file_name(now_ms(), &uuid::Uuid::new_v4().simple().to_string());
+        let mut path = self.location.prefix.clone();
+        // Folder names are escaped already: taken as they are, not encoded again.
+        for part in folder
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .chain([name.as_str()])
+        {
+            let part = PathPart::parse(part).map_err(|e| {
+                EngineError::runtime(format!(
+                    "a partition folder is not a valid object name: {e}"
+                ))
+            })?;
+            path = path.join(part);
+        }
         let upload = match self.s3() {
             Some(s3) if self.mode == OutputMode::Append => {
                 // Record the object before its upload exists, so that a crash at any point
@@ -326,9 +368,35 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Finishes `partition`'s open file, if any, and records it as staged.
-    async fn close_file(&mut self, partition: &Option<PartitionId>) -> Result<()> {
-        let Some(mut file) = self.files.remove(partition) else {
+    /// Writes rows into the file of `key`, opening it first, and rolls it over at the target
+    /// size.
+    async fn write_to(&mut self, key: FileKey, batch: &RecordBatch) -> Result<()> {
+        if !self.files.contains_key(&key) {
+            let file = self.open_file(key.0.as_ref(), &key.1).await?;
+            self.files.insert(key.clone(), file);
+        }
+        let file = self.files.get_mut(&key).expect("opened above");
+        file.rows += batch.num_rows();
+        file.writer
+            .write(batch)
+            .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+        if file.writer.in_progress_size() > ROW_GROUP_BYTES {
+            file.writer
+                .flush()
+                .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+        }
+        let size = file.writer.bytes_written() + file.writer.in_progress_size();
+        Self::upload_parts(&self.location, &self.written, file, false).await?;
+        if size >= self.target_bytes && self.mode == OutputMode::Append {
+            self.close_file(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the open file of `key`, if any, and records it as staged.
+    async fn close_file(&mut self, key: &FileKey) -> Result<()> {
+        let partition = &key.0;
+        let Some(mut file) = self.files.remove(key) else {
             return Ok(());
         };
         file.writer
@@ -440,6 +508,13 @@ fn pending(node: &str, partition: Option<PartitionId>, staged: &Staged) -> Pendi
     )
 }
 
+/// A path as the manifest stores it (its `Display`), back as the same object name: parsed, not
+/// encoded again (a partition folder such as `k=a%2Fb` keeps its `%`).
+fn stored_path(text: impl AsRef<str>) -> Path {
+    let text = text.as_ref();
+    Path::parse(text).unwrap_or_else(|_| Path::from(text))
+}
+
 /// The staged file a manifest's pending commit describes.
 fn staged_of(p: &PendingCommit) -> Result<Staged> {
     serde_json::from_value(p.data.clone())
@@ -461,35 +536,24 @@ impl Sink for ParquetSink {
             return Ok(());
         }
         // A complete-mode table is one object, whatever partitions its rows came from.
-        let key = match self.mode {
+        let source = match self.mode {
             OutputMode::Complete => None,
             _ => partition.cloned(),
         };
-        if !self.files.contains_key(&key) {
-            let file = self.open_file(key.as_ref()).await?;
-            self.files.insert(key.clone(), file);
+        match &self.partitioning {
+            None => self.write_to((source, String::new()), &batch).await,
+            Some(p) => {
+                for (folder, part) in p.split(&batch)? {
+                    self.write_to((source.clone(), folder), &part).await?;
+                }
+                Ok(())
+            }
         }
-        let file = self.files.get_mut(&key).expect("opened above");
-        file.rows += batch.num_rows();
-        file.writer
-            .write(&batch)
-            .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
-        if file.writer.in_progress_size() > ROW_GROUP_BYTES {
-            file.writer
-                .flush()
-                .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
-        }
-        let size = file.writer.bytes_written() + file.writer.in_progress_size();
-        Self::upload_parts(&self.location, &self.written, file, false).await?;
-        if size >= self.target_bytes && self.mode == OutputMode::Append {
-            self.close_file(&key).await?;
-        }
-        Ok(())
     }
 
     async fn prepare_commit(&mut self, epoch: Epoch) -> Result<Vec<PendingCommit>> {
         self.epoch = Some(epoch);
-        let open: Vec<Option<PartitionId>> = self.files.keys().cloned().collect();
+        let open: Vec<FileKey> = self.files.keys().cloned().collect();
         for p in &open {
             self.close_file(p).await?;
         }
@@ -676,11 +740,13 @@ impl Committer for ParquetCommitter {
                     // Intents written before the upload existed name no upload: abort every
                     // one of the object. (An upload completed before a crash is gone already.)
                     (Some(_), None) => {
-                        self.location.abort_uploads_of(&Path::from(path)).await?;
+                        self.location.abort_uploads_of(&stored_path(path)).await?;
                     }
                     // An older engine's intent, written once the upload existed.
                     (Some(s3), Some(id)) => {
-                        let _ = s3.abort_multipart(&Path::from(path), &id.to_string()).await;
+                        let _ = s3
+                            .abort_multipart(&stored_path(path), &id.to_string())
+                            .await;
                     }
                     (None, _) => {}
                 }
@@ -707,14 +773,14 @@ impl Committer for ParquetCommitter {
                     ..
                 }) => {
                     if let Some(s3) = &self.location.s3 {
-                        let _ = s3.abort_multipart(&Path::from(path), &upload_id).await;
+                        let _ = s3.abort_multipart(&stored_path(path), &upload_id).await;
                     }
                     if let Some(i) = intent {
-                        let _ = self.location.store.delete(&Path::from(i)).await;
+                        let _ = self.location.store.delete(&stored_path(i)).await;
                     }
                 }
                 Ok(Staged::Rename { from, .. } | Staged::Replace { from, .. }) => {
-                    let _ = self.location.store.delete(&Path::from(from)).await;
+                    let _ = self.location.store.delete(&stored_path(from)).await;
                 }
                 Err(_) => {}
             }
@@ -731,7 +797,7 @@ impl Committer for ParquetCommitter {
                     intent,
                     ..
                 } => {
-                    let path = Path::from(path);
+                    let path = stored_path(path);
                     let s3 = self.location.s3.as_ref().ok_or_else(|| {
                         EngineError::runtime(format!(
                             "{} is not S3 but the manifest has a multipart upload",
@@ -752,7 +818,7 @@ impl Committer for ParquetCommitter {
                             .context(format!("completing {path}")));
                     }
                     let intent = match intent {
-                        Some(i) => Path::from(i),
+                        Some(i) => stored_path(i),
                         None => intent_path(&self.location, &self.staging, &path),
                     };
                     let _ = self.location.store.delete(&intent).await;
@@ -763,11 +829,11 @@ impl Committer for ParquetCommitter {
                     epoch: Some(epoch),
                     ..
                 } if self.location.s3.is_some() => {
-                    self.replace_if_newer(&Path::from(from), &Path::from(to), epoch)
+                    self.replace_if_newer(&stored_path(from), &stored_path(to), epoch)
                         .await?;
                 }
                 Staged::Replace { from, to, .. } => {
-                    let (from, to) = (Path::from(from), Path::from(to));
+                    let (from, to) = (stored_path(from), stored_path(to));
                     match self.location.store.copy(&from, &to).await {
                         Ok(()) => {
                             let _ = self.location.store.delete(&from).await;
@@ -783,7 +849,7 @@ impl Committer for ParquetCommitter {
                     }
                 }
                 Staged::Rename { from, to, .. } => {
-                    let (from, to) = (Path::from(from), Path::from(to));
+                    let (from, to) = (stored_path(from), stored_path(to));
                     if let Err(e) = self.location.store.rename(&from, &to).await
                         && self.location.store.head(&to).await.is_err()
                     {

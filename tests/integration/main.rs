@@ -9,6 +9,7 @@
 mod churn;
 mod gold;
 mod metrics;
+mod partitioned;
 mod preflight;
 mod report;
 mod scaleout;

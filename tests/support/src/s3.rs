@@ -90,6 +90,15 @@ pub async fn table_file_sizes(url: &str) -> Vec<(Path, u64)> {
 
 /// Reads every committed Parquet file of a table.
 pub async fn read_table(url: &str) -> Vec<RecordBatch> {
+    read_table_files(url)
+        .await
+        .into_iter()
+        .flat_map(|(_, batches)| batches)
+        .collect()
+}
+
+/// Reads every committed Parquet file of a table, file by file, with each file's path.
+pub async fn read_table_files(url: &str) -> Vec<(Path, Vec<RecordBatch>)> {
     let (store, _) = store_for(url);
     let mut out = Vec::new();
     for path in list_table_files(url).await {
@@ -101,9 +110,8 @@ pub async fn read_table(url: &str) -> Vec<RecordBatch> {
             .expect("parquet")
             .build()
             .expect("reader");
-        for b in reader {
-            out.push(b.expect("batch"));
-        }
+        let batches = reader.map(|b| b.expect("batch")).collect();
+        out.push((path, batches));
     }
     out
 }

@@ -1,0 +1,488 @@
+//! Hive-style partitioning of a table's files: `col=value/` folders, from columns or from an
+//! event-time pattern, as Spark's `partitionBy` writes them and as pyarrow, Spark and DuckDB
+//! discover them.
+//!
+//! - By columns (`partition_by = ["level", "service"]`): each row goes under
+//!   `level=<value>/service=<value>/`, and the columns leave the data files (Spark does the same;
+//!   readers put them back from the path, and refuse a column that is in both).
+//! - By event time (`partition_by = { time = "timestamp", format = "dt=%Y-%m-%d/hr=%H" }`): the
+//!   folders come from a timestamp column (or a string one, read as event time reads it), in
+//!   UTC, formatted with chrono's `strftime` specifiers; every column stays in the files.
+//!
+//! Values are escaped as Hive escapes them (`FileUtils.escapePathName`): control characters and
+//! `"#%'*/:=?\{[]^` become `%XX`; a null or empty value is `__HIVE_DEFAULT_PARTITION__`.
+
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::{DataType, SchemaRef};
+use engine_api::{EngineError, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The value Hive writes for a null (or empty) partition value.
+pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// `partition_by` as written in the pipeline file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PartitionBy {
+    /// Columns, outermost folder first.
+    Columns(Vec<String>),
+    /// Folders from an event-time column: `{ time = "timestamp", format = "dt=%Y-%m-%d" }`.
+    Time { time: String, format: String },
+}
+
+/// A checked `partition_by`, bound to the input schema.
+#[derive(Debug, Clone)]
+pub struct Partitioning {
+    how: How,
+    /// The schema of the data files (the input's, less partition columns).
+    file_schema: SchemaRef,
+    /// The input columns the data files keep.
+    kept: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+enum How {
+    Columns(Vec<(String, usize)>),
+    Time {
+        column: usize,
+        /// Per folder level: (name, strftime format).
+        levels: Vec<(String, String)>,
+    },
+}
+
+impl Partitioning {
+    /// Checks `by` against the sink's input schema.
+    pub fn new(by: &PartitionBy, input: &SchemaRef) -> Result<Self> {
+        let names = || {
+            input
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match by {
+            PartitionBy::Columns(cols) => {
+                if cols.is_empty() {
+                    return Err(EngineError::invalid(
+                        "partition_by",
+                        "name at least one column, or remove the setting",
+                    ));
+                }
+                let mut found = Vec::new();
+                for c in cols {
+                    let Ok(i) = input.index_of(c) else {
+                        return Err(EngineError::invalid(
+                            "partition_by",
+                            format!(
+                                "the table has no column `{c}`; its columns are: {}",
+                                names()
+                            ),
+                        ));
+                    };
+                    if found.iter().any(|(n, _)| n == c) {
+                        return Err(EngineError::invalid(
+                            "partition_by",
+                            format!("column `{c}` is named twice"),
+                        ));
+                    }
+                    let t = input.field(i).data_type();
+                    if !partitionable(t) {
+                        return Err(EngineError::invalid(
+                            "partition_by",
+                            format!(
+                                "column `{c}` is {t}; partition by a string, integer, boolean or date column, or by event time with {{ time = \"<column>\", format = \"dt=%Y-%m-%d\" }}"
+                            ),
+                        ));
+                    }
+                    found.push((c.clone(), i));
+                }
+                if found.len() == input.fields().len() {
+                    return Err(EngineError::invalid(
+                        "partition_by",
+                        "every column would move into the folder names, leaving the files empty",
+                    ));
+                }
+                let kept: Vec<usize> = (0..input.fields().len())
+                    .filter(|i| !found.iter().any(|(_, j)| j == i))
+                    .collect();
+                let file_schema = Arc::new(input.project(&kept)?);
+                Ok(Partitioning {
+                    how: How::Columns(found),
+                    file_schema,
+                    kept,
+                })
+            }
+            PartitionBy::Time { time, format } => {
+                let Ok(column) = input.index_of(time) else {
+                    return Err(EngineError::invalid(
+                        "partition_by.time",
+                        format!(
+                            "the table has no column `{time}`; its columns are: {}",
+                            names()
+                        ),
+                    ));
+                };
+                if !matches!(
+                    input.field(column).data_type(),
+                    DataType::Timestamp(..) | DataType::Utf8
+                ) {
+                    return Err(EngineError::invalid(
+                        "partition_by.time",
+                        format!(
+                            "column `{time}` is {}, not a timestamp (or a string holding one)",
+                            input.field(column).data_type()
+                        ),
+                    ));
+                }
+                let levels = parse_format(format)?;
+                Ok(Partitioning {
+                    how: How::Time { column, levels },
+                    file_schema: input.clone(),
+                    kept: (0..input.fields().len()).collect(),
+                })
+            }
+        }
+    }
+
+    /// The schema of the data files.
+    pub fn file_schema(&self) -> &SchemaRef {
+        &self.file_schema
+    }
+
+    /// Splits `batch` by folder (`a=1/b=x`), each part with the data files' columns, in the
+    /// order of the folders' first rows.
+    pub fn split(&self, batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
+        let folders = self.folders(batch)?;
+        let mut groups: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        let mut order = Vec::new();
+        for (row, f) in folders.iter().enumerate() {
+            groups
+                .entry(f.as_str())
+                .or_insert_with(|| {
+                    order.push(f.as_str());
+                    Vec::new()
+                })
+                .push(row as u32);
+        }
+        let projected = batch.project(&self.kept)?;
+        let mut out = Vec::with_capacity(order.len());
+        for f in order {
+            let rows = &groups[f];
+            let part = if rows.len() == batch.num_rows() {
+                projected.clone()
+            } else {
+                take_record_batch(&projected, &UInt32Array::from(rows.clone()))?
+            };
+            out.push((f.to_string(), part));
+        }
+        Ok(out)
+    }
+
+    /// Each row's folder.
+    fn folders(&self, batch: &RecordBatch) -> Result<Vec<String>> {
+        let n = batch.num_rows();
+        match &self.how {
+            How::Columns(cols) => {
+                let mut folders = vec![String::new(); n];
+                for (name, i) in cols {
+                    let text = cast(batch.column(*i), &DataType::Utf8)?;
+                    let text = text.as_string::<i32>();
+                    for (row, f) in folders.iter_mut().enumerate() {
+                        if !f.is_empty() {
+                            f.push('/');
+                        }
+                        let value = (!text.is_null(row)).then(|| text.value(row));
+                        f.push_str(&escape(name));
+                        f.push('=');
+                        f.push_str(&value_folder(value));
+                    }
+                }
+                Ok(folders)
+            }
+            How::Time { column, levels } => {
+                // Read as the event time is: a timestamp, or a string in one of the formats
+                // event time accepts; what does not parse goes to the default partition.
+                let ms = engine_api::time::event_times(batch.column(*column))?;
+                Ok((0..n)
+                    .map(|row| {
+                        let t = (!ms.is_null(row))
+                            .then(|| chrono::DateTime::from_timestamp_millis(ms.value(row)))
+                            .flatten();
+                        levels
+                            .iter()
+                            .map(|(name, fmt)| {
+                                let v = t.map(|t| t.format(fmt).to_string());
+                                format!("{}={}", escape(name), value_folder(v.as_deref()))
+                            })
+                            .collect::<Vec<_>>()
+                            .join("/")
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Types whose values make sensible folder names.
+fn partitionable(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Date32
+    )
+}
+
+/// `dt=%Y-%m-%d/hr=%H` as levels; every level is `name=<strftime>`, with valid specifiers.
+fn parse_format(format: &str) -> Result<Vec<(String, String)>> {
+    let bad = |why: String| EngineError::invalid("partition_by.format", why);
+    let mut levels = Vec::new();
+    for level in format.split('/') {
+        let Some((name, fmt)) = level.split_once('=') else {
+            return Err(bad(format!(
+                "`{level}` is not name=pattern; write levels such as \"dt=%Y-%m-%d/hr=%H\""
+            )));
+        };
+        if name.is_empty() || fmt.is_empty() {
+            return Err(bad(format!(
+                "`{level}` needs a name and a pattern, such as dt=%Y-%m-%d"
+            )));
+        }
+        if chrono::format::StrftimeItems::new(fmt).any(|i| matches!(i, chrono::format::Item::Error))
+        {
+            return Err(bad(format!(
+                "`{fmt}` has an unknown % specifier; use chrono's strftime ones (%Y, %m, %d, %H, ...)"
+            )));
+        }
+        if !fmt.contains('%') {
+            return Err(bad(format!(
+                "`{fmt}` has no % specifier, so every row would land in one folder"
+            )));
+        }
+        levels.push((name.to_string(), fmt.to_string()));
+    }
+    Ok(levels)
+}
+
+/// A value's folder name: escaped, or Hive's default partition for null or empty.
+fn value_folder(value: Option<&str>) -> String {
+    match value {
+        None | Some("") => DEFAULT_PARTITION.to_string(),
+        Some(v) => escape(v),
+    }
+}
+
+/// Escapes a path segment as Hive's `FileUtils.escapePathName` does.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let needs = c.is_ascii_control()
+            || matches!(
+                c,
+                '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '{' | '[' | ']' | '^'
+            );
+        if needs {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+
+    #[test]
+    fn values_are_escaped_as_hive_escapes_them() {
+        assert_eq!(escape("plain value-1_2.3"), "plain value-1_2.3");
+        assert_eq!(escape("a/b"), "a%2Fb");
+        assert_eq!(escape("100%"), "100%25");
+        assert_eq!(escape("k=v:w"), "k%3Dv%3Aw");
+        assert_eq!(escape("\"#'*?\\{[]^"), "%22%23%27%2A%3F%5C%7B%5B%5D%5E");
+        assert_eq!(escape("tab\there\u{7f}"), "tab%09here%7F");
+        assert_eq!(escape("café"), "café", "Hive leaves non-ASCII as it is");
+        assert_eq!(value_folder(None), DEFAULT_PARTITION);
+        assert_eq!(value_folder(Some("")), DEFAULT_PARTITION);
+    }
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("level", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![
+                    Some("INFO"),
+                    None,
+                    Some("a/b"),
+                    Some("INFO"),
+                ])),
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![
+                        Some(1_767_225_600_000), // 2026-01-01T00:00:00Z
+                        Some(1_767_229_200_000), // 01:00
+                        None,
+                        Some(1_767_311_999_999), // 2026-01-01T23:59:59.999Z
+                    ])
+                    .with_timezone("UTC"),
+                ),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn ns(b: &RecordBatch) -> Vec<i64> {
+        let i = b.schema().index_of("n").unwrap();
+        b.column(i)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec()
+    }
+
+    #[test]
+    fn by_columns_rows_go_to_their_folders_without_the_column() {
+        let b = batch();
+        let p =
+            Partitioning::new(&PartitionBy::Columns(vec!["level".into()]), &b.schema()).unwrap();
+        let parts = p.split(&b).unwrap();
+        let got: Vec<(&str, Vec<i64>)> = parts.iter().map(|(f, b)| (f.as_str(), ns(b))).collect();
+        assert_eq!(
+            got,
+            [
+                ("level=INFO", vec![1, 4]),
+                ("level=__HIVE_DEFAULT_PARTITION__", vec![2]),
+                ("level=a%2Fb", vec![3]),
+            ]
+        );
+        for (_, part) in &parts {
+            assert_eq!(part.schema(), *p.file_schema());
+            assert!(part.schema().index_of("level").is_err());
+        }
+    }
+
+    #[test]
+    fn by_event_time_rows_go_to_their_day_and_hour_and_keep_every_column() {
+        let b = batch();
+        let by = PartitionBy::Time {
+            time: "ts".into(),
+            format: "dt=%Y-%m-%d/hr=%H".into(),
+        };
+        let p = Partitioning::new(&by, &b.schema()).unwrap();
+        let got: Vec<(String, Vec<i64>)> = p
+            .split(&b)
+            .unwrap()
+            .into_iter()
+            .map(|(f, b)| (f, ns(&b)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("dt=2026-01-01/hr=00".to_string(), vec![1]),
+                ("dt=2026-01-01/hr=01".to_string(), vec![2]),
+                (
+                    "dt=__HIVE_DEFAULT_PARTITION__/hr=__HIVE_DEFAULT_PARTITION__".to_string(),
+                    vec![3]
+                ),
+                ("dt=2026-01-01/hr=23".to_string(), vec![4]),
+            ]
+        );
+        assert_eq!(p.file_schema(), &b.schema());
+    }
+
+    #[test]
+    fn mistakes_are_config_errors_naming_the_setting() {
+        let s = batch().schema();
+        let err = |by: PartitionBy| Partitioning::new(&by, &s).unwrap_err().to_string();
+        assert!(err(PartitionBy::Columns(vec!["nope".into()])).contains("no column `nope`"));
+        assert!(err(PartitionBy::Columns(vec![])).contains("at least one"));
+        assert!(err(PartitionBy::Columns(vec!["ts".into()])).contains("by event time"));
+        let time = |t: &str, f: &str| PartitionBy::Time {
+            time: t.into(),
+            format: f.into(),
+        };
+        assert!(err(time("n", "dt=%Y")).contains("not a timestamp"));
+        assert!(
+            Partitioning::new(&time("level", "dt=%Y"), &s).is_ok(),
+            "a string column"
+        );
+        assert!(err(time("ts", "%Y-%m-%d")).contains("not name=pattern"));
+        assert!(err(time("ts", "dt=%Q")).contains("unknown % specifier"));
+        assert!(err(time("ts", "dt=day")).contains("no % specifier"));
+    }
+
+    #[test]
+    fn partition_by_reads_from_toml_in_both_forms() {
+        #[derive(Deserialize)]
+        struct T {
+            partition_by: PartitionBy,
+        }
+        let t: T = toml::from_str(r#"partition_by = ["a", "b"]"#).unwrap();
+        assert_eq!(
+            t.partition_by,
+            PartitionBy::Columns(vec!["a".into(), "b".into()])
+        );
+        let t: T =
+            toml::from_str(r#"partition_by = { time = "ts", format = "dt=%Y-%m-%d" }"#).unwrap();
+        assert_eq!(
+            t.partition_by,
+            PartitionBy::Time {
+                time: "ts".into(),
+                format: "dt=%Y-%m-%d".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_string_time_column_is_read_as_event_time_reads_it() {
+        let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, true)]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec![
+                Some("2026-03-01T23:30:00+02:00"),
+                Some("2026-03-01 10:00:00"),
+                Some("not a time"),
+            ]))],
+        )
+        .unwrap();
+        let by = PartitionBy::Time {
+            time: "t".into(),
+            format: "dt=%Y-%m-%d/hr=%H".into(),
+        };
+        let p = Partitioning::new(&by, &schema).unwrap();
+        let folders: Vec<String> = p.split(&b).unwrap().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            folders,
+            [
+                "dt=2026-03-01/hr=21",
+                "dt=2026-03-01/hr=10",
+                "dt=__HIVE_DEFAULT_PARTITION__/hr=__HIVE_DEFAULT_PARTITION__"
+            ]
+        );
+    }
+}
