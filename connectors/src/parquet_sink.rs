@@ -7,10 +7,11 @@
 //!   table on commit (`<owner>` identifies the pipeline by its checkpoint location).
 //!
 //! A reader listing the table's prefix therefore never sees a half-written or uncommitted file.
-//! An append-mode table gets one file per epoch (the trigger interval) and source partition,
-//! rolled over at `target_file_mb`: a partition's output is staged, committed and cleaned up
-//! with that partition alone, which is what lets several processes share a topic. Intent
-//! records of uploads live in the partition's staging folder too.
+//! An append-mode table gets one file per epoch (the trigger interval), source partition and
+//! Hive folder (`partition_by`, see [`crate::hive`]), rolled over at `target_file_mb`: a
+//! partition's output is staged, committed and cleaned up with that partition alone, which is
+//! what lets several processes share a topic. Intent records of uploads live in the partition's
+//! staging folder too.
 
 use crate::hive::{PartitionBy, Partitioning};
 use crate::store::Location;
