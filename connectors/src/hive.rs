@@ -56,14 +56,6 @@ enum How {
 impl Partitioning {
     /// Checks `by` against the sink's input schema.
     pub fn new(by: &PartitionBy, input: &SchemaRef) -> Result<Self> {
-        let names = || {
-            input
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         match by {
             PartitionBy::Columns(cols) => {
                 if cols.is_empty() {
@@ -74,15 +66,7 @@ impl Partitioning {
                 }
                 let mut found = Vec::new();
                 for c in cols {
-                    let Ok(i) = input.index_of(c) else {
-                        return Err(EngineError::invalid(
-                            "partition_by",
-                            format!(
-                                "the table has no column `{c}`; its columns are: {}",
-                                names()
-                            ),
-                        ));
-                    };
+                    let i = crate::column_index("partition_by", c, input)?;
                     if found.iter().any(|(n, _)| n == c) {
                         return Err(EngineError::invalid(
                             "partition_by",
@@ -117,15 +101,7 @@ impl Partitioning {
                 })
             }
             PartitionBy::Time { time, format } => {
-                let Ok(column) = input.index_of(time) else {
-                    return Err(EngineError::invalid(
-                        "partition_by.time",
-                        format!(
-                            "the table has no column `{time}`; its columns are: {}",
-                            names()
-                        ),
-                    ));
-                };
+                let column = crate::column_index("partition_by.time", time, input)?;
                 if !matches!(
                     input.field(column).data_type(),
                     DataType::Timestamp(..) | DataType::Utf8

@@ -150,22 +150,8 @@ impl SinkConfig for ParquetSinkConfig {
         if let Some(n) = self.preview_rows {
             engine_api::check_range("preview_rows", n, 1, MAX_PREVIEW_ROWS)?;
         }
-        if let Some(col) = &order_by
-            && input.schema.index_of(col).is_err()
-        {
-            let names: Vec<&str> = input
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect();
-            return Err(EngineError::invalid(
-                "preview_order_by",
-                format!(
-                    "the table has no column `{col}`; its columns are: {}",
-                    names.join(", ")
-                ),
-            ));
+        if let Some(col) = &order_by {
+            crate::column_index("preview_order_by", col, &input.schema)?;
         }
         let preview = TablePreview {
             order_by,

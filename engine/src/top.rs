@@ -298,8 +298,9 @@ fn draw(frame: &mut ratatui::Frame, view: &View, address: &str, status: &str) {
         .style(bold),
         head,
     );
+    use Constraint::{Length, Min};
     let rows = view.nodes.iter().map(|n| {
-        Row::new(vec![
+        vec![
             n.node.clone(),
             number(n.in_per_s),
             number(n.out_per_s),
@@ -307,92 +308,64 @@ fn draw(frame: &mut ratatui::Frame, view: &View, address: &str, status: &str) {
             percent(n.backpressure),
             number(n.state_entries),
             watermark(n.watermark),
-        ])
+        ]
     });
-    frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Min(16),
-                Constraint::Length(10),
-                Constraint::Length(10),
-                Constraint::Length(8),
-                Constraint::Length(9),
-                Constraint::Length(9),
-                Constraint::Length(19),
-            ],
-        )
-        .header(
-            Row::new(vec![
-                "node",
-                "in rows/s",
-                "out rows/s",
-                "mailbox",
-                "blocked",
-                "state",
-                "watermark",
-            ])
-            .style(bold),
-        )
-        .block(Block::bordered().title(" nodes ")),
-        nodes,
-    );
+    let columns = [
+        ("node", Min(16)),
+        ("in rows/s", Length(10)),
+        ("out rows/s", Length(10)),
+        ("mailbox", Length(8)),
+        ("blocked", Length(9)),
+        ("state", Length(9)),
+        ("watermark", Length(19)),
+    ];
+    frame.render_widget(table(" nodes ", &columns, rows), nodes);
     let rows = view.partitions.iter().map(|p| {
-        Row::new(vec![
+        vec![
             p.topic.clone(),
             p.partition.clone(),
             number(p.committed),
             number(p.lag),
-        ])
+        ]
     });
-    frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Min(16),
-                Constraint::Length(9),
-                Constraint::Length(16),
-                Constraint::Length(10),
-            ],
-        )
-        .header(Row::new(vec!["topic", "partition", "committed offset", "lag"]).style(bold))
-        .block(Block::bordered().title(" kafka partitions ")),
-        parts,
-    );
+    let columns = [
+        ("topic", Min(16)),
+        ("partition", Length(9)),
+        ("committed offset", Length(16)),
+        ("lag", Length(10)),
+    ];
+    frame.render_widget(table(" kafka partitions ", &columns, rows), parts);
     let rows = view.commits.iter().map(|c| {
-        Row::new(vec![
+        vec![
             c.part.clone(),
             number(Some(c.epochs)),
             number(c.last_epoch),
             seconds(c.mean_commit_s),
             seconds(c.since_commit_s),
-        ])
+        ]
     });
-    frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Min(12),
-                Constraint::Length(8),
-                Constraint::Length(11),
-                Constraint::Length(12),
-                Constraint::Length(12),
-            ],
-        )
-        .header(
-            Row::new(vec![
-                "part",
-                "epochs",
-                "last epoch",
-                "mean commit",
-                "last commit",
-            ])
-            .style(bold),
-        )
-        .block(Block::bordered().title(" commits ")),
-        commits,
-    );
+    let columns = [
+        ("part", Min(12)),
+        ("epochs", Length(8)),
+        ("last epoch", Length(11)),
+        ("mean commit", Length(12)),
+        ("last commit", Length(12)),
+    ];
+    frame.render_widget(table(" commits ", &columns, rows), commits);
     frame.render_widget(Paragraph::new(status.to_string()), foot);
+}
+
+/// A bordered table titled `title`, with a bold header: `columns` gives each column's header
+/// and width.
+fn table<'a>(
+    title: &'a str,
+    columns: &[(&'a str, Constraint)],
+    rows: impl Iterator<Item = Vec<String>>,
+) -> Table<'a> {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    Table::new(rows.map(Row::new), columns.iter().map(|(_, w)| *w))
+        .header(Row::new(columns.iter().map(|(h, _)| *h)).style(bold))
+        .block(Block::bordered().title(title))
 }
 
 /// `GET http://address/metrics`.
