@@ -14,7 +14,7 @@
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take_record_batch};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use engine_api::{EngineError, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -115,6 +115,14 @@ impl Partitioning {
                     ));
                 }
                 let levels = parse_format(format)?;
+                if let Some((name, _)) = levels.iter().find(|(n, _)| input.index_of(n).is_ok()) {
+                    return Err(EngineError::invalid(
+                        "partition_by.format",
+                        format!(
+                            "the folder name `{name}` is also a column of the table, which readers refuse; name the level differently, such as dt or event_date"
+                        ),
+                    ));
+                }
                 Ok(Partitioning {
                     how: How::Time { column, levels },
                     file_schema: input.clone(),
@@ -127,6 +135,22 @@ impl Partitioning {
     /// The schema of the data files.
     pub fn file_schema(&self) -> &SchemaRef {
         &self.file_schema
+    }
+
+    /// The partition columns, outermost first, as a table format declares them: the partition
+    /// columns of `input` (the schema given to [`Partitioning::new`]), or one string column per
+    /// level of an event-time pattern.
+    pub fn columns(&self, input: &SchemaRef) -> Vec<Field> {
+        match &self.how {
+            How::Columns(cols) => cols
+                .iter()
+                .map(|(_, i)| input.field(*i).clone().with_nullable(true))
+                .collect(),
+            How::Time { levels, .. } => levels
+                .iter()
+                .map(|(name, _)| Field::new(name, DataType::Utf8, true))
+                .collect(),
+        }
     }
 
     /// Splits `batch` by folder (`a=1/b=x`), each part with the data files' columns, in the
@@ -262,6 +286,43 @@ fn value_folder(value: Option<&str>) -> String {
     }
 }
 
+/// The partition values a folder (`a=1/b=x%3Ay`) names, unescaped, in order; `None` for Hive's
+/// default partition.
+pub fn values(folder: &str) -> Vec<(String, Option<String>)> {
+    folder
+        .split('/')
+        .filter_map(|level| level.split_once('='))
+        .map(|(name, value)| {
+            let value = (value != DEFAULT_PARTITION).then(|| unescape(value));
+            (unescape(name), value)
+        })
+        .collect()
+}
+
+/// Undoes [`escape`].
+pub fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Escapes a path segment as Hive's `FileUtils.escapePathName` does.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -297,6 +358,31 @@ mod tests {
         assert_eq!(escape("café"), "café", "Hive leaves non-ASCII as it is");
         assert_eq!(value_folder(None), DEFAULT_PARTITION);
         assert_eq!(value_folder(Some("")), DEFAULT_PARTITION);
+    }
+
+    #[test]
+    fn a_folder_gives_back_the_values_it_was_made_of() {
+        for v in [
+            "plain",
+            "a/b",
+            "100%",
+            "k=v:w",
+            "\"#'*?\\{[]^",
+            "tab\there",
+            "café",
+            "%zz",
+        ] {
+            assert_eq!(unescape(&escape(v)), v, "{v}");
+        }
+        let folder = format!("dt=2026-01-01/level={}/k%3D1=a%2Fb", value_folder(None));
+        assert_eq!(
+            values(&folder),
+            [
+                ("dt".to_string(), Some("2026-01-01".to_string())),
+                ("level".to_string(), None),
+                ("k=1".to_string(), Some("a/b".to_string())),
+            ]
+        );
     }
 
     fn batch() -> RecordBatch {

@@ -20,7 +20,7 @@ use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use engine_api::{
     BuildContext, Committer, EngineError, Epoch, Input, OutputMode, PartitionId, PendingCommit,
-    Result, Sink, SinkConfig, TableInfo, TablePreview,
+    Result, Sink, SinkConfig, TableFormat, TableInfo, TablePreview,
 };
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::{Path, PathPart};
@@ -66,6 +66,23 @@ pub struct ParquetSinkConfig {
     /// For `engine report` only: how many rows a gold table's preview shows (default 5).
     #[serde(default)]
     pub preview_rows: Option<usize>,
+    /// Delta tables only: write a log checkpoint every this many commits (default 10, as
+    /// Delta's `delta.checkpointInterval`).
+    #[serde(default)]
+    pub checkpoint_interval: Option<u64>,
+    /// Delta tables only: how long files the table no longer references are kept for readers
+    /// of older versions before vacuum deletes them (default "7d", as Delta's
+    /// `delta.deletedFileRetentionDuration`).
+    #[serde(default)]
+    pub file_retention: Option<String>,
+    /// Delta tables only: how long log entries older than the newest checkpoint are kept (time
+    /// travel) before they are deleted (default "30d", as Delta's `delta.logRetentionDuration`).
+    #[serde(default)]
+    pub log_retention: Option<String>,
+    /// Delta tables only: how often maintenance runs (compaction, then vacuum), or "off"
+    /// (default "10m").
+    #[serde(default)]
+    pub maintenance_every: Option<String>,
 }
 
 /// The most rows a preview may ask for: it is printed, not stored.
@@ -109,6 +126,36 @@ const ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
 
 impl SinkConfig for ParquetSinkConfig {
     fn build(self, ctx: &BuildContext, input: &Input) -> Result<Box<dyn Sink>> {
+        for (key, set) in [
+            ("checkpoint_interval", self.checkpoint_interval.is_some()),
+            ("file_retention", self.file_retention.is_some()),
+            ("log_retention", self.log_retention.is_some()),
+            ("maintenance_every", self.maintenance_every.is_some()),
+        ] {
+            if set {
+                return Err(EngineError::invalid(
+                    key,
+                    "applies to Delta tables only; remove it, or write the table with type = \"delta\"",
+                ));
+            }
+        }
+        Ok(Box::new(self.table_sink(
+            ctx,
+            input,
+            TableFormat::Parquet,
+        )?))
+    }
+}
+
+impl ParquetSinkConfig {
+    /// The sink that writes the table's files, as plain Parquet or as the data files of a
+    /// Delta table (which [`crate::delta`] then commits to the table's log).
+    pub(crate) fn table_sink(
+        self,
+        ctx: &BuildContext,
+        input: &Input,
+        format: TableFormat,
+    ) -> Result<ParquetSink> {
         let compression = match self.compression.as_str() {
             "snappy" => Compression::SNAPPY,
             "zstd" => Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
@@ -122,23 +169,28 @@ impl SinkConfig for ParquetSinkConfig {
         };
         if self.mode == OutputMode::Update {
             return Err(EngineError::config(
-                "a parquet table cannot take update mode; use mode = \"append\" or \"complete\", or a console sink",
+                "a table cannot take update mode; use mode = \"append\" or \"complete\", or a console sink",
             ));
         }
+        // Delta tables hold the types the protocol has: the input is cast to them.
+        let input_schema = match format {
+            TableFormat::Parquet => input.schema.clone(),
+            TableFormat::Delta => crate::delta::writable_schema(&input.schema)?,
+        };
         engine_api::check_range("target_file_mb", self.target_file_mb, 1, 5 * 1024)?;
         let partitioning = match &self.partition_by {
             Some(_) if self.mode == OutputMode::Complete => {
                 return Err(EngineError::invalid(
                     "partition_by",
-                    "a complete-mode table is one object, replaced whole; partition append-mode tables only",
+                    "a complete-mode table is replaced whole at each epoch; partition append-mode tables only",
                 ));
             }
-            Some(by) => Some(Partitioning::new(by, &input.schema)?),
+            Some(by) => Some(Partitioning::new(by, &input_schema)?),
             None => None,
         };
         let schema = partitioning
             .as_ref()
-            .map_or_else(|| input.schema.clone(), |p| p.file_schema().clone());
+            .map_or_else(|| input_schema.clone(), |p| p.file_schema().clone());
         engine_api::check_range("row_group_rows", self.row_group_rows, 1, 10_000_000)?;
         let (order_by, ascending) = match &self.preview_order_by {
             Some(text) => {
@@ -165,13 +217,17 @@ impl SinkConfig for ParquetSinkConfig {
             .set_compression(compression)
             .set_max_row_group_row_count(Some(self.row_group_rows))
             .build();
-        Ok(Box::new(ParquetSink {
+        let files = Arc::new(ParquetCommitter {
+            location: location.clone(),
+            staging: staging.clone(),
+        });
+        Ok(ParquetSink {
             node: ctx.node.clone(),
             written: metrics::counter!("engine_sink_bytes_written_total", "node" => ctx.node.clone()),
-            committer: Arc::new(ParquetCommitter {
-                location: location.clone(),
-                staging: staging.clone(),
-            }),
+            committer: files.clone(),
+            files_committer: files,
+            format,
+            cast_to: (input_schema != input.schema).then_some(input_schema),
             staging,
             location,
             props,
@@ -183,27 +239,33 @@ impl SinkConfig for ParquetSinkConfig {
             files: BTreeMap::new(),
             staged: Vec::new(),
             epoch: None,
-        }))
+        })
     }
 }
 
 pub struct ParquetSink {
-    node: String,
+    pub(crate) node: String,
     /// `engine_sink_bytes_written_total`: Parquet bytes sent to the store (staged files
     /// included; a file staged again after a restart counts twice).
     written: metrics::Counter,
     /// This pipeline's staging folder in the table, `_staging/<owner>`.
     staging: String,
-    location: Location,
-    committer: Arc<ParquetCommitter>,
+    pub(crate) location: Location,
+    /// What makes the staged output visible (for Delta, the log commit after `files_committer`).
+    pub(crate) committer: Arc<dyn Committer>,
+    /// Completes the staged files (and cleans up what never committed).
+    pub(crate) files_committer: Arc<ParquetCommitter>,
+    format: TableFormat,
+    /// The schema rows are cast to before they are written, when it is not the input's.
+    cast_to: Option<SchemaRef>,
     props: WriterProperties,
     target_bytes: usize,
-    mode: OutputMode,
+    pub(crate) mode: OutputMode,
     preview: TablePreview,
     /// The schema of every file written.
-    schema: SchemaRef,
+    pub(crate) schema: SchemaRef,
     /// The Hive-style folders rows go to, if any.
-    partitioning: Option<Partitioning>,
+    pub(crate) partitioning: Option<Partitioning>,
     /// The files being written, by source partition and folder (complete mode: one, under
     /// `None` and no folder).
     files: BTreeMap<FileKey, OpenFile>,
@@ -266,6 +328,12 @@ enum Staged {
 }
 
 impl ParquetSink {
+    /// Whether the table is one object replaced whole (a plain Parquet table in complete mode);
+    /// a Delta table replaces its files through its log instead.
+    fn one_object(&self) -> bool {
+        self.mode == OutputMode::Complete && self.format == TableFormat::Parquet
+    }
+
     fn s3(&self) -> Option<&Arc<object_store::aws::AmazonS3>> {
         self.location.s3.as_ref()
     }
@@ -293,7 +361,7 @@ impl ParquetSink {
             path = path.join(part);
         }
         let upload = match self.s3() {
-            Some(s3) if self.mode == OutputMode::Append => {
+            Some(s3) if !self.one_object() => {
                 // Record the object before its upload exists, so that a crash at any point
                 // leaves nothing recovery does not know about: `ParquetCommitter::recover`
                 // aborts the uploads of that object (its key is new for each file).
@@ -374,7 +442,7 @@ impl ParquetSink {
         }
         let size = file.writer.bytes_written() + file.writer.in_progress_size();
         Self::upload_parts(&self.location, &self.written, file, false).await?;
-        if size >= self.target_bytes && self.mode == OutputMode::Append {
+        if size >= self.target_bytes && !self.one_object() {
             self.close_file(&key).await?;
         }
         Ok(())
@@ -417,14 +485,14 @@ impl ParquetSink {
                     .await
                     .map_err(|e| self.location.explain(e))?;
                 let from = staged.to_string();
-                match self.mode {
-                    OutputMode::Complete => Staged::Replace {
+                match self.one_object() {
+                    true => Staged::Replace {
                         from,
                         to: self.location.child("data.parquet").to_string(),
                         rows,
                         epoch: self.epoch,
                     },
-                    _ => Staged::Rename {
+                    false => Staged::Rename {
                         from,
                         to: path.to_string(),
                         rows,
@@ -460,16 +528,22 @@ fn intent_path(location: &Location, staging: &str, path: &Path) -> Path {
     ))
 }
 
-/// A pipeline's staging folder in a table: `_staging/<owner>`, the owner being a stable hash
-/// (FNV-1a) of the pipeline's checkpoint location. Recovery cleans only its own folder, so two
-/// pipelines writing one table (a mistake, but a possible one) cannot abort each other's uploads.
+/// A pipeline's staging folder in a table: `_staging/<owner>`, the owner being
+/// [`owner_id`]. Recovery cleans only its own folder, so two pipelines writing one table (a
+/// mistake, but a possible one) cannot abort each other's uploads.
 fn staging_dir(checkpoint: &str) -> String {
+    format!("_staging/{}", owner_id(checkpoint))
+}
+
+/// A stable hash (FNV-1a, 16 hex digits) of a pipeline's checkpoint location, which identifies
+/// the pipeline's run in a table it writes.
+pub(crate) fn owner_id(checkpoint: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in checkpoint.trim_end_matches('/').bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("_staging/{h:016x}")
+    format!("{h:016x}")
 }
 
 /// Milliseconds since the Unix epoch.
@@ -502,6 +576,18 @@ fn stored_path(text: impl AsRef<str>) -> Path {
     Path::parse(text).unwrap_or_else(|_| Path::from(text))
 }
 
+/// The object a committed file of an append-style table is, and its row count (not a plain
+/// complete table's single object, which is replaced rather than added).
+pub(crate) fn committed_file(p: &PendingCommit) -> Result<(Path, usize)> {
+    match staged_of(p)? {
+        Staged::Multipart { path, rows, .. } => Ok((stored_path(path), rows)),
+        Staged::Rename { to, rows, .. } => Ok((stored_path(to), rows)),
+        Staged::Replace { .. } => Err(EngineError::runtime(
+            "a complete table's single object cannot be added to a table log",
+        )),
+    }
+}
+
 /// The staged file a manifest's pending commit describes.
 fn staged_of(p: &PendingCommit) -> Result<Staged> {
     serde_json::from_value(p.data.clone())
@@ -522,6 +608,10 @@ impl Sink for ParquetSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let batch = match &self.cast_to {
+            Some(schema) => crate::delta::cast_batch(&batch, schema)?,
+            None => batch,
+        };
         // A complete-mode table is one object, whatever partitions its rows came from.
         let source = match self.mode {
             OutputMode::Complete => None,
@@ -556,8 +646,13 @@ impl Sink for ParquetSink {
     }
 
     fn describe(&self) -> String {
-        match self.mode {
-            OutputMode::Complete => format!(
+        match (self.format, self.mode) {
+            (TableFormat::Delta, OutputMode::Complete) => format!(
+                "delta table {}, replaced whole each epoch (one commit)",
+                self.location.url
+            ),
+            (TableFormat::Delta, _) => format!("delta table {}", self.location.url),
+            (_, OutputMode::Complete) => format!(
                 "parquet table {}/data.parquet, replaced whole each epoch",
                 self.location.url
             ),
@@ -572,6 +667,7 @@ impl Sink for ParquetSink {
     fn table(&self) -> Option<TableInfo> {
         Some(TableInfo {
             url: self.location.url.clone(),
+            format: self.format,
             mode: self.mode,
             preview: self.preview.clone(),
         })
@@ -850,7 +946,7 @@ impl Committer for ParquetCommitter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
@@ -878,10 +974,10 @@ mod tests {
     }
 
     /// A fresh folder under the system's temporary one, removed when dropped.
-    struct TempDir(std::path::PathBuf);
+    pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
 
     impl TempDir {
-        fn new(name: &str) -> Self {
+        pub(crate) fn new(name: &str) -> Self {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
@@ -892,7 +988,7 @@ mod tests {
             ));
             TempDir(dir)
         }
-        fn url(&self) -> String {
+        pub(crate) fn url(&self) -> String {
             format!("file://{}", self.0.display())
         }
     }
@@ -903,7 +999,7 @@ mod tests {
         }
     }
 
-    fn ctx(checkpoint: &str) -> BuildContext {
+    pub(crate) fn ctx(checkpoint: &str) -> BuildContext {
         BuildContext {
             pipeline: "test".into(),
             node: "table".into(),

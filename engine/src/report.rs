@@ -25,7 +25,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use arrow::util::display::FormatOptions;
 use arrow::util::pretty::pretty_format_batches_with_options;
 use connectors::store::Location;
-use engine_api::{EngineError, Node, OutputMode};
+use engine_api::{EngineError, Node, OutputMode, TableFormat};
 use engine_api::{Result, StorageConfig};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
@@ -121,14 +121,26 @@ pub struct ReportTable {
     /// The sink node's name.
     pub node: String,
     pub url: String,
+    /// Plain Parquet files, or a Delta table (whose log says which files hold its rows).
+    pub format: TableFormat,
     pub mode: OutputMode,
     pub kind: TableKind,
     /// The pipeline's `[storage]`, to read the table with.
     pub storage: StorageConfig,
 }
 
-/// The tables the `parquet` sinks (any sink that names a table) of a built pipeline write, in
-/// the graph's order.
+impl ReportTable {
+    /// Every committed row of the table.
+    pub async fn read(&self) -> Result<Vec<RecordBatch>> {
+        match self.format {
+            TableFormat::Parquet => read_table(&self.url, &self.storage).await,
+            TableFormat::Delta => connectors::delta::read_table(&self.url, &self.storage).await,
+        }
+    }
+}
+
+/// The tables the `parquet` and `delta` sinks (any sink that names a table) of a built
+/// pipeline write, in the graph's order.
 pub fn tables(graph: &Graph) -> Vec<ReportTable> {
     let mut out = Vec::new();
     for g in &graph.nodes {
@@ -179,6 +191,7 @@ pub fn tables(graph: &Graph) -> Vec<ReportTable> {
             pipeline: graph.pipeline.name.clone(),
             node: g.spec.name.clone(),
             url: info.url.trim_end_matches('/').to_string(),
+            format: info.format,
             mode: info.mode,
             kind,
             storage: graph.pipeline.storage.clone(),
@@ -369,7 +382,7 @@ pub async fn report(
         writeln!(out, "  {:<width$} {:>10}", "table", "rows").map_err(io)?;
         let mut reasons: Vec<(&str, BTreeMap<String, usize>, bool)> = Vec::new();
         for t in &listed {
-            let batches = read_table(&t.url, &t.storage).await?;
+            let batches = t.read().await?;
             let name = name_under(&prefix, &t.url);
             writeln!(out, "  {name:<width$} {:>10}", rows(&batches)).map_err(io)?;
             if t.kind == TableKind::Quarantine {
@@ -428,7 +441,7 @@ pub async fn report(
                 unreachable!("filtered above")
             };
             let limit = rows_flag.or(how.rows).unwrap_or(DEFAULT_PREVIEW_ROWS);
-            let batches = read_table(&t.url, &t.storage).await?;
+            let batches = t.read().await?;
             let total = rows(&batches);
             let shown = preview(&batches, how, limit)?;
             // How many rows the preview shows: fewer than `limit` when the table (or its latest

@@ -42,11 +42,11 @@ impl Run {
     }
 
     async fn bronze(&self) -> Vec<(i32, i64)> {
-        coords(&rows(&read_table(&self.paths.table("commandes")).await))
+        coords(&table_rows(&self.paths.table("commandes")).await)
     }
 
     async fn quarantine(&self) -> Vec<Row> {
-        rows(&read_table(&self.paths.table(&format!("_quarantine/{}", self.topic))).await)
+        table_rows(&self.paths.table(&format!("_quarantine/{}", self.topic))).await
     }
 
     async fn wait_visible(&self, n: usize, what: &str) {

@@ -192,7 +192,7 @@ impl Case {
     }
 
     async fn order_ids(&self) -> BTreeSet<i64> {
-        let rows = rows(&read_table(&self.paths.table("commandes")).await);
+        let rows = table_rows(&self.paths.table("commandes")).await;
         let ids: Vec<i64> = rows
             .iter()
             .map(|r| r["order_id"].as_i64().expect("order_id"))

@@ -179,7 +179,8 @@ fn check_fence(seen: &BTreeMap<(String, u64), Vec<Entry>>) -> usize {
 /// add in another order), and without the quarantine's `ingested_at`, the wall-clock time a
 /// record was read.
 async fn canonical(url: &str) -> Vec<String> {
-    let mut out: Vec<String> = rows(&read_table(url).await)
+    let mut out: Vec<String> = table_rows(url)
+        .await
         .iter()
         .map(|r| {
             r.iter()
@@ -389,7 +390,7 @@ async fn churn_of_instances_with_kills_and_new_partitions_matches_one_process_ta
     // Bronze and quarantine: every produced (partition, offset) exactly once.
     crate::check_orders_tables(&paths, &topic, &good).await;
     let quarantine = paths.table(&format!("_quarantine/{topic}"));
-    let q = coords(&rows(&read_table(&quarantine).await));
+    let q = coords(&table_rows(&quarantine).await);
     assert_eq!(q.len(), bad.len(), "quarantine rows: {q:?}");
     assert_eq!(
         q.into_iter().collect::<BTreeSet<_>>(),

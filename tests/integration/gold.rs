@@ -49,7 +49,7 @@ fn expected_product_sales(sent: &Acked) -> Sales {
 
 pub(crate) async fn check_product_sales(gold: &str, sent: &Acked) {
     let expected = expected_product_sales(sent);
-    let table = rows(&read_table(&format!("{gold}/product_sales")).await);
+    let table = table_rows(&format!("{gold}/product_sales")).await;
     assert_eq!(
         table.len(),
         expected.len(),
@@ -103,7 +103,7 @@ pub(crate) async fn check_customer_windows(
     gold: &str,
     expected: &BTreeMap<(String, i64), (i64, f64)>,
 ) {
-    let table = rows(&read_table(&format!("{gold}/customer_orders_1min")).await);
+    let table = table_rows(&format!("{gold}/customer_orders_1min")).await;
     let mut seen = BTreeSet::new();
     for r in &table {
         let key = (
@@ -137,9 +137,9 @@ pub(crate) async fn wait_gold_tables(gold: &str, sent: &Acked, what: &str) {
     eventually(what, Duration::from_secs(60), || {
         let (sales, closed) = (sales.clone(), closed.clone());
         async move {
-            let t = rows(&read_table(&sales).await);
+            let t = table_rows(&sales).await;
             let n: i64 = t.iter().map(|r| r["nb_ventes"].as_i64().unwrap()).sum();
-            (n == expected && rows(&read_table(&closed).await).len() == windows).then_some(())
+            (n == expected && table_rows(&closed).await.len() == windows).then_some(())
         }
     })
     .await;
@@ -190,7 +190,7 @@ async fn orders_gold_tables_equal_an_independent_computation_and_late_events_ski
     );
 
     // The late order reaches bronze...
-    let bronze: BTreeSet<_> = coords(&rows(&read_table(&paths.table("commandes")).await))
+    let bronze: BTreeSet<_> = coords(&table_rows(&paths.table("commandes")).await)
         .into_iter()
         .collect();
     for k in late.keys().chain(more.keys()).chain(sent.keys()) {
@@ -281,7 +281,7 @@ async fn logs_and_metrics_gold_tables_equal_an_independent_computation() {
         m.0 += 1;
         m.1 += v["duration_ms"].as_f64().unwrap();
     }
-    let table = rows(&read_table(&format!("{gold}/log_levels")).await);
+    let table = table_rows(&format!("{gold}/log_levels")).await;
     let got: BTreeMap<String, i64> = table
         .iter()
         .map(|r| {
@@ -292,7 +292,7 @@ async fn logs_and_metrics_gold_tables_equal_an_independent_computation() {
         })
         .collect();
     assert_eq!(got, levels);
-    let table = rows(&read_table(&format!("{gold}/log_modules")).await);
+    let table = table_rows(&format!("{gold}/log_modules")).await;
     assert_eq!(table.len(), modules.len());
     for row in &table {
         let (n, sum) = modules[row["module"].as_str().unwrap()];
@@ -340,7 +340,7 @@ async fn logs_and_metrics_gold_tables_equal_an_independent_computation() {
         .map(|(k, e)| ((e.1 / e.0 + e.3 / e.0) / 2.0, k.clone()))
         .collect();
     loads.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let stats = rows(&read_table(&format!("{gold}/server_stats")).await);
+    let stats = table_rows(&format!("{gold}/server_stats")).await;
     assert_eq!(stats.len(), servers.len());
     for row in &stats {
         let e = servers[row["server_id"].as_str().unwrap()];
@@ -349,7 +349,7 @@ async fn logs_and_metrics_gold_tables_equal_an_independent_computation() {
         assert!(approx(row["avg_memory"].as_f64().unwrap(), e.3 / e.0));
         assert!(approx(row["max_memory"].as_f64().unwrap(), e.4));
     }
-    let mut ranking = rows(&read_table(&format!("{gold}/most_loaded_servers")).await);
+    let mut ranking = table_rows(&format!("{gold}/most_loaded_servers")).await;
     ranking.sort_by_key(|r| r["rank"].as_i64().unwrap());
     assert_eq!(ranking.len(), 5);
     for (i, row) in ranking.iter().enumerate() {
@@ -432,7 +432,7 @@ async fn logs_from_foreign_producers_all_land_and_the_gold_tables_count_them() {
     assert_success(&ENGINE.run(&["run", &pipeline("logs.toml"), "--batch"], &env));
 
     // Bronze: every line once, with its level and time text as written; nothing quarantined.
-    let quarantine = rows(&read_table(&paths.table(&format!("_quarantine/{topic}"))).await);
+    let quarantine = table_rows(&paths.table(&format!("_quarantine/{topic}"))).await;
     assert!(
         quarantine.is_empty(),
         "foreign log lines were quarantined: {:?}",
@@ -442,7 +442,7 @@ async fn logs_from_foreign_producers_all_land_and_the_gold_tables_count_them() {
             .map(|q| (&q["reason"], &q["detail"], &q["raw_value"]))
             .collect::<Vec<_>>()
     );
-    let bronze = rows(&read_table(&paths.table("logs")).await);
+    let bronze = table_rows(&paths.table("logs")).await;
     let mut seen = BTreeSet::new();
     for row in &bronze {
         let k = coord(row);
@@ -477,12 +477,13 @@ async fn logs_from_foreign_producers_all_land_and_the_gold_tables_count_them() {
         "most level names were produced: {levels:?}"
     );
     assert!(levels.contains_key(&None), "some lines have no level");
-    let got: BTreeMap<Option<String>, i64> = rows(&read_table(&format!("{gold}/log_levels")).await)
+    let got: BTreeMap<Option<String>, i64> = table_rows(&format!("{gold}/log_levels"))
+        .await
         .iter()
         .map(|r| (text(&r["level"]), r["nb_logs"].as_i64().unwrap()))
         .collect();
     assert_eq!(got, levels, "log_levels");
-    let table = rows(&read_table(&format!("{gold}/log_modules")).await);
+    let table = table_rows(&format!("{gold}/log_modules")).await;
     assert_eq!(table.len(), modules.len());
     for row in &table {
         let (n, sum) = modules[&text(&row["module"])];
@@ -512,7 +513,7 @@ async fn logs_from_foreign_producers_all_land_and_the_gold_tables_count_them() {
         }
     }
     assert!(windows.len() >= 15, "{windows:?}");
-    let table = rows(&read_table(&format!("{gold}/log_error_rate_1min")).await);
+    let table = table_rows(&format!("{gold}/log_error_rate_1min")).await;
     let got: BTreeMap<(Option<String>, i64), (i64, i64)> = table
         .iter()
         .map(|r| {

@@ -7,6 +7,7 @@
 //! with its values.
 
 mod churn;
+mod delta;
 mod gold;
 mod metrics;
 mod partitioned;
@@ -50,8 +51,8 @@ fn orders(n: usize, seed: u64, first_id: i64) -> Vec<(Option<String>, Vec<u8>)> 
 }
 
 /// Checks the `commandes` and `items` tables against exactly what was acknowledged.
-async fn check_orders_tables(paths: &EnginePaths, topic: &str, sent: &Acked) {
-    let commandes = rows(&read_table(&paths.table("commandes")).await);
+pub(crate) async fn check_orders_tables(paths: &EnginePaths, topic: &str, sent: &Acked) {
+    let commandes = table_rows(&paths.table("commandes")).await;
     let mut by_coord = BTreeMap::new();
     for r in &commandes {
         let k = coord(r);
@@ -61,7 +62,7 @@ async fn check_orders_tables(paths: &EnginePaths, topic: &str, sent: &Acked) {
         );
     }
     if by_coord.len() != sent.len() {
-        let q = rows(&read_table(&paths.table(&format!("_quarantine/{topic}"))).await);
+        let q = table_rows(&paths.table(&format!("_quarantine/{topic}"))).await;
         let first: Vec<_> = q
             .iter()
             .take(3)
@@ -100,7 +101,7 @@ async fn check_orders_tables(paths: &EnginePaths, topic: &str, sent: &Acked) {
         expected_items += v["items"].as_array().unwrap().len();
     }
 
-    let items = rows(&read_table(&paths.table("items")).await);
+    let items = table_rows(&paths.table("items")).await;
     assert_eq!(items.len(), expected_items, "one items row per order line");
     let mut seen = BTreeSet::new();
     for r in &items {
@@ -170,7 +171,7 @@ async fn landed(
     sent: &Acked,
 ) -> Vec<((i32, i64), Row, Value)> {
     assert_success(&ENGINE.run(&["run", &pipeline(pipeline_file), "--batch"], env));
-    let table = rows(&read_table(table_url).await);
+    let table = table_rows(table_url).await;
     assert_eq!(table.len(), sent.len());
     let mut seen = BTreeSet::new();
     table
@@ -300,8 +301,8 @@ async fn malformed_records_go_to_quarantine_with_their_reason_and_nothing_is_los
         &paths.env(&[("ORDERS_TOPIC", &topic)]),
     ));
 
-    let good = rows(&read_table(&paths.table("commandes")).await);
-    let quarantined = rows(&read_table(&paths.table(&format!("_quarantine/{topic}"))).await);
+    let good = table_rows(&paths.table("commandes")).await;
+    let quarantined = table_rows(&paths.table(&format!("_quarantine/{topic}"))).await;
     let good_set: BTreeSet<_> = good.iter().map(coord).collect();
     let bad_set: BTreeSet<_> = quarantined.iter().map(coord).collect();
     assert_eq!(good.len(), good_set.len(), "no duplicates in bronze");
@@ -327,7 +328,7 @@ async fn malformed_records_go_to_quarantine_with_their_reason_and_nothing_is_los
 
     // The unusual orders are in bronze with their values (null where a field was missing), and
     // their lines in `items`.
-    let items = rows(&read_table(&paths.table("items")).await);
+    let items = table_rows(&paths.table("items")).await;
     for v in &unusual {
         let (k, _) = sent
             .iter()
@@ -515,7 +516,7 @@ async fn two_pipelines_writing_one_table_leave_each_others_uploads_alone() {
     let (status, stderr) = sigterm(child).await;
     assert!(status.success(), "A failed: {stderr}");
     let mut seen: BTreeMap<(String, i64), usize> = BTreeMap::new();
-    for r in rows(&read_table(&shared.table("commandes")).await) {
+    for r in table_rows(&shared.table("commandes")).await {
         let k = (
             r["topic"].as_str().unwrap().to_string(),
             r["offset"].as_i64().unwrap(),

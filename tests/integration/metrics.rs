@@ -242,8 +242,8 @@ async fn metrics_count_what_was_produced_and_landed_and_ready_follows_the_run() 
             malformed,
         )
         .await;
-        let in_bronze = rows(&read_table(&commandes).await).len() as f64;
-        let in_quarantine = rows(&read_table(&quarantine).await).len() as f64;
+        let in_bronze = table_rows(&commandes).await.len() as f64;
+        let in_quarantine = table_rows(&quarantine).await.len() as f64;
         // Lag reaches 0 once every record is read and committed; the counts then stay put.
         let m = eventually(
             "lag 0 and every record counted",

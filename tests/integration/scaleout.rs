@@ -154,7 +154,7 @@ async fn a_stale_writer_never_overwrites_a_newer_complete_table() {
         .unwrap()
     };
     let read = || async {
-        let rows = rows(&read_table(&table).await);
+        let rows = table_rows(&table).await;
         rows.iter()
             .map(|r| r["n"].as_i64().unwrap())
             .collect::<Vec<_>>()

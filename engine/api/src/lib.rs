@@ -29,8 +29,8 @@ pub use event_time::{EventTime, TrackerState, WatermarkTracker};
 pub use message::{Barrier, Epoch, Message, OutputMode, PartitionId, kafka_record_schema};
 pub use operator::{
     Built, Claimed, Claims, Collector, Committer, Input, MAIN_PORT, OpenContext, Operator,
-    OutputPort, PendingCommit, Positions, Sink, Source, SourceContext, TableInfo, TablePreview,
-    Tally,
+    OutputPort, PendingCommit, Positions, Sink, Source, SourceContext, TableFormat, TableInfo,
+    TablePreview, Tally,
 };
 pub use registry::{
     BuildContext, Node, NodeKind, OperatorConfig, Registry, SinkConfig, SourceConfig,

@@ -359,6 +359,14 @@ pub struct PendingCommit {
     pub partition: Option<PartitionId>,
     /// Sink-specific description (for the Parquet sink: the object path and its multipart upload).
     pub data: serde_json::Value,
+    /// The number of the commit point that made it visible, set by the runtime as it writes
+    /// that point: the sequence number of the partition's chain entry for a partition's output,
+    /// the epoch of the manifest for output that mixes partitions. It grows with every commit of
+    /// the same sink and partition, whichever process makes it, so a table format can record
+    /// it and recognise a commit it already made (Delta's `txn` version). `None` before the
+    /// commit point is written, and in checkpoints written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 impl PendingCommit {
@@ -368,6 +376,7 @@ impl PendingCommit {
             node: node.into(),
             partition: None,
             data,
+            version: None,
         }
     }
 
@@ -381,6 +390,7 @@ impl PendingCommit {
             node: node.into(),
             partition,
             data,
+            version: None,
         }
     }
 }
@@ -424,13 +434,24 @@ pub trait Sink: Send + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInfo {
     /// The table's location as configured, after interpolation: `s3://bucket/prefix` or
-    /// `file:///path`. Its committed files are the `.parquet` objects under it, outside `_`- and
-    /// `.`-prefixed folders.
+    /// `file:///path`.
     pub url: String,
-    /// `Append` (new files each epoch) or `Complete` (one object replaced whole).
+    /// How a reader finds the table's rows.
+    pub format: TableFormat,
+    /// `Append` (new files each epoch) or `Complete` (replaced whole).
     pub mode: OutputMode,
     /// How `engine report` previews the table, when the pipeline says.
     pub preview: TablePreview,
+}
+
+/// How a table's committed files are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// Plain Parquet: the `.parquet` objects under the table's location, outside `_`- and
+    /// `.`-prefixed folders.
+    Parquet,
+    /// A Delta Lake table: the files its log's latest version references.
+    Delta,
 }
 
 /// A pipeline author's say on how `engine report` previews a table. Unset fields take the

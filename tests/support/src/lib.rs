@@ -4,8 +4,9 @@
 //! and the orders the tests produce.
 //!
 //! The tests produce their own messages (not with `engine produce`), remember what the broker
-//! acknowledged, and read the tables back with the parquet crate's reader over object_store:
-//! nothing here shares code with the engine's sinks.
+//! acknowledged, and read the tables back with the parquet crate's reader over object_store, or,
+//! for Delta tables, with delta-rs ([`table_rows`] picks by the table's `_delta_log`): nothing
+//! here shares code with the engine's sinks.
 //!
 //! Everything is re-exported at the crate root, so a suite writes `use test_support::*;`.
 //! The one thing a suite gives: the binary, as `Engine(env!("CARGO_BIN_EXE_engine"))`, because
@@ -14,6 +15,7 @@
 mod engine;
 mod kafka;
 mod orders;
+mod readers;
 mod s3;
 mod stack;
 mod tables;
@@ -22,6 +24,7 @@ mod time;
 pub use engine::*;
 pub use kafka::*;
 pub use orders::*;
+pub use readers::*;
 pub use s3::*;
 pub use stack::*;
 pub use tables::*;

@@ -44,6 +44,22 @@ fn cell(col: &dyn Array, i: usize) -> Value {
     }
 }
 
+/// Every row of the table at `url`, as its readers see it: a Delta table (one with a
+/// `_delta_log`) through its log with delta-rs, else its committed Parquet files.
+pub async fn table_rows(url: &str) -> Vec<Row> {
+    let log = format!("{}/_delta_log", url.trim_end_matches('/'));
+    if crate::s3::list_all(&log).await.is_empty() {
+        rows(&read_table(url).await)
+    } else {
+        let url = url.to_string();
+        tokio::task::spawn_blocking(move || {
+            crate::readers::read_with(crate::PyReader::Delta, &url).rows
+        })
+        .await
+        .unwrap()
+    }
+}
+
 /// Where a bronze or quarantine row's message was in Kafka: its (partition, offset).
 pub fn coord(row: &Row) -> (i32, i64) {
     (
@@ -60,7 +76,7 @@ pub fn coords(rows: &[Row]) -> Vec<(i32, i64)> {
 /// Waits up to 60 s until the table at `url` holds exactly `want` rows.
 pub async fn wait_rows(what: &str, url: &str, want: usize) {
     eventually(what, Duration::from_secs(60), || async move {
-        (rows(&read_table(url).await).len() == want).then_some(())
+        (table_rows(url).await.len() == want).then_some(())
     })
     .await;
 }

@@ -339,6 +339,9 @@ async fn commit_epoch(
         m.state.insert(node, path);
     }
     m.pending = e.pending;
+    for p in &mut m.pending {
+        p.version = Some(epoch);
+    }
     crate::failpoint::hit("before_manifest");
     // Manifests are never removed, so the put-if-absent alone fences a finalizer whose role
     // moved: its epoch is taken.

@@ -297,12 +297,17 @@ impl Partitions {
             if pending.is_empty() && position == owned.position && idle == owned.idle {
                 continue;
             }
+            let seq = owned.seq + 1;
+            let mut pending = pending;
+            for c in &mut pending {
+                c.version = Some(seq);
+            }
             let m = PartitionManifest {
                 version: crate::checkpoint::MANIFEST_VERSION,
                 pipeline: self.store.pipeline().to_string(),
                 source: owned.source.clone(),
                 partition: p.clone(),
-                seq: owned.seq + 1,
+                seq,
                 owner: self.owner.clone(),
                 claim: false,
                 epoch,

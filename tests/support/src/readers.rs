@@ -1,0 +1,80 @@
+//! Tables read by readers that share no code with the engine or with this crate: delta-rs (the
+//! `deltalake` Python package) and pyarrow, run as `tests/interop/read_table.py` with the
+//! interpreter `scripts/install-readers` installs (it installs it when absent).
+
+use crate::stack::{env_or, repo_root, s3_endpoint};
+use crate::tables::Row;
+use serde_json::Value;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The reader to use: delta-rs through its log, or pyarrow's Hive-partitioned dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PyReader {
+    Delta,
+    HiveParquet,
+}
+
+/// What a reader saw of a table: its rows, and for Delta the version read and its file count.
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    pub rows: Vec<Row>,
+    pub version: Option<i64>,
+    pub files: usize,
+}
+
+fn python() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/install-readers"))
+            .arg("--print-python")
+            .output()
+            .expect("run scripts/install-readers");
+        assert!(
+            out.status.success(),
+            "scripts/install-readers failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+/// Reads the table at `url` (`s3://...`) with `reader`. Timestamps come back as milliseconds
+/// since the Unix epoch, as [`crate::rows`] gives them.
+pub fn read_with(reader: PyReader, url: &str) -> ReadBack {
+    let kind = match reader {
+        PyReader::Delta => "delta",
+        PyReader::HiveParquet => "parquet",
+    };
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/interop/read_table.py"))
+        .args([kind, url])
+        .env("S3_ENDPOINT", s3_endpoint())
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            env_or("AWS_ACCESS_KEY_ID", "minioadmin"),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            env_or("AWS_SECRET_ACCESS_KEY", "minioadmin"),
+        )
+        .env("AWS_REGION", env_or("AWS_REGION", "us-east-1"))
+        .output()
+        .expect("run tests/interop/read_table.py");
+    assert!(
+        out.status.success(),
+        "{kind} reader failed on {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    let meta: Value = serde_json::from_slice(lines.next().expect("a header line")).unwrap();
+    let rows: Vec<Row> = lines
+        .map(|l| serde_json::from_slice(l).expect("a JSON row"))
+        .collect();
+    assert_eq!(meta["rows"].as_u64(), Some(rows.len() as u64), "{meta}");
+    ReadBack {
+        rows,
+        version: meta["version"].as_i64(),
+        files: meta["files"].as_u64().unwrap_or(0) as usize,
+    }
+}
