@@ -47,8 +47,11 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+mod maintenance;
 
 /// What the log's `commitInfo` names as the writer.
 const ENGINE_INFO: &str = concat!("engine/", env!("CARGO_PKG_VERSION"));
@@ -66,7 +69,37 @@ impl SinkConfig for DeltaSinkConfig {
         let config = self.0;
         let checkpoint_interval = config.checkpoint_interval.unwrap_or(10);
         engine_api::check_range("checkpoint_interval", checkpoint_interval, 1, 100_000)?;
+        let day = Duration::from_secs(24 * 3600);
+        let every = match config.maintenance_every.as_deref().unwrap_or("10m") {
+            "off" => None,
+            text => Some(engine_api::parse_duration(
+                "maintenance_every",
+                text,
+                Duration::from_secs(10),
+                day,
+            )?),
+        };
+        let file_retention = engine_api::parse_duration(
+            "file_retention",
+            config.file_retention.as_deref().unwrap_or("7d"),
+            // Younger files may belong to a commit in flight.
+            Duration::from_secs(5 * 60),
+            3650 * day,
+        )?;
+        let log_retention = engine_api::parse_duration(
+            "log_retention",
+            config.log_retention.as_deref().unwrap_or("30d"),
+            Duration::from_secs(3600),
+            3650 * day,
+        )?;
         let mut sink = config.table_sink(ctx, input, TableFormat::Delta)?;
+        let settings = maintenance::Settings {
+            every,
+            target_bytes: sink.target_bytes as u64,
+            file_retention,
+            log_retention,
+            props: sink.props.clone(),
+        };
         // The table's columns: the data files' (cast to Delta's types), then the partition
         // columns, which live in the log and the folder names only.
         let writable = writable_schema(&input.schema)?;
@@ -105,12 +138,21 @@ impl SinkConfig for DeltaSinkConfig {
             crate::parquet_sink::owner_id(&ctx.checkpoint),
             ctx.node
         );
+        let node = ctx.node.clone();
         sink.committer = Arc::new(DeltaCommitter {
             files: sink.files_committer.clone(),
             table: table.clone(),
             app,
             replace: sink.mode == OutputMode::Complete,
             checkpoint_interval,
+            maintenance: Arc::new(Maintainer {
+                settings,
+                owner: uuid::Uuid::new_v4().simple().to_string(),
+                last: Mutex::new(Instant::now()),
+                running: AtomicBool::new(false),
+                compacted: metrics::counter!("engine_table_files_compacted_total", "node" => node.clone()),
+                vacuumed: metrics::counter!("engine_table_files_vacuumed_total", "node" => node),
+            }),
         });
         Ok(Box::new(DeltaSink {
             inner: sink,
@@ -450,6 +492,56 @@ pub struct DeltaCommitter {
     /// Complete mode: each commit replaces every file.
     replace: bool,
     checkpoint_interval: u64,
+    maintenance: Arc<Maintainer>,
+}
+
+/// Runs the table's maintenance in the background, at most every `settings.every`.
+struct Maintainer {
+    settings: maintenance::Settings,
+    /// This process, in the maintenance lease.
+    owner: String,
+    /// When the last run started (or the sink was built).
+    last: Mutex<Instant>,
+    running: AtomicBool,
+    /// `engine_table_files_compacted_total` and `engine_table_files_vacuumed_total`.
+    compacted: metrics::Counter,
+    vacuumed: metrics::Counter,
+}
+
+impl Maintainer {
+    /// Starts a run on `table` in the background if one is due and none is running here.
+    fn maybe_run(self: &Arc<Self>, table: &Arc<DeltaTable>) {
+        let Some(every) = self.settings.every else {
+            return;
+        };
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() < every || self.running.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let (me, table) = (self.clone(), table.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match table.maintain(&me.settings, &me.owner).await {
+                Ok(Some(r)) => {
+                    me.compacted.increment(r.compacted as u64);
+                    me.vacuumed.increment(r.vacuumed as u64);
+                    tracing::info!(table = %table.location.url, compacted = r.compacted, written = r.written,
+                        vacuumed = r.vacuumed, log_removed = r.log_removed, ms = started.elapsed().as_millis() as u64,
+                        "delta maintenance");
+                }
+                Ok(None) => {
+                    tracing::debug!(table = %table.location.url, "delta maintenance skipped: another process holds the lease");
+                }
+                Err(e) => {
+                    tracing::warn!(table = %table.location.url, error = %e, "delta maintenance failed; it runs again later");
+                }
+            }
+            me.running.store(false, Ordering::SeqCst);
+        });
+    }
 }
 
 impl DeltaCommitter {
@@ -532,6 +624,7 @@ impl Committer for DeltaCommitter {
         if let Some(version) = committed {
             tracing::debug!(table = %self.table.location.url, version, "delta commit");
         }
+        self.maintenance.maybe_run(&self.table);
         Ok(())
     }
 
@@ -676,6 +769,7 @@ mod tests {
     use crate::parquet_sink::tests::{TempDir, ctx};
     use arrow::array::{AsArray, TimestampMillisecondArray};
     use arrow::datatypes::Int64Type;
+    use parquet::file::properties::WriterProperties;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -873,6 +967,125 @@ mod tests {
             ]
         );
         assert_eq!(rows(&dir.url()).await, expected(1..=7, false));
+    }
+
+    /// Sets the modification time of every file under `dir` (recursively) that `pick` accepts
+    /// to `ago` in the past.
+    fn backdate(dir: &std::path::Path, ago: Duration, pick: &dyn Fn(&std::path::Path) -> bool) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                backdate(&path, ago, pick);
+            } else if pick(&path) {
+                let f = std::fs::File::options().write(true).open(&path).unwrap();
+                f.set_modified(std::time::SystemTime::now() - ago).unwrap();
+            }
+        }
+    }
+
+    fn data_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.is_dir() && !name.starts_with('_') {
+                out.extend(data_files(&path));
+            } else if name.ends_with(".parquet") {
+                out.push(path);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_keeps_every_row_while_appends_go_on_and_vacuum_removes_only_what_is_old_and_unreferenced()
+     {
+        let dir = TempDir::new("delta-compact");
+        let config = serde_json::json!({
+            "path": dir.url(),
+            "partition_by": { "time": "ts", "format": "dt=%Y-%m-%d" },
+            "checkpoint_interval": 4,
+        });
+        let mut s = sink(config, "cp");
+        s.open().await.unwrap();
+        let committer = s.committer();
+        let p = PartitionId::new("t@0");
+        // 8 commits of two rows each, on two days: 8 small files per day.
+        for v in 0..8i64 {
+            let pending = stage(&mut s, &[v, 24 + v], Some(&p), v as u64 + 1, v as u64 + 1).await;
+            committer.commit(&pending).await.unwrap();
+        }
+        let before = rows(&dir.url()).await;
+        assert_eq!(data_files(&dir.0).len(), 16);
+        let table = DeltaTable::new(
+            &Location::open(&dir.url(), &Default::default()).unwrap(),
+            Arc::new(StructType::try_new([]).unwrap()),
+            Vec::new(),
+        )
+        .unwrap();
+        let settings = maintenance::Settings {
+            every: None,
+            target_bytes: 1024 * 1024,
+            file_retention: Duration::from_secs(300),
+            log_retention: Duration::from_secs(3600),
+            props: WriterProperties::builder().build(),
+        };
+        // Compaction while two more commits append (one of them on a third day).
+        let append = async {
+            for v in 8..10i64 {
+                let pending =
+                    stage(&mut s, &[v, 48 + v], Some(&p), v as u64 + 1, v as u64 + 1).await;
+                committer.commit(&pending).await.unwrap();
+            }
+        };
+        let (compacted, ()) = tokio::join!(table.compact(&settings), append);
+        let (removed, added) = compacted.unwrap();
+        assert_eq!((removed, added), (16, 2), "each day's 8 files into one");
+        let mut want = before.clone();
+        want.extend(expected([8, 9, 56, 57], true));
+        want.sort();
+        assert_eq!(
+            rows(&dir.url()).await,
+            want,
+            "every row once, before and after"
+        );
+        let last = log_versions(&dir.0).into_iter().max().unwrap();
+        let optimize: Vec<String> = (1..=last)
+            .map(|v| {
+                std::fs::read_to_string(dir.0.join(format!("_delta_log/{v:020}.json"))).unwrap()
+            })
+            .filter(|t| t.contains("OPTIMIZE"))
+            .collect();
+        assert_eq!(optimize.len(), 2, "one commit per rewritten file");
+        let optimize = optimize.concat();
+        assert_eq!(
+            optimize.matches(r#""dataChange":false"#).count(),
+            18,
+            "{optimize}"
+        );
+        assert!(!optimize.contains(r#""dataChange":true"#), "{optimize}");
+        // The 16 old files stay for readers of older versions until the retention passes.
+        let old: Vec<_> = data_files(&dir.0);
+        assert_eq!(old.len(), 16 + 2 + 4);
+        assert_eq!(table.vacuum(settings.file_retention).await.unwrap(), 0);
+        backdate(&dir.0, Duration::from_secs(3600), &|p| {
+            p.extension().is_some_and(|e| e == "parquet")
+        });
+        assert_eq!(table.vacuum(settings.file_retention).await.unwrap(), 16);
+        assert_eq!(data_files(&dir.0).len(), 6);
+        assert_eq!(rows(&dir.url()).await, want, "vacuum removes no live file");
+        // Log entries before the newest checkpoint older than the retention go; the table still
+        // reads the same.
+        backdate(
+            &dir.0.join("_delta_log"),
+            Duration::from_secs(7200),
+            &|_| true,
+        );
+        let removed = table.clean_log(settings.log_retention).await.unwrap();
+        assert!(removed >= 8, "{removed} log objects removed");
+        assert_eq!(log_versions(&dir.0).first().copied(), Some(8));
+        assert_eq!(rows(&dir.url()).await, want);
     }
 
     #[test]

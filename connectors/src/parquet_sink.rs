@@ -258,8 +258,8 @@ pub struct ParquetSink {
     format: TableFormat,
     /// The schema rows are cast to before they are written, when it is not the input's.
     cast_to: Option<SchemaRef>,
-    props: WriterProperties,
-    target_bytes: usize,
+    pub(crate) props: WriterProperties,
+    pub(crate) target_bytes: usize,
     pub(crate) mode: OutputMode,
     preview: TablePreview,
     /// The schema of every file written.
@@ -547,7 +547,7 @@ pub(crate) fn owner_id(checkpoint: &str) -> String {
 }
 
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> u128 {
+pub(crate) fn now_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -555,7 +555,7 @@ fn now_ms() -> u128 {
 }
 
 /// A data file's name: `part-<ms, zero-padded so names sort by time>-<12 hex digits of id>`.
-fn file_name(ms: u128, id: &str) -> String {
+pub(crate) fn file_name(ms: u128, id: &str) -> String {
     let id: String = id.chars().take(12).collect();
     format!("part-{ms:015}-{id}.parquet")
 }

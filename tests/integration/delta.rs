@@ -138,3 +138,145 @@ async fn delta_tables_read_by_delta_rs_equal_an_independent_computation() {
     );
     let _ = std::fs::remove_file(file);
 }
+
+/// A pipeline of the test's own: orders into one Delta table, partitioned by event date, with
+/// maintenance every 10 s.
+const COMPACTED: &str = r#"
+[pipeline]
+name = "delta_compaction"
+trigger = "300ms"
+checkpoint = "${CHECKPOINT_URL}/delta_compaction"
+
+[storage]
+endpoint = "${S3_ENDPOINT:-http://127.0.0.1:9000}"
+access_key_id = "${AWS_ACCESS_KEY_ID:-minioadmin}"
+secret_access_key = "${AWS_SECRET_ACCESS_KEY:-minioadmin}"
+
+[nodes.source]
+type = "kafka"
+brokers = "${KAFKA_BROKERS:-127.0.0.1:9092}"
+topic = "${ORDERS_TOPIC}"
+starting_offsets = "earliest"
+
+[nodes.parse]
+type = "json_parse"
+inputs = ["source"]
+on_error = "drop"
+[nodes.parse.schema]
+order_id = "int"
+customer_id = "string"
+timestamp = "string"
+total = "double"
+
+[nodes.orders]
+type = "delta"
+inputs = ["parse"]
+path = "${BRONZE_URL}/kafka/orders"
+partition_by = { time = "timestamp", format = "dt=%Y-%m-%d" }
+maintenance_every = "10s"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_under_a_stream_never_shows_a_reader_a_row_twice_or_loses_one() {
+    let topic = unique("it-delta-compact");
+    create_topic(&topic, 2).await;
+    let paths = EnginePaths::new("delta-compact");
+    let env = paths.env(&[("ORDERS_TOPIC", &topic)]);
+    let file = std::env::temp_dir().join(format!("{topic}.toml"));
+    std::fs::write(&file, COMPACTED).unwrap();
+    let table = paths.table("orders");
+    let t0 = ms("2026-06-01T23:59:00Z");
+
+    let mut child = ENGINE.spawn(file.to_str().unwrap(), &env);
+    let mut sent = Acked::new();
+    let mut reads = 0;
+    let mut compacted = false;
+    let started = std::time::Instant::now();
+    // Small bursts, each its own epoch's files, while a reader reads the table over and over:
+    // every read holds each row at most once, and never fewer rows than the one before.
+    let mut last = 0;
+    let mut i = 0i64;
+    // Until a few reads after the first compaction.
+    let mut after = 0;
+    while after < 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "no compaction within 90 s"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the engine stopped ({status}): {}", spawned_stderr(&child));
+        }
+        sent.extend(produce(&topic, burst(10, i as u64, i * 100, t0 + i * 20_000)).await);
+        i += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let t = table.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let log = list_table_log(&t);
+            let read = (!log.is_empty()).then(|| read_with(PyReader::Delta, &t));
+            (log, read)
+        })
+        .await
+        .unwrap();
+        let (log, Some(read)) = read else {
+            continue;
+        };
+        reads += 1;
+        let coords: std::collections::BTreeSet<_> = read.rows.iter().map(coord).collect();
+        assert_eq!(
+            coords.len(),
+            read.rows.len(),
+            "a row twice in version {:?}",
+            read.version
+        );
+        assert!(
+            read.rows.len() >= last,
+            "version {:?} lost rows",
+            read.version
+        );
+        last = read.rows.len();
+        compacted |= log.iter().any(|text| text.contains("OPTIMIZE"));
+        after += usize::from(compacted);
+    }
+    let (status, stderr) = sigterm(child).await;
+    assert!(status.success(), "{stderr}");
+    assert!(reads > 10, "{reads} reads");
+
+    let read = read_with(PyReader::Delta, &table);
+    let got: std::collections::BTreeSet<_> = read.rows.iter().map(coord).collect();
+    assert_eq!(got.len(), read.rows.len(), "a row twice after compaction");
+    assert_eq!(
+        got,
+        sent.keys().copied().collect(),
+        "exactly the acknowledged orders"
+    );
+    // Fewer live files than epochs wrote; the lease is given back.
+    let written = list_all(&table)
+        .await
+        .iter()
+        .filter(|p| p.as_ref().ends_with(".parquet") && !p.as_ref().contains("/_"))
+        .count();
+    assert!(
+        read.files < written,
+        "{} live files of {written} written",
+        read.files
+    );
+    assert!(list_all(&format!("{table}/_engine")).await.is_empty());
+    let _ = std::fs::remove_file(file);
+}
+
+/// The text of every log entry of the Delta table at `url` (blocking: for a reader thread).
+fn list_table_log(url: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for (name, bytes) in all_objects(&format!("{url}/_delta_log")).await {
+            if name.ends_with(".json") {
+                out.push(String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+        out
+    })
+}

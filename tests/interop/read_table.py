@@ -81,6 +81,10 @@ def main():
     out.write(json.dumps({"rows": table.num_rows, "version": version, "files": files}) + "\n")
     for row in table.to_pylist():
         out.write(json.dumps({k: plain(v) for k, v in row.items()}) + "\n")
+    out.flush()
+    # Leave without the interpreter's teardown: the readers' native thread pools sometimes abort
+    # it ("terminate called without an active exception") after everything was read.
+    os._exit(0)
 
 
 if __name__ == "__main__":
