@@ -2,7 +2,7 @@
 SHELL := bash
 ENGINE := target/release/engine
 
-.PHONY: help build demo test test-faults test-scaleout test-unit bench bench-metrics bench-scaleout stack-up stack-down stack-status fmt lint
+.PHONY: help build demo test test-faults test-scaleout test-unit bench bench-metrics bench-compaction bench-scaleout stack-up stack-down stack-status fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ bench: ## Throughput side by side: raw Kafka read, the engine, Spark (if install
 
 bench-metrics: ## The orders backfill with and without the metrics endpoint, runs interleaved; results in bench/results/
 	bench/run --only metrics
+
+bench-compaction: ## A Delta table streamed for 5 min with and without compaction: files and CPU; results in bench/results/
+	bench/run --only compaction
 
 bench-scaleout: ## One, two and three streaming instances on a 6-partition topic; results in bench/results/
 	bench/run --only scaleout

@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import signal
@@ -18,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,6 +28,7 @@ KAFKA_READ = os.path.join(ROOT, "target", "release", "examples", "kafka_read")
 TOOLS = os.environ.get("ENGINE_TOOLS_DIR", os.path.expanduser("~/.cache/engine-tools"))
 KAFKA_LIBS = os.path.join(TOOLS, "kafka-4.1.1", "libs", "*")
 BROKERS = os.environ.get("KAFKA_BROKERS", "127.0.0.1:9092")
+S3_ENDPOINT = os.environ.get("S3_ENDPOINT", "http://127.0.0.1:9000")
 
 
 def log(msg):
@@ -226,6 +229,120 @@ def now_ms():
     return int(time.time() * 1000)
 
 
+READERS_PYTHON = None
+
+
+def delta_files(table):
+    """(live files of the latest version, every .parquet object under the table) of a Delta table,
+    read with delta-rs (scripts/install-readers) and by listing."""
+    global READERS_PYTHON
+    if READERS_PYTHON is None:
+        READERS_PYTHON = subprocess.run([os.path.join(ROOT, "scripts", "install-readers"), "--print-python"],
+                                        check=True, capture_output=True, text=True).stdout.strip()
+    out = subprocess.run([READERS_PYTHON, os.path.join(ROOT, "tests", "interop", "read_table.py"), "delta", table],
+                         check=True, capture_output=True, text=True)
+    live = json.loads(out.stdout.splitlines()[0])["files"]
+    bucket, prefix = table[len("s3://"):].split("/", 1)
+    objects = 0
+    token = None
+    while True:
+        query = f"list-type=2&max-keys=1000&prefix={urllib.parse.quote(prefix + '/', safe='')}"
+        if token:
+            query += f"&continuation-token={urllib.parse.quote(token, safe='')}"
+        listing = subprocess.run(["curl", "-s", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user",
+                                  "minioadmin:minioadmin", f"{S3_ENDPOINT}/{bucket}?{query}"],
+                                 check=True, capture_output=True, text=True).stdout
+        objects += sum(1 for k in re.findall(r"<Key>([^<]*)</Key>", listing)
+                       if k.endswith(".parquet") and "/_" not in k[len(prefix):])
+        m = re.search(r"<NextContinuationToken>([^<]*)</NextContinuationToken>", listing)
+        if not m:
+            return live, objects
+        token = m.group(1)
+
+
+def compaction_run(every, seconds, rate):
+    """A streaming run of bench/pipelines/delta_stream.toml (trigger 1 s) fed `rate` orders/s for
+    `seconds`, with maintenance every `every` ("off": none). Returns the epochs committed, the live
+    and written data files, the engine's CPU seconds and the maintenance runs' own wall ms."""
+    run = f"bench/{datetime.datetime.utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    topic = f"bench-compaction-{uuid.uuid4().hex[:8]}"
+    create_topic(topic, 3)
+    env = dict(os.environ)
+    env.update({"ORDERS_TOPIC": topic, "BRONZE_URL": f"s3://bronze/{run}",
+                "CHECKPOINT_URL": f"s3://bronze/{run}/_checkpoints", "MAINTENANCE_EVERY": every,
+                "RUST_LOG": "info", "ENGINE_LOG_FORMAT": "json"})
+    log_path = f"/tmp/{run.replace('/', '-')}.log"
+    with open(log_path, "w+") as err:
+        proc = subprocess.Popen([ENGINE, "run", os.path.join(ROOT, "bench", "pipelines", "delta_stream.toml")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            produce_paced(topic, int(seconds * rate), rate)
+            time.sleep(3)
+            cpu = cpu_seconds(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=90)
+        err.seek(0)
+        epochs, maintenance_ms, compacted = 0, 0, 0
+        for line in err:
+            if not line.startswith("{"):
+                continue
+            event = json.loads(line)
+            fields = event.get("fields", {})
+            message = fields.get("message", "")
+            if message == "epoch progress":
+                epochs += 1
+            elif message == "delta maintenance":
+                maintenance_ms += int(fields.get("ms", 0))
+                compacted += int(fields.get("compacted", 0))
+    delete_topic(topic)
+    live, written = delta_files(f"s3://bronze/{run}/commandes")
+    return {"maintenance": every, "seconds": seconds, "epochs": epochs, "live_files": live,
+            "written_files": written, "compacted": compacted, "cpu_s": cpu, "maintenance_ms": maintenance_ms}
+
+
+def compaction_section(args):
+    rows = []
+    for every in ["off", args.maintenance_every]:
+        r = compaction_run(every, args.compaction_seconds, args.compaction_rate)
+        log(f"maintenance {every}: {r}")
+        rows.append(r)
+    return rows
+
+
+def write_compaction(args, rows):
+    stamp = datetime.datetime.utcnow().strftime("%Y-%m-%dT%H%M%SZ")
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    md_path = os.path.join(ROOT, "bench", "results", f"{stamp}-compaction.md")
+    lines = [
+        f"# Delta compaction benchmark {stamp}",
+        "",
+        f"Command: `{' '.join(['python3', 'bench/bench.py'] + sys.argv[1:])}` (via `make bench-compaction`)",
+        f"Machine: {platform.node()}, {os.cpu_count()} cores; Kafka and the S3 server on the same machine.",
+        f"Each run streams `bench/pipelines/delta_stream.toml` (one Delta table partitioned by event date, trigger 1 s) "
+        f"on a new 3-partition topic fed {args.compaction_rate:g} orders/s for {args.compaction_seconds} s "
+        "(`engine produce --rate`), then stops it with SIGTERM. Live files: the latest version's, read by delta-rs; "
+        "written: every data file under the table (vacuum keeps removed files for `file_retention`, 7 days). "
+        "Per hour: scaled by 3,600 s / the run's length. CPU: the engine's user + system seconds; maintenance ms: "
+        "the wall time of its maintenance runs, from its log.",
+        "",
+        "| maintenance | run s | epochs | live files | written files | live files per hour | written files per hour | files compacted | engine CPU-s | maintenance wall ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        scale = 3600 / r["seconds"]
+        lines.append(f"| {r['maintenance']} | {r['seconds']} | {r['epochs']} | {r['live_files']} | {r['written_files']} | "
+                     f"{r['live_files'] * scale:,.0f} | {r['written_files'] * scale:,.0f} | {r['compacted']} | "
+                     f"{r['cpu_s']:.2f} | {r['maintenance_ms']} |")
+    if len(rows) == 2:
+        lines += ["", f"- CPU-s with maintenance minus without: {rows[1]['cpu_s'] - rows[0]['cpu_s']:.2f} "
+                      f"(per hour: {(rows[1]['cpu_s'] - rows[0]['cpu_s']) * 3600 / rows[1]['seconds']:.1f})"]
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    log(f"wrote {md_path}")
+
+
 def produce_paced(topic, count, rate):
     """Open-loop producer: message i is due at start + i/rate and carries that intended send time
     as its event time and Kafka timestamp. Returns the wall seconds it took."""
@@ -370,7 +487,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--spark", choices=["auto", "no"], default="auto",
                     help="run the Spark job too when bench/spark/install has installed it")
-    ap.add_argument("--only", choices=["all", "throughput", "latency", "scaleout", "metrics"], default="all",
+    ap.add_argument("--compaction-seconds", type=int, default=300,
+                    help="length of each run of --only compaction")
+    ap.add_argument("--compaction-rate", type=float, default=200, help="orders/s of --only compaction")
+    ap.add_argument("--maintenance-every", default="1m", help="maintenance interval of --only compaction's second run")
+    ap.add_argument("--only", choices=["all", "throughput", "latency", "scaleout", "metrics", "compaction"], default="all",
                     help="scaleout: 1, 2 and 3 streaming instances on a 6-partition topic (make bench-scaleout); "
                          "metrics: the orders backfill with and without the metrics endpoint, interleaved")
     ap.add_argument("--latency-seconds", type=int, default=120,
@@ -389,6 +510,9 @@ def main():
 
     if args.only == "scaleout":
         write_scaleout(args, scaleout_section(args))
+        return
+    if args.only == "compaction":
+        write_compaction(args, compaction_section(args))
         return
     orders_topic = f"bench-orders-{args.orders}"
     logs_topic = f"bench-logs-{args.logs}"

@@ -207,8 +207,17 @@ pub fn hint(e: &EngineError) -> Option<&'static str> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=off,rdkafka=off"));
+    // The Delta kernel logs every snapshot it builds at info: quiet unless RUST_LOG names it.
+    let mut directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "info,librdkafka=off,rdkafka=off".to_string());
+    if !directives.contains("delta_kernel") {
+        directives.push_str(",delta_kernel=warn");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,librdkafka=off,rdkafka=off,delta_kernel=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
