@@ -2,7 +2,7 @@
 SHELL := bash
 ENGINE := target/release/engine
 
-.PHONY: help build demo test test-faults test-scaleout test-unit bench bench-metrics bench-compaction bench-scaleout stack-up stack-down stack-status fmt lint
+.PHONY: help build demo test test-faults test-scaleout test-interop test-unit bench bench-metrics bench-compaction bench-scaleout stack-up stack-down stack-status fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -23,6 +23,11 @@ test-scaleout: build stack-up ## Scale-out against the real stack: the condition
 	PREFLIGHT_ROUNDS=$${PREFLIGHT_ROUNDS:-5} cargo test --release --locked --workspace --test integration -- --ignored --nocapture --test-threads 1 preflight a_paused_instance
 	SCALEOUT_ROUNDS=$${SCALEOUT_ROUNDS:-24} cargo test --release --locked --workspace --test integration -- --nocapture --test-threads 1 scaleout:: churn:: gold_tables_stay_exact_while
 	cargo test --release --locked --workspace --test faults -- --nocapture --test-threads 1 two_engines_on_one_checkpoint
+
+test-interop: stack-up ## Delta and partitioned tables read by DuckDB and Spark, row for row as delta-rs and pyarrow read them (installs both readers; minutes)
+	scripts/install-readers
+	scripts/install-interop
+	cargo test --release --locked --workspace --test integration -- --ignored --nocapture --test-threads 1 interop::
 
 bench: ## Throughput side by side: raw Kafka read, the engine, Spark (if installed); results in bench/results/
 	bench/run

@@ -95,6 +95,7 @@ impl SinkConfig for DeltaSinkConfig {
         let mut sink = config.table_sink(ctx, input, TableFormat::Delta)?;
         let settings = maintenance::Settings {
             every,
+            checkpoint_interval,
             target_bytes: sink.target_bytes as u64,
             file_retention,
             log_retention,
@@ -552,16 +553,53 @@ impl DeltaCommitter {
         }
     }
 
+    /// The app id and version `p` commits under.
+    fn txn_of(&self, p: &PendingCommit) -> Result<(String, i64)> {
+        let version = p.version.ok_or_else(|| {
+            EngineError::runtime(format!(
+                "output of `{}` has no commit number; it was staged by an engine without Delta support",
+                p.node
+            ))
+        })?;
+        Ok((self.app_id(p.partition.as_ref()), version as i64))
+    }
+
+    /// The items of `pending` whose commit the table's log does not have yet.
+    async fn not_in_log(&self, pending: &[PendingCommit]) -> Result<Vec<PendingCommit>> {
+        let mut apps: BTreeMap<String, Option<i64>> = BTreeMap::new();
+        for p in pending {
+            apps.insert(self.txn_of(p)?.0, None);
+        }
+        let what = format!("reading the Delta table at {}", self.table.location.url);
+        let apps = self
+            .table
+            .blocking(move |engine, url| {
+                let snapshot = Snapshot::builder_for(url.as_str())
+                    .build(engine.as_ref())
+                    .map_err(|e| kernel_error(&what, e))?;
+                for (app, done) in apps.iter_mut() {
+                    *done = snapshot
+                        .get_app_id_version(app, engine.as_ref())
+                        .map_err(|e| kernel_error(&what, e))?;
+                }
+                Ok(apps)
+            })
+            .await?;
+        let mut todo = Vec::new();
+        for p in pending {
+            let (app, version) = self.txn_of(p)?;
+            if apps[&app].is_none_or(|done| done < version) {
+                todo.push(p.clone());
+            }
+        }
+        Ok(todo)
+    }
+
     /// The files of `pending`, grouped by commit point, with their sizes read from the store.
     async fn groups(&self, pending: &[PendingCommit]) -> Result<Vec<Group>> {
         let mut groups: BTreeMap<(String, i64), Vec<NewFile>> = BTreeMap::new();
         for p in pending {
-            let version = p.version.ok_or_else(|| {
-                EngineError::runtime(format!(
-                    "output of `{}` has no commit number; it was staged by an engine without Delta support",
-                    p.node
-                ))
-            })?;
+            let key = self.txn_of(p)?;
             let (path, rows) = crate::parquet_sink::committed_file(p)?;
             let meta = self.table.location.store.head(&path).await.map_err(|e| {
                 self.table
@@ -583,16 +621,13 @@ impl DeltaCommitter {
             } else {
                 crate::hive::values(folder.trim_start_matches('/'))
             };
-            groups
-                .entry((self.app_id(p.partition.as_ref()), version as i64))
-                .or_default()
-                .push(NewFile {
-                    path: rel,
-                    partition,
-                    size: meta.size as i64,
-                    modified_ms: meta.last_modified.timestamp_millis(),
-                    rows: rows as i64,
-                });
+            groups.entry(key).or_default().push(NewFile {
+                path: rel,
+                partition,
+                size: meta.size as i64,
+                modified_ms: meta.last_modified.timestamp_millis(),
+                rows: rows as i64,
+            });
         }
         Ok(groups
             .into_iter()
@@ -608,9 +643,16 @@ impl DeltaCommitter {
 #[async_trait::async_trait]
 impl Committer for DeltaCommitter {
     async fn commit(&self, pending: &[PendingCommit]) -> Result<()> {
+        // What the log has already is done: its files may have been compacted away and
+        // vacuumed since (a partition idle for longer than the retention finishes its last
+        // commit point again at every restart).
+        let pending = self.not_in_log(pending).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
         // The data files first: completed uploads are invisible until the log names them.
-        self.files.commit(pending).await?;
-        let groups = self.groups(pending).await?;
+        self.files.commit(&pending).await?;
+        let groups = self.groups(&pending).await?;
         if groups.is_empty() {
             return Ok(());
         }
@@ -692,16 +734,8 @@ fn commit_groups(
             .map_err(|e| kernel_error("committing", e))?
         {
             CommitResult::Committed(c) => {
-                let version = c.commit_version();
-                if c.post_commit_stats().commits_since_checkpoint >= checkpoint_interval
-                    && let Some(s) = c.post_commit_snapshot()
-                {
-                    // Best effort: a missing checkpoint only makes readers replay more JSON.
-                    if let Err(e) = s.clone().checkpoint(engine.as_ref(), None) {
-                        tracing::warn!(version, error = %e, "could not write a delta log checkpoint; readers replay the JSON entries instead");
-                    }
-                }
-                return Ok(Some(version));
+                checkpoint_if_due(engine, &c, checkpoint_interval);
+                return Ok(Some(c.commit_version()));
             }
             CommitResult::Conflicted(_) | CommitResult::Retryable(_) => {
                 std::thread::sleep(wait + Duration::from_millis(fastrand_ms()));
@@ -712,6 +746,22 @@ fn commit_groups(
     Err(EngineError::runtime(format!(
         "{COMMIT_ATTEMPTS} attempts in a row found the log version taken by other writers"
     )))
+}
+
+/// Writes a log checkpoint after `committed` once `interval` commits have passed since the last.
+fn checkpoint_if_due(
+    engine: &Engine,
+    committed: &delta_kernel::transaction::CommittedTransaction,
+    interval: u64,
+) {
+    if committed.post_commit_stats().commits_since_checkpoint >= interval
+        && let Some(s) = committed.post_commit_snapshot()
+    {
+        // Best effort: a missing checkpoint only makes readers replay more JSON.
+        if let Err(e) = s.clone().checkpoint(engine.as_ref(), None) {
+            tracing::warn!(version = committed.commit_version(), error = %e, "could not write a delta log checkpoint; readers replay the JSON entries instead");
+        }
+    }
 }
 
 /// A few milliseconds of jitter, so that writers that collided do not collide again.
@@ -1012,9 +1062,13 @@ mod tests {
         let committer = s.committer();
         let p = PartitionId::new("t@0");
         // 8 commits of two rows each, on two days: 8 small files per day.
+        let mut first = Vec::new();
         for v in 0..8i64 {
             let pending = stage(&mut s, &[v, 24 + v], Some(&p), v as u64 + 1, v as u64 + 1).await;
             committer.commit(&pending).await.unwrap();
+            if v == 0 {
+                first = pending;
+            }
         }
         let before = rows(&dir.url()).await;
         assert_eq!(data_files(&dir.0).len(), 16);
@@ -1026,6 +1080,7 @@ mod tests {
         .unwrap();
         let settings = maintenance::Settings {
             every: None,
+            checkpoint_interval: 4,
             target_bytes: 1024 * 1024,
             file_retention: Duration::from_secs(300),
             log_retention: Duration::from_secs(3600),
@@ -1075,6 +1130,10 @@ mod tests {
         assert_eq!(table.vacuum(settings.file_retention).await.unwrap(), 16);
         assert_eq!(data_files(&dir.0).len(), 6);
         assert_eq!(rows(&dir.url()).await, want, "vacuum removes no live file");
+        // A commit point finished again (at a restart) whose files were compacted and vacuumed
+        // since: the log has it, so nothing is looked for.
+        committer.commit(&first).await.unwrap();
+        assert_eq!(rows(&dir.url()).await, want);
         // Log entries before the newest checkpoint older than the retention go; the table still
         // reads the same.
         backdate(
@@ -1084,7 +1143,16 @@ mod tests {
         );
         let removed = table.clean_log(settings.log_retention).await.unwrap();
         assert!(removed >= 8, "{removed} log objects removed");
-        assert_eq!(log_versions(&dir.0).first().copied(), Some(8));
+        let newest_checkpoint = std::fs::read_dir(dir.0.join("_delta_log"))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".checkpoint.parquet")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max();
+        assert_eq!(log_versions(&dir.0).first().copied(), newest_checkpoint);
         assert_eq!(rows(&dir.url()).await, want);
     }
 

@@ -141,7 +141,7 @@ async fn delta_tables_read_by_delta_rs_equal_an_independent_computation() {
 
 /// A pipeline of the test's own: orders into one Delta table, partitioned by event date, with
 /// maintenance every 10 s.
-const COMPACTED: &str = r#"
+pub(crate) const COMPACTED: &str = r#"
 [pipeline]
 name = "delta_compaction"
 trigger = "300ms"

@@ -9,6 +9,7 @@
 mod churn;
 mod delta;
 mod gold;
+mod interop;
 mod metrics;
 mod partitioned;
 mod preflight;

@@ -20,11 +20,26 @@ fn gained(stderr: &str) -> usize {
 /// `commandes` exactly once, with its items, and no staged object or upload is left.
 #[tokio::test(flavor = "multi_thread")]
 async fn instances_share_a_topic_and_every_record_lands_once_as_they_join_and_leave() {
-    let topic = unique("it-scale");
+    join_and_leave("scale", &[]).await;
+}
+
+/// The same with Delta tables (`TABLE_FORMAT=delta`), read back by delta-rs: the instances
+/// commit to one log at once, each partition's commits under its own app id, and a commit that
+/// finds its log version taken is made again on the newer one.
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_appending_to_one_delta_table_land_every_record_once() {
+    join_and_leave("scale-delta", &[("TABLE_FORMAT", "delta")]).await;
+}
+
+async fn join_and_leave(name: &str, extra_env: &[(&str, &str)]) {
+    let topic = unique(&format!("it-{name}"));
     create_topic(&topic, 6).await;
-    let paths = EnginePaths::new("scale");
+    let paths = EnginePaths::new(name);
     let file = bronze_only_pipeline();
-    let env = paths.env(&[("ORDERS_TOPIC", &topic), ("TRIGGER", "1s")]);
+    let mut env = paths.env(&[("ORDERS_TOPIC", &topic), ("TRIGGER", "1s")]);
+    for (k, v) in extra_env {
+        set_env(&mut env, k, v);
+    }
     let mut sent = produce(&topic, orders(120, 61, 1)).await;
     let a = ENGINE.spawn(&file, &env);
     wait_rows(

@@ -10,15 +10,14 @@ The S3 server comes from S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY a
 (the local stack's defaults when unset).
 """
 
-import datetime
-import json
 import os
-import sys
 from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+
+import table_output
 
 ENDPOINT = os.environ.get("S3_ENDPOINT", "http://127.0.0.1:9000")
 KEY = os.environ.get("AWS_ACCESS_KEY_ID", "minioadmin")
@@ -58,30 +57,10 @@ def read_parquet(url):
     return dataset.to_table(), None, len(dataset.files)
 
 
-def plain(value):
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
-        return int(value.timestamp() * 1000)
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
-
-
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in ("delta", "parquet"):
-        sys.exit("usage: read_table.py delta|parquet s3://bucket/prefix")
-    kind, url = sys.argv[1], sys.argv[2]
+    kind, url = table_output.usage_and_args("read_table.py")
     table, version, files = (read_delta if kind == "delta" else read_parquet)(url)
-    out = sys.stdout
-    out.write(json.dumps({"rows": table.num_rows, "version": version, "files": files}) + "\n")
-    for row in table.to_pylist():
-        out.write(json.dumps({k: plain(v) for k, v in row.items()}) + "\n")
-    out.flush()
+    table_output.write(table.to_pylist(), version, files)
     # Leave without the interpreter's teardown: the readers' native thread pools sometimes abort
     # it ("terminate called without an active exception") after everything was read.
     os._exit(0)

@@ -49,6 +49,8 @@ const MAX_RUN_BYTES: u64 = 1024 * 1024 * 1024;
 pub(crate) struct Settings {
     /// How often maintenance runs; `None`: never.
     pub(crate) every: Option<Duration>,
+    /// A log checkpoint every this many commits (compaction commits count too).
+    pub(crate) checkpoint_interval: u64,
     pub(crate) target_bytes: u64,
     pub(crate) file_retention: Duration,
     pub(crate) log_retention: Duration,
@@ -308,8 +310,9 @@ impl DeltaTable {
             };
             let gone: HashSet<String> = bin.iter().map(|f| f.path.clone()).collect();
             let n = gone.len();
+            let interval = settings.checkpoint_interval;
             let committed = self
-                .blocking(move |engine, url| commit_rewrite(&engine, &url, &gone, &new))
+                .blocking(move |engine, url| commit_rewrite(&engine, &url, &gone, &new, interval))
                 .await?;
             if committed {
                 removed += n;
@@ -489,6 +492,7 @@ fn commit_rewrite(
     url: &url::Url,
     gone: &HashSet<String>,
     new: &NewFile,
+    checkpoint_interval: u64,
 ) -> Result<bool> {
     for _ in 0..super::COMMIT_ATTEMPTS {
         let snapshot = Snapshot::builder_for(url.as_str())
@@ -516,7 +520,10 @@ fn commit_rewrite(
             .commit(engine.as_ref())
             .map_err(|e| kernel_error("committing a compaction", e))?
         {
-            CommitResult::Committed(_) => return Ok(true),
+            CommitResult::Committed(c) => {
+                super::checkpoint_if_due(engine, &c, checkpoint_interval);
+                return Ok(true);
+            }
             CommitResult::Conflicted(_) | CommitResult::Retryable(_) => {
                 std::thread::sleep(Duration::from_millis(50));
             }

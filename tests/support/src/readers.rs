@@ -15,6 +15,13 @@ pub enum PyReader {
     HiveParquet,
 }
 
+/// The query engines of `make test-interop`, installed by `scripts/install-interop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryEngine {
+    DuckDb,
+    Spark,
+}
+
 /// What a reader saw of a table: its rows, and for Delta the version read and its file count.
 #[derive(Debug, Clone)]
 pub struct ReadBack {
@@ -39,6 +46,44 @@ fn python() -> &'static str {
     })
 }
 
+/// The interpreters `scripts/install-interop --print-env` names, installing them when absent.
+fn interop_env() -> &'static std::collections::BTreeMap<String, String> {
+    static ENV: OnceLock<std::collections::BTreeMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/install-interop"))
+            .arg("--print-env")
+            .output()
+            .expect("run scripts/install-interop");
+        assert!(
+            out.status.success(),
+            "scripts/install-interop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
+
+/// Reads the table at `url` with DuckDB or Spark, as a Delta table (`delta`) or as
+/// Hive-partitioned Parquet.
+pub fn read_with_engine(engine: QueryEngine, delta: bool, url: &str) -> ReadBack {
+    let env = interop_env();
+    let (python, script) = match engine {
+        QueryEngine::DuckDb => (&env["DUCKDB_PYTHON"], "tests/interop/read_table_duckdb.py"),
+        QueryEngine::Spark => (&env["SPARK_PYTHON"], "tests/interop/read_table_spark.py"),
+    };
+    let mut cmd = Command::new(python);
+    cmd.arg(repo_root().join(script));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_reader(cmd, if delta { "delta" } else { "parquet" }, url)
+}
+
 /// Reads the table at `url` (`s3://...`) with `reader`. Timestamps come back as milliseconds
 /// since the Unix epoch, as [`crate::rows`] gives them.
 pub fn read_with(reader: PyReader, url: &str) -> ReadBack {
@@ -46,8 +91,13 @@ pub fn read_with(reader: PyReader, url: &str) -> ReadBack {
         PyReader::Delta => "delta",
         PyReader::HiveParquet => "parquet",
     };
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/interop/read_table.py"))
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/interop/read_table.py"));
+    run_reader(cmd, kind, url)
+}
+
+fn run_reader(mut cmd: Command, kind: &str, url: &str) -> ReadBack {
+    let out = cmd
         .args([kind, url])
         .env("S3_ENDPOINT", s3_endpoint())
         .env(
