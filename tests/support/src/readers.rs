@@ -30,37 +30,35 @@ pub struct ReadBack {
     pub files: usize,
 }
 
+/// What an install script of `scripts/` prints with `arg` (installing first when needed).
+fn install(script: &str, arg: &str) -> String {
+    let out = Command::new(repo_root().join("scripts").join(script))
+        .arg(arg)
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The delta-rs and pyarrow interpreter of `scripts/install-readers`.
 fn python() -> &'static str {
     static PYTHON: OnceLock<String> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/install-readers"))
-            .arg("--print-python")
-            .output()
-            .expect("run scripts/install-readers");
-        assert!(
-            out.status.success(),
-            "scripts/install-readers failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        install("install-readers", "--print-python")
+            .trim()
+            .to_string()
     })
 }
 
-/// The interpreters `scripts/install-interop --print-env` names, installing them when absent.
+/// The interpreters `scripts/install-interop --print-env` names.
 fn interop_env() -> &'static std::collections::BTreeMap<String, String> {
     static ENV: OnceLock<std::collections::BTreeMap<String, String>> = OnceLock::new();
     ENV.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/install-interop"))
-            .arg("--print-env")
-            .output()
-            .expect("run scripts/install-interop");
-        assert!(
-            out.status.success(),
-            "scripts/install-interop failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
+        install("install-interop", "--print-env")
             .lines()
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
