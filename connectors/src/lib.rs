@@ -1,9 +1,10 @@
-//! Built-in connectors: the Kafka source, the Parquet and Delta Lake object-store sinks and the
+//! Built-in connectors: the Kafka and file sources, the Parquet and Delta Lake object-store sinks and the
 //! console sink.
 //! They register through [`engine_api::Registry`] exactly as user code does.
 
 pub mod console;
 pub mod delta;
+pub mod file;
 pub mod hive;
 pub mod kafka;
 pub mod parquet_sink;
@@ -14,6 +15,7 @@ use engine_api::Registry;
 /// Registers the built-in connectors.
 pub fn register(registry: &mut Registry) {
     registry.register_source::<kafka::KafkaSourceConfig>("kafka");
+    registry.register_source::<file::FileSourceConfig>("file");
     registry.register_sink::<parquet_sink::ParquetSinkConfig>("parquet");
     registry.register_sink::<delta::DeltaSinkConfig>("delta");
     registry.register_sink::<console::ConsoleSinkConfig>("console");

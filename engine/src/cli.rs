@@ -58,7 +58,8 @@ enum Command {
     },
     /// Check pipelines without running them: TOML keys, types and ranges, node types, wiring,
     /// column names and schemas, URLs. Connects to nothing and writes nothing, unless --connect.
-    /// Checks every file given and prints one line per error; exits 2 if any file fails.
+    /// Checks every file given and prints one line per error; exits 2 if any file fails. A
+    /// `.test.toml` file is checked against its pipeline (it parses and names what it has).
     Validate {
         /// The pipeline file(s).
         #[arg(required = true)]
@@ -136,8 +137,32 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Run the unit tests of pipelines, declared in `<pipeline>.test.toml` beside each file:
+    /// messages for the sources (barriers between them where a trigger should fall) and the rows
+    /// expected on named nodes, ports (`parse.quarantine`) or sinks. Runs the real graph
+    /// in-process with no Kafka, no S3 and no disk: sources replaced by the messages, sinks by
+    /// memory tables, checkpoints in memory. Prints a diff of expected and actual rows for each
+    /// failure; exits 1 if any test fails, 2 if a file is wrong. A `.test.toml` argument stands
+    /// for its pipeline, so `engine test pipelines/*.toml` works.
+    Test {
+        /// The pipeline file(s).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// text, or json (one document with every result).
+        #[arg(long, default_value = "text")]
+        format: TestFormat,
+        /// Run only the tests whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// List the node types this binary knows.
     Types,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TestFormat {
+    Text,
+    Json,
 }
 
 /// `engine top --interval`: 100 ms to 1 min.
@@ -160,7 +185,9 @@ enum GraphFormat {
 /// Runs the CLI with a registry; custom binaries register their operators first.
 pub fn main_with(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Tests print their results; the runtime's progress would bury them.
+    let quiet = matches!(cli.command, Command::Test { .. });
+    init_logging(cli.log_format, if quiet { "error" } else { "info" });
     let json = matches!(cli.log_format, LogFormat::Json);
     match execute(cli.command, registry) {
         Ok(()) => ExitCode::SUCCESS,
@@ -206,12 +233,12 @@ pub fn hint(e: &EngineError) -> Option<&'static str> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, level: &str) {
     // The Delta kernel logs every snapshot it builds at info: quiet unless RUST_LOG names it.
     let mut directives = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| "info,librdkafka=off,rdkafka=off".to_string());
+        .unwrap_or_else(|| format!("{level},librdkafka=off,rdkafka=off"));
     if !directives.contains("delta_kernel") {
         directives.push_str(",delta_kernel=warn");
     }
@@ -245,7 +272,20 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
         Command::Validate { files, connect } => {
             let rt = if connect { Some(runtime()?) } else { None };
             let mut first_error: Option<EngineError> = None;
+            let mut registry = registry;
+            crate::pipeline_tests::register_tap(&mut registry);
             for f in &files {
+                if crate::pipeline_tests::pipeline_path(f) != *f {
+                    // A pipeline's tests: they parse and name what the pipeline has.
+                    match crate::pipeline_tests::validate(f, &registry) {
+                        Ok(n) => println!("{}: ok ({n} tests)", f.display()),
+                        Err(e) => {
+                            eprintln!("{}", error_line(&e));
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                    continue;
+                }
                 let checked = load(f, &registry).and_then(|mut g| {
                     if let Some(rt) = &rt {
                         rt.block_on(crate::runtime::check_environment(&mut g))?;
@@ -276,6 +316,43 @@ fn execute(command: Command, registry: Registry) -> Result<()> {
             match format {
                 GraphFormat::Text => print!("{}", g.render_text()),
                 GraphFormat::Dot => print!("{}", g.render_dot()),
+            }
+            Ok(())
+        }
+        Command::Test {
+            files,
+            format,
+            filter,
+        } => {
+            let mut registry = registry;
+            crate::pipeline_tests::register_tap(&mut registry);
+            let rt = runtime()?;
+            let mut seen = std::collections::BTreeSet::new();
+            let (mut results, mut missing) = (Vec::new(), Vec::new());
+            for f in &files {
+                let pipeline = crate::pipeline_tests::pipeline_path(f);
+                if !seen.insert(pipeline.clone()) {
+                    continue;
+                }
+                match rt.block_on(crate::pipeline_tests::run_pipeline_tests(
+                    &pipeline,
+                    &registry,
+                    filter.as_deref(),
+                ))? {
+                    Some(r) => results.push(r),
+                    None => missing.push(pipeline.display().to_string()),
+                }
+            }
+            let failed = match format {
+                TestFormat::Text => crate::pipeline_tests::print_text(&results, &missing).1,
+                TestFormat::Json => {
+                    let doc = crate::pipeline_tests::to_json(&results, &missing);
+                    println!("{doc:#}");
+                    doc["failed"].as_u64().unwrap_or(0) as usize
+                }
+            };
+            if failed > 0 {
+                return Err(EngineError::reported(1));
             }
             Ok(())
         }

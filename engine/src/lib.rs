@@ -11,6 +11,7 @@ mod config_props;
 #[cfg(test)]
 mod layers_check;
 mod metrics_server;
+pub mod pipeline_tests;
 pub mod produce;
 #[cfg(test)]
 mod repo_checks;

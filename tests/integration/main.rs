@@ -8,10 +8,12 @@
 
 mod churn;
 mod delta;
+mod file_source;
 mod gold;
 mod interop;
 mod metrics;
 mod partitioned;
+mod pipeline_tests;
 mod preflight;
 mod report;
 mod scaleout;

@@ -16,6 +16,45 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The in-memory stores `memory://NAME` URLs open, by name. Only a store created with
+/// [`memory_location`] can be opened (by `engine test`, for its checkpoints): a pipeline file
+/// that names `memory://` gets the usual "unsupported URL scheme" error, so no real pipeline
+/// can keep its checkpoints where a restart loses them.
+static MEMORY_STORES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, Arc<object_store::memory::InMemory>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn memory_store(name: &str) -> Option<Arc<dyn ObjectStore>> {
+    let stores = MEMORY_STORES.lock().unwrap_or_else(|e| e.into_inner());
+    stores.get(name).map(|s| s.clone() as Arc<dyn ObjectStore>)
+}
+
+/// Creates an empty in-memory store and returns its URL, `memory://<unique name>`, which
+/// [`Location::open`] then accepts. It lives until [`drop_memory_location`].
+pub fn memory_location() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("m{}-{n}", std::process::id());
+    MEMORY_STORES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            name.clone(),
+            Arc::new(object_store::memory::InMemory::new()),
+        );
+    format!("memory://{name}")
+}
+
+/// Frees the store behind a URL [`memory_location`] gave.
+pub fn drop_memory_location(url: &str) {
+    if let Ok(u) = url::Url::parse(url) {
+        MEMORY_STORES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(u.host_str().unwrap_or_default());
+    }
+}
+
 /// An object store opened at a URL's prefix.
 #[derive(Clone)]
 pub struct Location {
@@ -123,6 +162,20 @@ impl Location {
                     prefix: Path::from(parsed.path().trim_matches('/')),
                     bucket: None,
                     endpoint: "local filesystem".into(),
+                    service: Service::ObjectStore,
+                    client_options: None,
+                    region: String::new(),
+                })
+            }
+            "memory" if memory_store(parsed.host_str().unwrap_or_default()).is_some() => {
+                let name = parsed.host_str().unwrap_or_default();
+                Ok(Location {
+                    url: url.to_string(),
+                    store: memory_store(name).expect("checked by the guard"),
+                    s3: None,
+                    prefix: Path::from(parsed.path().trim_matches('/')),
+                    bucket: None,
+                    endpoint: "process memory".into(),
                     service: Service::ObjectStore,
                     client_options: None,
                     region: String::new(),

@@ -182,6 +182,8 @@ type StagedKey = (String, String, Epoch, Option<PartitionId>);
 #[derive(Default)]
 struct TableState {
     committed: Vec<RecordBatch>,
+    /// What each publication made visible, with the epoch that staged it, in commit order.
+    history: Vec<(Epoch, Vec<RecordBatch>)>,
     staged: BTreeMap<StagedKey, Vec<RecordBatch>>,
     published: BTreeSet<StagedKey>,
     /// Commits that must fail (by epoch), once each.
@@ -200,6 +202,12 @@ impl MemoryTable {
     /// The committed rows, in commit order.
     pub fn committed(&self) -> Vec<RecordBatch> {
         self.lock().committed.clone()
+    }
+
+    /// What each commit made visible, with the epoch that staged it, in commit order (a
+    /// complete-mode table's last entry is the whole table).
+    pub fn commits(&self) -> Vec<(Epoch, Vec<RecordBatch>)> {
+        self.lock().history.clone()
     }
 
     /// Staged batches not (yet) committed.
@@ -324,7 +332,8 @@ impl Committer for MemoryCommitter {
                 continue;
             }
             if let Some(b) = t.staged.remove(&key) {
-                t.committed.extend(b);
+                t.committed.extend(b.iter().cloned());
+                t.history.push((epoch, b));
             }
             t.published.insert(key);
         }
