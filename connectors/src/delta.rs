@@ -103,7 +103,7 @@ impl SinkConfig for DeltaSinkConfig {
         };
         // The table's columns: the data files' (cast to Delta's types), then the partition
         // columns, which live in the log and the folder names only.
-        let writable = writable_schema(&input.schema)?;
+        let writable = writable_schema(&input.schema);
         let mut fields: Vec<Field> = sink
             .schema
             .fields()
@@ -165,12 +165,9 @@ impl SinkConfig for DeltaSinkConfig {
 
 /// Delta's types for an input schema: timestamps in microseconds (UTC), unsigned integers
 /// widened, every string type as a string. Nested types are mapped inside.
-pub(crate) fn writable_schema(input: &SchemaRef) -> Result<SchemaRef> {
+pub(crate) fn writable_schema(input: &SchemaRef) -> SchemaRef {
     let fields: Vec<Field> = input.fields().iter().map(|f| writable_field(f)).collect();
-    Ok(Arc::new(Schema::new_with_metadata(
-        fields,
-        input.metadata().clone(),
-    )))
+    Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
 }
 
 fn writable_field(f: &Field) -> Field {
@@ -228,6 +225,13 @@ type Engine = Arc<DefaultEngine<TokioMultiThreadExecutor>>;
 
 fn kernel_error(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::runtime(format!("{what}: {e}"))
+}
+
+/// The latest snapshot of the table at `url`; errors say `what` was being done.
+fn latest_snapshot(engine: &Engine, url: &url::Url, what: &str) -> Result<SnapshotRef> {
+    Snapshot::builder_for(url.as_str())
+        .build(engine.as_ref())
+        .map_err(|e| kernel_error(what, e))
 }
 
 impl DeltaTable {
@@ -344,12 +348,8 @@ impl DeltaTable {
     /// The table's latest snapshot.
     async fn snapshot(&self) -> Result<SnapshotRef> {
         let what = format!("reading the Delta table at {}", self.location.url);
-        self.blocking(move |engine, url| {
-            Snapshot::builder_for(url.as_str())
-                .build(engine.as_ref())
-                .map_err(|e| kernel_error(&what, e))
-        })
-        .await
+        self.blocking(move |engine, url| latest_snapshot(&engine, &url, &what))
+            .await
     }
 
     /// The path of `file` in the log: relative to the table's root, each segment
@@ -564,25 +564,27 @@ impl DeltaCommitter {
         Ok((self.app_id(p.partition.as_ref()), version as i64))
     }
 
-    /// The items of `pending` whose commit the table's log does not have yet.
-    async fn not_in_log(&self, pending: &[PendingCommit]) -> Result<Vec<PendingCommit>> {
+    /// The items of `pending` whose commit the table's log does not have yet, and the snapshot
+    /// that says so (the commit's first attempt starts from it).
+    async fn not_in_log(
+        &self,
+        pending: &[PendingCommit],
+    ) -> Result<(Vec<PendingCommit>, SnapshotRef)> {
         let mut apps: BTreeMap<String, Option<i64>> = BTreeMap::new();
         for p in pending {
             apps.insert(self.txn_of(p)?.0, None);
         }
         let what = format!("reading the Delta table at {}", self.table.location.url);
-        let apps = self
+        let (apps, snapshot) = self
             .table
             .blocking(move |engine, url| {
-                let snapshot = Snapshot::builder_for(url.as_str())
-                    .build(engine.as_ref())
-                    .map_err(|e| kernel_error(&what, e))?;
+                let snapshot = latest_snapshot(&engine, &url, &what)?;
                 for (app, done) in apps.iter_mut() {
                     *done = snapshot
                         .get_app_id_version(app, engine.as_ref())
                         .map_err(|e| kernel_error(&what, e))?;
                 }
-                Ok(apps)
+                Ok((apps, snapshot))
             })
             .await?;
         let mut todo = Vec::new();
@@ -592,7 +594,7 @@ impl DeltaCommitter {
                 todo.push(p.clone());
             }
         }
-        Ok(todo)
+        Ok((todo, snapshot))
     }
 
     /// The files of `pending`, grouped by commit point, with their sizes read from the store.
@@ -646,7 +648,7 @@ impl Committer for DeltaCommitter {
         // What the log has already is done: its files may have been compacted away and
         // vacuumed since (a partition idle for longer than the retention finishes its last
         // commit point again at every restart).
-        let pending = self.not_in_log(pending).await?;
+        let (pending, snapshot) = self.not_in_log(pending).await?;
         if pending.is_empty() {
             return Ok(());
         }
@@ -660,7 +662,9 @@ impl Committer for DeltaCommitter {
         let table = self.table.location.url.clone();
         let committed = self
             .table
-            .blocking(move |engine, url| commit_groups(&engine, &url, &groups, replace, interval))
+            .blocking(move |engine, url| {
+                commit_groups(&engine, &url, snapshot, &groups, replace, interval)
+            })
             .await
             .map_err(|e| e.context(format!("committing to the Delta table at {table}")))?;
         if let Some(version) = committed {
@@ -683,21 +687,24 @@ impl Committer for DeltaCommitter {
     }
 }
 
-/// Commits the groups not in the log yet as one log entry; rebuilt on the new snapshot while
-/// other writers take the version it wanted. Returns the version written, `None` when every
-/// group was committed already.
+/// Commits the groups not in the log yet as one log entry, starting from `snapshot`; rebuilt on
+/// the latest snapshot while other writers take the version it wanted. Returns the version
+/// written, `None` when every group was committed already.
 fn commit_groups(
     engine: &Engine,
     url: &url::Url,
+    snapshot: SnapshotRef,
     groups: &[Group],
     replace: bool,
     checkpoint_interval: u64,
 ) -> Result<Option<u64>> {
     let mut wait = Duration::from_millis(20);
+    let mut first = Some(snapshot);
     for _ in 0..COMMIT_ATTEMPTS {
-        let snapshot = Snapshot::builder_for(url.as_str())
-            .build(engine.as_ref())
-            .map_err(|e| kernel_error("reading the table", e))?;
+        let snapshot = match first.take() {
+            Some(s) => s,
+            None => latest_snapshot(engine, url, "reading the table")?,
+        };
         let mut todo = Vec::new();
         for g in groups {
             let done = snapshot
@@ -738,7 +745,8 @@ fn commit_groups(
                 return Ok(Some(c.commit_version()));
             }
             CommitResult::Conflicted(_) | CommitResult::Retryable(_) => {
-                std::thread::sleep(wait + Duration::from_millis(fastrand_ms()));
+                // Jitter, so that writers that collided do not collide again.
+                std::thread::sleep(wait + Duration::from_millis(fastrand::u64(0..20)));
                 wait = (wait * 2).min(Duration::from_secs(1));
             }
         }
@@ -762,11 +770,6 @@ fn checkpoint_if_due(
             tracing::warn!(version = committed.commit_version(), error = %e, "could not write a delta log checkpoint; readers replay the JSON entries instead");
         }
     }
-}
-
-/// A few milliseconds of jitter, so that writers that collided do not collide again.
-fn fastrand_ms() -> u64 {
-    u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 20)
 }
 
 /// The Delta sink: the `parquet` sink's file writing, with table creation on open and the

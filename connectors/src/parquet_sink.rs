@@ -175,7 +175,7 @@ impl ParquetSinkConfig {
         // Delta tables hold the types the protocol has: the input is cast to them.
         let input_schema = match format {
             TableFormat::Parquet => input.schema.clone(),
-            TableFormat::Delta => crate::delta::writable_schema(&input.schema)?,
+            TableFormat::Delta => crate::delta::writable_schema(&input.schema),
         };
         engine_api::check_range("target_file_mb", self.target_file_mb, 1, 5 * 1024)?;
         let partitioning = match &self.partition_by {

@@ -20,7 +20,7 @@
 //! one with `If-Match`). The lease is an optimisation: the conflict check above is what keeps
 //! two compactions from both removing a file.
 
-use super::{DeltaTable, Engine, NewFile, add_files, kernel_error};
+use super::{DeltaTable, Engine, NewFile, add_files, kernel_error, latest_snapshot};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use bytes::Bytes;
@@ -28,7 +28,7 @@ use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::engine_data::FilteredEngineData;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
-use delta_kernel::{Snapshot, SnapshotRef};
+use delta_kernel::SnapshotRef;
 use engine_api::{EngineError, Result};
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -297,9 +297,7 @@ impl DeltaTable {
         let target = settings.target_bytes;
         let planned = self
             .blocking(move |engine, url| {
-                let snapshot = Snapshot::builder_for(url.as_str())
-                    .build(engine.as_ref())
-                    .map_err(|e| kernel_error("reading the table", e))?;
+                let snapshot = latest_snapshot(&engine, &url, "reading the table")?;
                 Ok(bins(live_files(&engine, &snapshot)?, target))
             })
             .await?;
@@ -394,9 +392,7 @@ impl DeltaTable {
     pub(crate) async fn vacuum(&self, retention: Duration) -> Result<usize> {
         let live: HashSet<Path> = self
             .blocking(|engine, url| {
-                let snapshot = Snapshot::builder_for(url.as_str())
-                    .build(engine.as_ref())
-                    .map_err(|e| kernel_error("reading the table", e))?;
+                let snapshot = latest_snapshot(&engine, &url, "reading the table")?;
                 Ok(live_files(&engine, &snapshot)?
                     .into_iter()
                     .map(|f| f.path)
@@ -495,9 +491,7 @@ fn commit_rewrite(
     checkpoint_interval: u64,
 ) -> Result<bool> {
     for _ in 0..super::COMMIT_ATTEMPTS {
-        let snapshot = Snapshot::builder_for(url.as_str())
-            .build(engine.as_ref())
-            .map_err(|e| kernel_error("reading the table", e))?;
+        let snapshot = latest_snapshot(engine, url, "reading the table")?;
         let mut found = 0;
         let removes = for_each_scan_row(engine, &snapshot, |_, live| {
             let hit = gone.contains(&live.path);
