@@ -24,11 +24,11 @@ use super::{DeltaTable, Engine, NewFile, add_files, kernel_error, latest_snapsho
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use bytes::Bytes;
+use delta_kernel::SnapshotRef;
 use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::engine_data::FilteredEngineData;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
-use delta_kernel::SnapshotRef;
 use engine_api::{EngineError, Result};
 use futures::TryStreamExt;
 use object_store::path::Path;
