@@ -263,6 +263,7 @@ impl FileSource {
                 return Ok(());
             }
         }
+        let lines_before = pos.lines;
         let mut batch = LineBatch::new(&url);
         let mut line = Vec::with_capacity(1024);
         let mut complete = true;
@@ -302,6 +303,9 @@ impl FileSource {
             pos.size = Some(f.size);
         }
         self.emit(&mut batch, &f.rel, &pos, ctx)?;
+        if pos.lines > lines_before {
+            tracing::info!(file = %url, lines = pos.lines - lines_before, to_line = pos.lines, complete, "file read");
+        }
         Ok(())
     }
 
@@ -350,6 +354,13 @@ impl Source for FileSource {
         let batch = ctx.batch_mode();
         loop {
             let listed = self.list()?;
+            let new = listed
+                .iter()
+                .filter(|f| self.files.get(&f.rel).and_then(|p| p.size) != Some(f.size))
+                .count();
+            if new > 0 {
+                tracing::info!(path = %self.base, files = listed.len(), to_read = new, "files listed");
+            }
             for f in &listed {
                 if ctx.stopping() {
                     break;
