@@ -20,6 +20,7 @@ use engine_api::{
 };
 use engine_runtime::harness::{MemorySink, MemoryTable, Step, VectorSource};
 use engine_runtime::runtime::{RunOptions, run};
+use operators::column_names;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -561,15 +562,6 @@ fn source_names(sources: &[(String, SchemaRef, Option<String>)]) -> String {
     sources
         .iter()
         .map(|s| s.0.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn column_names(schema: &Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -1174,50 +1166,34 @@ rows = [{ server_id = "a", cpu_percent = "0.1" }]
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mistakes_in_a_test_file_are_one_line_errors() {
-        let e = error_of(
-            "orders.toml",
-            "[[tests]]\nname = \"t\"\n[[tests.expect]]\nnode = \"nope\"\n",
-        )
-        .await;
-        assert!(
-            e.contains(
-                "test `t`: expect.node: the pipeline has no node `nope` (nodes: source, parse"
+        let cases = [
+            (
+                "[[tests.expect]]\nnode = \"nope\"\n",
+                "test `t`: expect.node: the pipeline has no node `nope` (nodes: source, parse",
             ),
-            "{e}"
-        );
-        let e = error_of(
-            "orders.toml",
-            "[[tests]]\nname = \"t\"\n[[tests.expect]]\nnode = \"parse.nope\"\n",
-        )
-        .await;
-        assert!(e.contains("test `t`: expect.node: node `parse` has no port `nope`; its ports are: out, quarantine"), "{e}");
-        let e = error_of(
-            "orders.toml",
-            "[[tests]]\nname = \"t\"\n[[tests.input]]\nvalue = \"{}\"\npartiton = 1\n",
-        )
-        .await;
-        assert!(e.contains("input[0]: `partiton` is not a column of source `source` (columns: topic, partition, offset, kafka_timestamp, key, value)"), "{e}");
-        let e = error_of(
-            "orders.toml",
-            "[[tests]]\nname = \"t\"\n[[tests.input]]\nkey = \"k\"\n",
-        )
-        .await;
-        assert!(e.contains("input[0]: give the message a `value`"), "{e}");
-        let e = error_of(
-            "orders.toml",
-            "[[tests]]\nname = \"t\"\n[[tests.expect]]\nnode = \"commandes\"\nmatch = \"some\"\n",
-        )
-        .await;
-        assert!(
-            e.contains("orders.test.toml:5: unknown variant `some`"),
-            "{e}"
-        );
-        let e = error_of(
-            "orders.toml",
-            "[[tests]]\nname = \"t\"\n[[tests]]\nname = \"t\"\n",
-        )
-        .await;
-        assert!(e.contains("two tests are named `t`"), "{e}");
+            (
+                "[[tests.expect]]\nnode = \"parse.nope\"\n",
+                "test `t`: expect.node: node `parse` has no port `nope`; its ports are: out, quarantine",
+            ),
+            (
+                "[[tests.input]]\nvalue = \"{}\"\npartiton = 1\n",
+                "input[0]: `partiton` is not a column of source `source` (columns: topic, partition, offset, kafka_timestamp, key, value)",
+            ),
+            (
+                "[[tests.input]]\nkey = \"k\"\n",
+                "input[0]: give the message a `value`",
+            ),
+            (
+                "[[tests.expect]]\nnode = \"commandes\"\nmatch = \"some\"\n",
+                "orders.test.toml:5: unknown variant `some`",
+            ),
+            ("[[tests]]\nname = \"t\"\n", "two tests are named `t`"),
+        ];
+        for (body, want) in cases {
+            let e = error_of("orders.toml", &format!("[[tests]]\nname = \"t\"\n{body}")).await;
+            assert!(e.contains(want), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
         // A misspelt column in the expectation is a failure that lists the columns.
         let file = with_tests(
             "orders.toml",

@@ -26,7 +26,8 @@ pub fn register(registry: &mut Registry) {
     registry.register_operator::<top_n::TopNConfig>("top_n");
 }
 
-pub(crate) fn column_names(schema: &Schema) -> String {
+/// A schema's column names, comma-separated, for messages that list them.
+pub fn column_names(schema: &Schema) -> String {
     schema
         .fields()
         .iter()
