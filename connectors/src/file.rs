@@ -226,16 +226,13 @@ impl FileSource {
         take_tail: bool,
         ctx: &mut dyn SourceContext,
     ) -> Result<()> {
-        let gzip = self.gzip(&f.rel);
-        let mut pos = self.files.get(&f.rel).cloned().unwrap_or_default();
-        if pos.size == Some(f.size) {
+        if !self.unread(f) {
             return Ok(());
         }
+        let gzip = self.gzip(&f.rel);
+        let mut pos = self.files.get(&f.rel).cloned().unwrap_or_default();
         if !gzip && pos.bytes > f.size {
-            // Replaced by a shorter file: what was read of it stays read, as Spark does.
-            tracing::warn!(file = %f.rel, "a file the source read became shorter; its new content is not read");
-            pos.size = Some(f.size);
-            self.files.insert(f.rel.clone(), pos);
+            self.shrunk(f, pos);
             return Ok(());
         }
         // A plain file is read from where it was left; a gzip stream from its start, skipping
@@ -257,9 +254,7 @@ impl FileSource {
             let skipped = std::io::copy(&mut reader.by_ref().take(pos.bytes), &mut std::io::sink())
                 .map_err(io_error)?;
             if skipped < pos.bytes {
-                tracing::warn!(file = %f.rel, "a gzip file the source read became shorter; its new content is not read");
-                pos.size = Some(f.size);
-                self.files.insert(f.rel.clone(), pos);
+                self.shrunk(f, pos);
                 return Ok(());
             }
         }
@@ -309,6 +304,20 @@ impl FileSource {
         Ok(())
     }
 
+    /// Whether `f` has content the source has not read: it is new, or its size changed since
+    /// it was read to its end.
+    fn unread(&self, f: &Listed) -> bool {
+        self.files.get(&f.rel).and_then(|p| p.size) != Some(f.size)
+    }
+
+    /// A file replaced by a shorter one: what was read of it stays read, as Spark does, and its
+    /// new content is not read.
+    fn shrunk(&mut self, f: &Listed, mut pos: FilePosition) {
+        tracing::warn!(file = %f.rel, "a file the source read became shorter; its new content is not read");
+        pos.size = Some(f.size);
+        self.files.insert(f.rel.clone(), pos);
+    }
+
     /// Sends a batch, records how far the file was read, and injects a barrier if one is due.
     fn emit(
         &mut self,
@@ -354,10 +363,7 @@ impl Source for FileSource {
         let batch = ctx.batch_mode();
         loop {
             let listed = self.list()?;
-            let new = listed
-                .iter()
-                .filter(|f| self.files.get(&f.rel).and_then(|p| p.size) != Some(f.size))
-                .count();
+            let new = listed.iter().filter(|f| self.unread(f)).count();
             if new > 0 {
                 tracing::info!(path = %self.base, files = listed.len(), to_read = new, "files listed");
             }

@@ -268,7 +268,7 @@ fn prepare(pipeline: &Pipeline, test: &TestCase, registry: &Registry) -> Result<
         let Some(spec) = p.nodes.iter().find(|n| n.name == node) else {
             return Err(EngineError::config(format!(
                 "expect.node: the pipeline has no node `{node}` (nodes: {})",
-                names(&p.nodes)
+                join_names(p.nodes.iter().map(|n| n.name.as_str()))
             )));
         };
         let is_sink = registry.kind(&spec.type_name) == Some(engine_api::NodeKind::Sink);
@@ -360,12 +360,9 @@ fn prepare(pipeline: &Pipeline, test: &TestCase, registry: &Registry) -> Result<
     })
 }
 
-fn names(nodes: &[NodeSpec]) -> String {
-    nodes
-        .iter()
-        .map(|n| n.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Names, comma-separated, for messages that list what there is.
+fn join_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(", ")
 }
 
 async fn run_one(
@@ -559,11 +556,7 @@ fn scripts(
 }
 
 fn source_names(sources: &[(String, SchemaRef, Option<String>)]) -> String {
-    sources
-        .iter()
-        .map(|s| s.0.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    join_names(sources.iter().map(|s| s.0.as_str()))
 }
 
 fn partition_id(source: &str, partition: i64) -> PartitionId {
