@@ -15,9 +15,10 @@
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, Field, SchemaRef};
+use chrono::format::StrftimeItems;
 use engine_api::{EngineError, Result};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The value Hive writes for a null (or empty) partition value.
@@ -50,6 +51,8 @@ enum How {
         column: usize,
         /// Per folder level: (name, strftime format).
         levels: Vec<(String, String)>,
+        /// The span of time one folder covers at most (see [`bucket_ms`]).
+        bucket_ms: i64,
     },
 }
 
@@ -123,8 +126,13 @@ impl Partitioning {
                         ),
                     ));
                 }
+                let bucket_ms = levels.iter().map(|(_, f)| bucket_ms(f)).min().unwrap_or(1);
                 Ok(Partitioning {
-                    how: How::Time { column, levels },
+                    how: How::Time {
+                        column,
+                        levels,
+                        bucket_ms,
+                    },
                     file_schema: input.clone(),
                     kept: (0..input.fields().len()).collect(),
                 })
@@ -156,42 +164,39 @@ impl Partitioning {
     /// Splits `batch` by folder (`a=1/b=x`), each part with the data files' columns, in the
     /// order of the folders' first rows.
     pub fn split(&self, batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
-        let folders = self.folders(batch)?;
-        let mut groups: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        let mut order = Vec::new();
-        for (row, f) in folders.iter().enumerate() {
-            groups
-                .entry(f.as_str())
-                .or_insert_with(|| {
-                    order.push(f.as_str());
-                    Vec::new()
-                })
-                .push(row as u32);
-        }
+        let (folders, of_row) = self.folders(batch)?;
         let projected = batch.project(&self.kept)?;
-        let mut out = Vec::with_capacity(order.len());
-        for f in order {
-            let rows = &groups[f];
-            let part = if rows.len() == batch.num_rows() {
-                projected.clone()
-            } else {
-                take_record_batch(&projected, &UInt32Array::from(rows.clone()))?
-            };
-            out.push((f.to_string(), part));
+        if folders.len() == 1 {
+            let folder = folders.into_iter().next().expect("one folder");
+            return Ok(vec![(folder, projected)]);
         }
-        Ok(out)
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); folders.len()];
+        for (row, f) in of_row.iter().enumerate() {
+            rows[*f as usize].push(row as u32);
+        }
+        folders
+            .into_iter()
+            .zip(rows)
+            .map(|(f, rows)| Ok((f, take_record_batch(&projected, &UInt32Array::from(rows))?)))
+            .collect()
     }
 
-    /// Each row's folder.
-    fn folders(&self, batch: &RecordBatch) -> Result<Vec<String>> {
+    /// The distinct folders of `batch`, in the order of their first rows, and each row's index
+    /// into them.
+    fn folders(&self, batch: &RecordBatch) -> Result<(Vec<String>, Vec<u32>)> {
         let n = batch.num_rows();
+        let mut folders = Folders::default();
         match &self.how {
             How::Columns(cols) => {
-                let mut folders = vec![String::new(); n];
-                for (name, i) in cols {
-                    let text = cast(batch.column(*i), &DataType::Utf8)?;
-                    let text = text.as_string::<i32>();
-                    for (row, f) in folders.iter_mut().enumerate() {
+                let texts = cols
+                    .iter()
+                    .map(|(_, i)| cast(batch.column(*i), &DataType::Utf8))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let mut f = String::new();
+                for row in 0..n {
+                    f.clear();
+                    for ((name, _), text) in cols.iter().zip(&texts) {
+                        let text = text.as_string::<i32>();
                         if !f.is_empty() {
                             f.push('/');
                         }
@@ -200,31 +205,110 @@ impl Partitioning {
                         f.push('=');
                         f.push_str(&value_folder(value));
                     }
+                    folders.row(&f);
                 }
-                Ok(folders)
             }
-            How::Time { column, levels } => {
+            How::Time {
+                column,
+                levels,
+                bucket_ms,
+            } => {
                 // Read as the event time is: a timestamp, or a string in one of the formats
                 // event time accepts; what does not parse goes to the default partition.
                 let ms = engine_api::time::event_times(batch.column(*column))?;
-                Ok((0..n)
-                    .map(|row| {
-                        let t = (!ms.is_null(row))
-                            .then(|| chrono::DateTime::from_timestamp_millis(ms.value(row)))
-                            .flatten();
-                        levels
-                            .iter()
-                            .map(|(name, fmt)| {
-                                let v = t.map(|t| t.format(fmt).to_string());
-                                format!("{}={}", escape(name), value_folder(v.as_deref()))
-                            })
-                            .collect::<Vec<_>>()
-                            .join("/")
-                    })
-                    .collect())
+                // Every time of one bucket (a UTC day for `%Y-%m-%d`) has the same folder, so
+                // the folder is formatted once per bucket, not once per row.
+                let mut known: HashMap<Option<i64>, u32> = HashMap::new();
+                for row in 0..n {
+                    let t = (!ms.is_null(row)).then(|| ms.value(row));
+                    let bucket = t.map(|t| t.div_euclid(*bucket_ms));
+                    if let Some(f) = known.get(&bucket) {
+                        folders.of_row.push(*f);
+                        continue;
+                    }
+                    let t = t.and_then(chrono::DateTime::from_timestamp_millis);
+                    let folder = levels
+                        .iter()
+                        .map(|(name, fmt)| {
+                            let v = t.map(|t| t.format(fmt).to_string());
+                            format!("{}={}", escape(name), value_folder(v.as_deref()))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    folders.row(&folder);
+                    known.insert(bucket, *folders.of_row.last().expect("pushed"));
+                }
             }
         }
+        Ok((folders.names, folders.of_row))
     }
+}
+
+/// The folders of a batch as they are found.
+#[derive(Default)]
+struct Folders {
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+    of_row: Vec<u32>,
+}
+
+impl Folders {
+    fn row(&mut self, folder: &str) {
+        let i = match self.index.get(folder) {
+            Some(i) => *i,
+            None => {
+                let i = self.names.len() as u32;
+                self.names.push(folder.to_string());
+                self.index.insert(folder.to_string(), i);
+                i
+            }
+        };
+        self.of_row.push(i);
+    }
+}
+
+/// The longest span of time, in ms, whose instants all format alike with `fmt` in UTC: a day
+/// for dates, an hour with `%H`, down to 1 ms for specifiers finer than a second or unknown to
+/// this list.
+fn bucket_ms(fmt: &str) -> i64 {
+    use chrono::format::{Fixed, Item, Numeric};
+    const DAY: i64 = 86_400_000;
+    StrftimeItems::new(fmt)
+        .map(|item| match item {
+            Item::Literal(_) | Item::OwnedLiteral(_) | Item::Space(_) | Item::OwnedSpace(_) => DAY,
+            Item::Numeric(n, _) => match n {
+                Numeric::Year
+                | Numeric::YearDiv100
+                | Numeric::YearMod100
+                | Numeric::IsoYear
+                | Numeric::IsoYearDiv100
+                | Numeric::IsoYearMod100
+                | Numeric::Quarter
+                | Numeric::Month
+                | Numeric::Day
+                | Numeric::WeekFromSun
+                | Numeric::WeekFromMon
+                | Numeric::IsoWeek
+                | Numeric::NumDaysFromSun
+                | Numeric::WeekdayFromMon
+                | Numeric::Ordinal => DAY,
+                Numeric::Hour | Numeric::Hour12 => 3_600_000,
+                Numeric::Minute => 60_000,
+                Numeric::Second => 1_000,
+                _ => 1,
+            },
+            Item::Fixed(f) => match f {
+                Fixed::ShortMonthName
+                | Fixed::LongMonthName
+                | Fixed::ShortWeekdayName
+                | Fixed::LongWeekdayName => DAY,
+                Fixed::LowerAmPm | Fixed::UpperAmPm => 3_600_000,
+                _ => 1,
+            },
+            Item::Error => 1,
+        })
+        .min()
+        .unwrap_or(1)
 }
 
 /// Types whose values make sensible folder names.
@@ -262,8 +346,7 @@ fn parse_format(format: &str) -> Result<Vec<(String, String)>> {
                 "`{level}` needs a name and a pattern, such as dt=%Y-%m-%d"
             )));
         }
-        if chrono::format::StrftimeItems::new(fmt).any(|i| matches!(i, chrono::format::Item::Error))
-        {
+        if StrftimeItems::new(fmt).any(|i| matches!(i, chrono::format::Item::Error)) {
             return Err(bad(format!(
                 "`{fmt}` has an unknown % specifier; use chrono's strftime ones (%Y, %m, %d, %H, ...)"
             )));
@@ -475,6 +558,86 @@ mod tests {
             ]
         );
         assert_eq!(p.file_schema(), &b.schema());
+    }
+
+    #[test]
+    fn folders_formatted_once_per_bucket_equal_each_row_formatted_on_its_own() {
+        assert_eq!(bucket_ms("%Y-%m-%d"), 86_400_000);
+        assert_eq!(bucket_ms("%Y/%j %a %b"), 86_400_000);
+        assert_eq!(bucket_ms("%H"), 3_600_000);
+        assert_eq!(bucket_ms("%I%p"), 3_600_000);
+        assert_eq!(bucket_ms("%H%M"), 60_000);
+        assert_eq!(bucket_ms("%S"), 1_000);
+        assert_eq!(
+            bucket_ms("%s"),
+            1,
+            "seconds since the epoch: not cached by day"
+        );
+        assert_eq!(bucket_ms("%3f"), 1);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "t",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        )]));
+        let mut seed = 11u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Times around midnights, hours and minutes, before and after 1970, and nulls.
+        let times: Vec<Option<i64>> = (0..4000)
+            .map(|_| {
+                let base = [
+                    0i64,
+                    86_400_000 * 20_000,
+                    -86_400_000 * 3,
+                    1_767_225_600_000,
+                ];
+                let t = base[(next() % 4) as usize] + (next() % 400_000_000) as i64 - 200_000_000;
+                (next() % 50 != 0).then_some(t)
+            })
+            .collect();
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(
+                TimestampMillisecondArray::from(times.clone()).with_timezone("UTC"),
+            )],
+        )
+        .unwrap();
+        for format in [
+            "dt=%Y-%m-%d",
+            "dt=%Y-%m-%d/hr=%H",
+            "m=%H:%M",
+            "w=%a %U",
+            "s=%s",
+            "x=%S",
+        ] {
+            let by = PartitionBy::Time {
+                time: "t".into(),
+                format: format.into(),
+            };
+            let p = Partitioning::new(&by, &schema).unwrap();
+            let (names, of_row) = p.folders(&b).unwrap();
+            for (row, t) in times.iter().enumerate() {
+                let expected = format
+                    .split('/')
+                    .map(|level| {
+                        let (name, fmt) = level.split_once('=').unwrap();
+                        let v = t
+                            .and_then(chrono::DateTime::from_timestamp_millis)
+                            .map(|t| escape(&t.format(fmt).to_string()))
+                            .unwrap_or_else(|| DEFAULT_PARTITION.to_string());
+                        format!("{name}={v}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                assert_eq!(names[of_row[row] as usize], expected, "{format} at {t:?}");
+            }
+            let rows: usize = p.split(&b).unwrap().iter().map(|(_, b)| b.num_rows()).sum();
+            assert_eq!(rows, times.len());
+        }
     }
 
     #[test]

@@ -278,6 +278,58 @@ pub struct ParquetSink {
 /// top, else `dt=2026-01-01/...`).
 type FileKey = (Option<PartitionId>, String);
 
+/// The writer settings of a file whose first rows are `first`: `base`, with dictionary encoding
+/// turned off for the top-level columns whose values are mostly distinct in those rows (offsets,
+/// ids, times, amounts). The writer would otherwise hash every such value into a dictionary
+/// that saves nothing, only to fall back to plain encoding once it outgrows its page. Columns
+/// whose values repeat (statuses, product names, customer ids) keep their dictionaries, and
+/// files started with few rows keep the defaults.
+fn file_props(base: &WriterProperties, first: &RecordBatch) -> WriterProperties {
+    /// Fewer first rows than this say too little about a column.
+    const MIN_SAMPLE: usize = 512;
+    /// How many of the first rows are looked at.
+    const SAMPLE: usize = 4096;
+    if first.num_rows() < MIN_SAMPLE {
+        return base.clone();
+    }
+    let sample = first.slice(0, first.num_rows().min(SAMPLE));
+    let mut props = base.clone().into_builder();
+    for (field, column) in sample.schema().fields().iter().zip(sample.columns()) {
+        // Distinct in more than a quarter of the rows: a dictionary would hardly shrink them.
+        if distinct_values(column.as_ref()).is_some_and(|d| d * 4 > sample.num_rows()) {
+            props = props.set_column_dictionary_enabled(
+                parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                false,
+            );
+        }
+    }
+    props.build()
+}
+
+/// How many distinct non-null values a column of plain values (numbers, times, strings, bytes)
+/// holds; `None` for other types (lists, structs, booleans).
+fn distinct_values(column: &dyn arrow::array::Array) -> Option<usize> {
+    use arrow::array::AsArray;
+    use std::collections::HashSet;
+    let valid = |i: usize| column.is_valid(i);
+    let n = column.len();
+    let count = |values: &mut dyn Iterator<Item = &[u8]>| values.collect::<HashSet<_>>().len();
+    Some(if let Some(s) = column.as_string_opt::<i32>() {
+        count(&mut (0..n).filter(|i| valid(*i)).map(|i| s.value(i).as_bytes()))
+    } else if let Some(b) = column.as_binary_opt::<i32>() {
+        count(&mut (0..n).filter(|i| valid(*i)).map(|i| b.value(i)))
+    } else {
+        let width = column.data_type().primitive_width()?;
+        let data = column.to_data();
+        let values = &data.buffers().first()?.as_slice()[data.offset() * width..];
+        count(
+            &mut (0..n)
+                .filter(|i| valid(*i))
+                .map(|i| &values[i * width..(i + 1) * width]),
+        )
+    })
+}
+
 /// A file being written.
 struct OpenFile {
     /// Where this file's staging objects go: `<staging>/<partition>`.
@@ -343,6 +395,7 @@ impl ParquetSink {
         &mut self,
         partition: Option<&PartitionId>,
         folder: &str,
+        first: &RecordBatch,
     ) -> Result<OpenFile> {
         let staging = partition_staging(&self.staging, partition);
         let name = file_name(now_ms(), &uuid::Uuid::new_v4().simple().to_string());
@@ -386,9 +439,9 @@ impl ParquetSink {
             }
             _ => Upload::Local,
         };
-        let writer =
-            ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.props.clone()))
-                .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
+        let props = file_props(&self.props, first);
+        let writer = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(props))
+            .map_err(|e| EngineError::runtime(format!("parquet writer: {e}")))?;
         Ok(OpenFile {
             staging,
             writer,
@@ -427,7 +480,7 @@ impl ParquetSink {
     /// size.
     async fn write_to(&mut self, key: FileKey, batch: &RecordBatch) -> Result<()> {
         if !self.files.contains_key(&key) {
-            let file = self.open_file(key.0.as_ref(), &key.1).await?;
+            let file = self.open_file(key.0.as_ref(), &key.1, batch).await?;
             self.files.insert(key.clone(), file);
         }
         let file = self.files.get_mut(&key).expect("opened above");
@@ -1059,6 +1112,53 @@ pub(crate) mod tests {
             );
         }
         ids
+    }
+
+    #[test]
+    fn dictionaries_only_for_columns_whose_values_repeat() {
+        let ids: Vec<i64> = (0..2000).collect();
+        let b = batch(&ids); // `id` unique, `name` unique too (n1, n2, ...)
+        let repeated = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| i % 7))),
+                Arc::new(StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("s{}", i % 40)),
+                )),
+            ],
+        )
+        .unwrap();
+        let base = WriterProperties::builder().build();
+        let on = |props: &WriterProperties, col: &str| {
+            props.dictionary_enabled(&parquet::schema::types::ColumnPath::from(col))
+        };
+        let unique = file_props(&base, &b);
+        assert!(!on(&unique, "id") && !on(&unique, "name"));
+        let few = file_props(&base, &repeated);
+        assert!(on(&few, "id") && on(&few, "name"));
+        let small = file_props(&base, &b.slice(0, 100));
+        assert!(
+            on(&small, "id") && on(&small, "name"),
+            "too few rows to judge"
+        );
+        assert_eq!(
+            distinct_values(b.column(1).as_ref()),
+            Some(1333),
+            "nulls are not values"
+        );
+        // Written and read back alike either way.
+        for props in [unique, few] {
+            let mut w = ArrowWriter::try_new(Vec::new(), schema(), Some(props)).unwrap();
+            w.write(&b).unwrap();
+            let bytes = Bytes::from(w.into_inner().unwrap());
+            let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
+            assert_eq!(arrow::compute::concat_batches(&schema(), &read).unwrap(), b);
+        }
     }
 
     #[test]
