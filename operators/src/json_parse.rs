@@ -73,6 +73,20 @@ pub struct JsonParseConfig {
     pub rules: Vec<String>,
     #[serde(default)]
     pub on_error: OnError,
+    /// `fast` (the default): a decoder directed by the schema takes the messages it can decode
+    /// exactly as arrow-json would, and arrow-json decodes the rest. `arrow`: arrow-json decodes
+    /// everything (slower; the results are the same).
+    #[serde(default)]
+    pub decoder: Decoder,
+}
+
+/// `decoder = "fast" | "arrow"` of `json_parse`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Decoder {
+    #[default]
+    Fast,
+    Arrow,
 }
 
 fn default_value_column() -> String {
@@ -154,7 +168,12 @@ impl OperatorConfig for JsonParseConfig {
             quarantine = quarantine.must_be_read("or set on_error = \"drop\"");
         }
         let ports = vec![OutputPort::main(out_schema.clone(), input.mode), quarantine];
+        let fast = match self.decoder {
+            Decoder::Fast => crate::json_fast::FastDecoder::new(&parsed_schema),
+            Decoder::Arrow => None,
+        };
         let op = JsonParse {
+            fast,
             rules,
             node: ctx.node.clone(),
             on_error: self.on_error,
@@ -174,6 +193,8 @@ impl OperatorConfig for JsonParseConfig {
 pub const QUARANTINE_PORT: &str = "quarantine";
 
 pub struct JsonParse {
+    /// The schema-directed decoder, when the schema's types allow it and `decoder` is `fast`.
+    fast: Option<crate::json_fast::FastDecoder>,
     rules: Vec<(String, crate::expr::Expr)>,
     node: String,
     on_error: OnError,
@@ -245,39 +266,16 @@ impl Operator for JsonParse {
             }
         }
 
-        let (good, parsed) = match decode(&self.parsed_schema, &bodies) {
-            Ok(p) => (candidates, p),
-            Err(_) => {
-                // Bisect: halves that decode are kept as they are, halves that fail are split
-                // again, down to the single bad messages. A few bad records in a large batch
-                // cost a few small decodes each, not one decode per message.
-                let rows: Vec<(usize, &[u8])> = candidates.into_iter().zip(bodies).collect();
-                let (mut good, mut parts) = (Vec::new(), Vec::new());
-                let mut failed = Vec::new();
-                bisect(
-                    &self.parsed_schema,
-                    &rows,
-                    &mut good,
-                    &mut parts,
-                    &mut failed,
-                );
-                for (row, e) in failed {
-                    let raw = values[row].expect("candidates are not null");
-                    let (reason, detail) = classify(raw, Some(e));
-                    bad.push(Bad {
-                        row,
-                        reason,
-                        detail,
-                    });
-                }
-                let parsed = if parts.is_empty() {
-                    RecordBatch::new_empty(self.parsed_schema.clone())
-                } else {
-                    arrow::compute::concat_batches(&self.parsed_schema, &parts)?
-                };
-                (good, parsed)
-            }
-        };
+        let (good, parsed, failed) = self.decode_rows(candidates, bodies)?;
+        for (row, e) in failed {
+            let raw = values[row].expect("candidates are not null");
+            let (reason, detail) = classify(raw, Some(e));
+            bad.push(Bad {
+                row,
+                reason,
+                detail,
+            });
+        }
 
         let kept = self.keep_columns(&batch, &good)?;
         let mut columns = kept;
@@ -362,6 +360,55 @@ impl Operator for JsonParse {
 }
 
 impl JsonParse {
+    /// Decodes the messages `bodies` of rows `rows`: the rows decoded (in order), their columns,
+    /// and the rows that failed with arrow-json's error. The fast decoder takes what it can;
+    /// arrow-json decodes the rest (and everything, with `decoder = "arrow"`).
+    #[allow(clippy::type_complexity)]
+    fn decode_rows(
+        &mut self,
+        rows: Vec<usize>,
+        bodies: Vec<&[u8]>,
+    ) -> Result<(Vec<usize>, RecordBatch, Vec<(usize, String)>)> {
+        let Some(fast) = &mut self.fast else {
+            return arrow_decode(&self.parsed_schema, rows, bodies);
+        };
+        let (columns, declined) = fast.decode(&bodies);
+        let quick = RecordBatch::try_new_with_options(
+            self.parsed_schema.clone(),
+            columns,
+            &arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(rows.len() - declined.len())),
+        )?;
+        if declined.is_empty() {
+            return Ok((rows, quick, Vec::new()));
+        }
+        let slow_rows: Vec<usize> = declined.iter().map(|i| rows[*i]).collect();
+        let slow_bodies: Vec<&[u8]> = declined.iter().map(|i| bodies[*i]).collect();
+        let (slow_good, slow, failed) = arrow_decode(&self.parsed_schema, slow_rows, slow_bodies)?;
+        // Both parts are in row order: merge them back into it.
+        let mut declined = declined.iter().peekable();
+        let mut slow_good = slow_good.iter().peekable();
+        let (mut good, mut take) = (Vec::new(), Vec::new());
+        let (mut q, mut s) = (0, 0);
+        for (i, row) in rows.iter().enumerate() {
+            if declined.peek() == Some(&&i) {
+                declined.next();
+                if slow_good.peek() == Some(&row) {
+                    slow_good.next();
+                    good.push(*row);
+                    take.push((1, s));
+                    s += 1;
+                }
+            } else {
+                good.push(*row);
+                take.push((0, q));
+                q += 1;
+            }
+        }
+        let parsed = arrow::compute::interleave_record_batch(&[&quick, &slow], &take)?;
+        Ok((good, parsed, failed))
+    }
+
     fn keep_columns(&self, batch: &RecordBatch, rows: &[usize]) -> Result<Vec<ArrayRef>> {
         if rows.len() == batch.num_rows() {
             return Ok(self.keep.iter().map(|i| batch.column(*i).clone()).collect());
@@ -454,6 +501,29 @@ fn binary_values(col: &ArrayRef) -> Vec<Option<&[u8]>> {
 
 fn strip_bom(raw: &[u8]) -> &[u8] {
     raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
+}
+
+/// Decodes with arrow-json: the whole batch in one call, and if that fails, in halves down to
+/// the single bad messages. A few bad records in a large batch cost a few small decodes each,
+/// not one decode per message. Returns the rows decoded, their columns and the failed rows.
+#[allow(clippy::type_complexity)]
+fn arrow_decode(
+    schema: &SchemaRef,
+    rows: Vec<usize>,
+    bodies: Vec<&[u8]>,
+) -> Result<(Vec<usize>, RecordBatch, Vec<(usize, String)>)> {
+    if let Ok(p) = decode(schema, &bodies) {
+        return Ok((rows, p, Vec::new()));
+    }
+    let rows: Vec<(usize, &[u8])> = rows.into_iter().zip(bodies).collect();
+    let (mut good, mut parts, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    bisect(schema, &rows, &mut good, &mut parts, &mut failed);
+    let parsed = if parts.is_empty() {
+        RecordBatch::new_empty(schema.clone())
+    } else {
+        arrow::compute::concat_batches(schema, &parts)?
+    };
+    Ok((good, parsed, failed))
 }
 
 /// Decodes messages, each one JSON object, into one batch with one row per message, in order.

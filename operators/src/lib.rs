@@ -4,6 +4,7 @@ pub mod aggregate;
 pub mod compute;
 pub mod explode;
 pub mod expr;
+mod json_fast;
 pub mod json_parse;
 pub mod rules;
 pub mod schema;

@@ -43,6 +43,7 @@ fn config(
         required: required.iter().map(|s| s.to_string()).collect(),
         rules: Vec::new(),
         on_error,
+        decoder: Default::default(),
     }
 }
 

@@ -12,6 +12,10 @@
 //! that were sent); each good order on the main port with its values; each quarantined row
 //! carrying its raw value and a known reason.
 //!
+//! Differential: the schema-directed fast decoder (`decoder = "fast"`, the default) and arrow-json
+//! alone (`decoder = "arrow"`) give identical batches on both ports for the same rows, on the
+//! orders schema and on one with every other type the schema language has.
+//!
 //! The number of cases is 128, or `PROPTEST_CASES`.
 
 mod common;
@@ -21,7 +25,7 @@ use base64::Engine as _;
 use common::*;
 use engine_api::testing::{Script, check_operator};
 use engine_api::{Input, OperatorConfig};
-use operators::json_parse::{JsonParseConfig, reason};
+use operators::json_parse::{Decoder, JsonParseConfig, reason};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
@@ -193,6 +197,24 @@ fn field_value(ty: &'static str) -> BoxedStrategy<String> {
             .prop_filter("finite", |v| v.is_finite())
             .prop_map(|v| serde_json::to_string(&v).unwrap())
             .boxed(),
+        "long" => any::<i64>().prop_map(|v| v.to_string()).boxed(),
+        "boolean" => any::<bool>().prop_map(|v| v.to_string()).boxed(),
+        "timestamp" => prop_oneof![
+            timestamp_text().prop_map(|t| serde_json::to_string(&t).unwrap()),
+            any::<i64>().prop_map(|v| v.to_string()),
+        ]
+        .boxed(),
+        "date" => (-800_000i64..800_000, 0usize..3)
+            .prop_map(|(days, form)| {
+                let d = chrono::DateTime::from_timestamp(days * 86_400, 0).unwrap();
+                let text = match form {
+                    0 => d.format("%Y-%m-%d").to_string(),
+                    1 => d.format(" %Y-%m-%d ").to_string(),
+                    _ => d.format("%Y-%m-%dT00:00:00").to_string(),
+                };
+                serde_json::to_string(&text).unwrap()
+            })
+            .boxed(),
         _ => any::<String>()
             .prop_map(|v| serde_json::to_string(&v).unwrap())
             .boxed(),
@@ -300,6 +322,21 @@ fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// A time as producers write them: RFC 3339 in UTC, Python's `asctime`, an offset with
+/// nanoseconds, no zone.
+fn timestamp_text() -> impl Strategy<Value = String> {
+    (0i64..4_102_444_800_000, 0usize..5).prop_map(|(ms, form)| {
+        let t = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+        match form {
+            0 => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            1 => t.format("%Y-%m-%d %H:%M:%S,%3f").to_string(),
+            2 => t.format("%Y-%m-%dT%H:%M:%S%.9f+0000").to_string(),
+            3 => t.format("%Y-%m-%dT%H:%M:%S%.3f+02:00").to_string(),
+            _ => t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+        }
+    })
+}
+
 /// A valid order: every value fits its type, the timestamp is a time.
 fn good_order() -> impl Strategy<Value = Value> {
     let item = (
@@ -312,15 +349,7 @@ fn good_order() -> impl Strategy<Value = Value> {
         .prop_map(|(p, n, q, u, st)| {
             json!({"product_id": p, "product_name": n, "quantity": q, "unit_price": u, "subtotal": st})
         });
-    let timestamp = (0i64..4_102_444_800_000, 0usize..4).prop_map(|(ms, form)| {
-        let t = chrono::DateTime::from_timestamp_millis(ms).unwrap();
-        match form {
-            0 => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-            1 => t.format("%Y-%m-%d %H:%M:%S,%3f").to_string(),
-            2 => t.format("%Y-%m-%dT%H:%M:%S%.9f+0000").to_string(),
-            _ => t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
-        }
-    });
+    let timestamp = timestamp_text();
     (
         prop::option::of(any::<i32>()),
         prop::option::of(any::<String>()),
@@ -487,4 +516,135 @@ fn arbitrary_bytes_come_out_once_and_nothing_panics() {
             Ok(())
         })
         .unwrap();
+}
+
+/// A schema with every other type of the schema language, nested.
+fn all_types_config() -> JsonParseConfig {
+    let mut cfg = shipped_parse_config("orders.toml");
+    cfg.schema = [
+        ("flag", "boolean"),
+        ("count", "long"),
+        ("at", "timestamp"),
+        ("day", "date"),
+        ("name", "string"),
+        (
+            "nested",
+            "struct<x: int, tags: list<string>, inner: struct<w: double, on: boolean>>",
+        ),
+        ("matrix", "list<list<long>>"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    cfg.required = Vec::new();
+    cfg.rules = Vec::new();
+    cfg
+}
+
+/// A value for `all_types_config`'s schema: right, extreme or wrong.
+fn all_types_row() -> impl Strategy<Value = Vec<u8>> {
+    let inner = object(vec![
+        ("w", field_value("double")),
+        ("on", field_value("boolean")),
+    ]);
+    let tags = prop_oneof![
+        4 => prop::collection::vec(field_value("string"), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+        1 => any_json(),
+    ];
+    let nested = object(vec![
+        ("x", field_value("int")),
+        ("tags", tags.boxed()),
+        (
+            "inner",
+            prop_oneof![4 => inner, 1 => Just("null".to_string()), 1 => any_json()].boxed(),
+        ),
+    ]);
+    let row_of_longs =
+        prop::collection::vec(field_value("long"), 0..4).prop_map(|v| format!("[{}]", v.join(",")));
+    let matrix = prop_oneof![
+        4 => prop::collection::vec(row_of_longs, 0..3).prop_map(|v| format!("[{}]", v.join(","))),
+        1 => any_json(),
+    ];
+    object(vec![
+        ("flag", field_value("boolean")),
+        ("count", field_value("long")),
+        ("at", field_value("timestamp")),
+        ("day", field_value("date")),
+        ("name", field_value("string")),
+        ("nested", prop_oneof![4 => nested, 1 => any_json()].boxed()),
+        ("matrix", matrix.boxed()),
+    ])
+    .prop_map(String::into_bytes)
+}
+
+/// Both ports of `cfg` over `values`, with the fast decoder and with arrow-json alone, must be
+/// identical (but for the quarantine's wall-clock `ingested_at`).
+fn same_with_both_decoders(cfg: &JsonParseConfig, values: Vec<Option<Vec<u8>>>) -> (usize, usize) {
+    let run = |decoder| {
+        let mut cfg = cfg.clone();
+        cfg.decoder = decoder;
+        let (mut op, out_schema, q_schema) = init_parser(cfg);
+        let (good, bad, _) = parse_all(&mut op, &out_schema, &q_schema, values.clone());
+        let keep: Vec<usize> = (0..bad.num_columns())
+            .filter(|i| bad.schema().field(*i).name() != "ingested_at")
+            .collect();
+        (good, bad.project(&keep).unwrap())
+    };
+    let (fast_good, fast_bad) = run(Decoder::Fast);
+    let (arrow_good, arrow_bad) = run(Decoder::Arrow);
+    assert_eq!(
+        fast_good, arrow_good,
+        "the fast decoder kept other rows or values"
+    );
+    if fast_bad != arrow_bad {
+        let show = |b: &RecordBatch| {
+            (
+                offsets(b),
+                strings(b, "reason"),
+                strings(b, "detail"),
+                strings(b, "raw_value"),
+            )
+        };
+        panic!(
+            "the fast decoder quarantined otherwise:\n fast  {:?}\n arrow {:?}",
+            show(&fast_bad),
+            show(&arrow_bad)
+        );
+    }
+    (fast_good.num_rows(), fast_bad.num_rows())
+}
+
+#[test]
+fn the_fast_decoder_gives_what_arrow_json_gives() {
+    let totals = std::cell::Cell::new((0, 0));
+    let tally = |(k, q): (usize, usize)| {
+        let (kept, quarantined) = totals.get();
+        totals.set((kept + k, quarantined + q));
+    };
+    runner()
+        .run(&prop::collection::vec(row(), 1..40), |rows| {
+            let values: Vec<_> = rows.iter().map(Row::value).collect();
+            tally(same_with_both_decoders(
+                &shipped_parse_config("orders.toml"),
+                values.clone(),
+            ));
+            tally(same_with_both_decoders(&strict_config(), values));
+            Ok(())
+        })
+        .unwrap();
+    runner()
+        .run(&prop::collection::vec(all_types_row(), 1..40), |rows| {
+            let values = rows.into_iter().map(Some).collect();
+            tally(same_with_both_decoders(&all_types_config(), values));
+            Ok(())
+        })
+        .unwrap();
+    let (kept, quarantined) = totals.get();
+    eprintln!("rows kept {kept}, quarantined {quarantined}");
+    if cases() >= 64 {
+        assert!(
+            kept >= 500 && quarantined >= 500,
+            "kept {kept}, quarantined {quarantined}"
+        );
+    }
 }

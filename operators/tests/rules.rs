@@ -43,6 +43,7 @@ fn config(rules: &[&str], required: &[&str], on_error: OnError) -> JsonParseConf
         required: required.iter().map(|s| s.to_string()).collect(),
         rules: rules.iter().map(|s| s.to_string()).collect(),
         on_error,
+        decoder: Default::default(),
     }
 }
 
