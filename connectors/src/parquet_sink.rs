@@ -120,9 +120,9 @@ fn default_row_group_rows() -> usize {
 }
 
 /// Multipart parts are uploaded once this much is buffered (S3's minimum part is 5 MiB).
-const PART_BYTES: usize = 8 * 1024 * 1024;
+const PART_BYTES: usize = 5 * 1024 * 1024;
 /// A row group is flushed once its encoded size in memory passes this, bounding memory.
-const ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
+const ROW_GROUP_BYTES: usize = 4 * 1024 * 1024;
 
 impl SinkConfig for ParquetSinkConfig {
     fn build(self, ctx: &BuildContext, input: &Input) -> Result<Box<dyn Sink>> {

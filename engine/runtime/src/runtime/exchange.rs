@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 /// An exchange object is written once its partition's rows reach this size.
-const OBJECT_BYTES: usize = 8 * 1024 * 1024;
+const OBJECT_BYTES: usize = 2 * 1024 * 1024;
 
 /// Writes the rows of one edge into the exchange, per partition and epoch.
 pub(crate) struct ExchangeSink {
