@@ -21,7 +21,11 @@ use std::borrow::Cow;
 /// Anything else (a date alone, an epoch number, out-of-range fields) is `None`.
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     let s = s.trim();
-    // The common case first, before any copy or scan: this runs once per row.
+    // The common case first, before any copy or scan: this runs once per row (and once more per
+    // node that reads the time), so the exact UTC form is read without chrono's general parser.
+    if let Some(ms) = utc_rfc3339_ms(s.as_bytes()) {
+        return Some(ms);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
@@ -43,6 +47,73 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
         }
     }
     None
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` exactly (the form of JavaScript's `toISOString`, Java's
+/// `Instant` and most producers), in ms; `None` for anything else, including an impossible date
+/// or a leap second, which the general parser then judges. The fraction is truncated to ms, as
+/// chrono's `timestamp_millis` does.
+fn utc_rfc3339_ms(b: &[u8]) -> Option<i64> {
+    if b.len() < 20 || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        b[range].iter().try_fold(0i64, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > month_days[(month - 1) as usize]
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let frac = &b[19..b.len() - 1];
+    let ms = match frac {
+        [] => 0,
+        [b'.', rest @ ..] if !rest.is_empty() && rest.len() <= 9 => {
+            if !rest.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            rest.iter()
+                .chain(std::iter::repeat(&b'0'))
+                .take(3)
+                .fold(0, |n, c| n * 10 + i64::from(c - b'0'))
+        }
+        _ => return None,
+    };
+    // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + ms)
 }
 
 /// A decimal comma becomes a point and `t`/`z` become upper case; text without them is not
@@ -97,6 +168,66 @@ pub fn fmt_ms(ms: i64) -> String {
 mod tests {
     use super::*;
     use chrono::NaiveDate;
+
+    #[test]
+    fn the_exact_utc_form_is_read_as_chrono_reads_it() {
+        let chrono_ms = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        };
+        let mut seed = 5u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut checked = 0;
+        for _ in 0..200_000 {
+            // Fields around and beyond their ranges; fractions of 0 to 10 digits.
+            let year =
+                [1, 1582, 1900, 1969, 1970, 2000, 2024, 2026, 2100, 9999][(next() % 10) as usize];
+            let (month, day) = (next() % 14, next() % 33);
+            let (h, m, sec) = (next() % 25, next() % 61, next() % 62);
+            let digits = (next() % 11) as usize;
+            let frac: String = (0..digits)
+                .map(|_| char::from(b'0' + (next() % 10) as u8))
+                .collect();
+            let frac = if digits == 0 {
+                String::new()
+            } else {
+                format!(".{frac}")
+            };
+            let s = format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}{frac}Z");
+            let fast = utc_rfc3339_ms(s.as_bytes());
+            if fast.is_some() {
+                checked += 1;
+                assert_eq!(fast, chrono_ms(&s), "{s}");
+            } else {
+                // Declined: then the general parser decides, as before.
+                assert!(
+                    parse_timestamp_ms(&s) == chrono_ms(&s) || chrono_ms(&s).is_none(),
+                    "{s}"
+                );
+            }
+        }
+        assert!(checked > 50_000, "{checked}");
+        for s in [
+            "2026-02-29T00:00:00Z",
+            "2024-02-29T23:59:60Z",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01t00:00:00Z",
+            "+2026-01-01T00:00:00Z",
+        ] {
+            assert_eq!(utc_rfc3339_ms(s.as_bytes()), None, "{s}");
+        }
+        assert_eq!(
+            utc_rfc3339_ms(b"2024-02-29T23:59:59.9999Z"),
+            Some(1_709_251_199_999)
+        );
+        assert_eq!(utc_rfc3339_ms(b"1969-12-31T23:59:59.5Z"), Some(-500));
+    }
 
     /// Ms since the epoch of a UTC wall-clock time, computed by chrono's calendar, not by the
     /// parser under test.
