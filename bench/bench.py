@@ -2,6 +2,10 @@
 """`make bench`: side-by-side throughput of the raw Kafka read rate, the engine and (when
 installed) Spark, on the same topic data, in one run; median of N runs.
 
+Every throughput row has two figures from the same run: with start-up (messages / the whole
+process's wall time) and in steady state (from the system's own progress events, after its first
+micro-batch or epoch; bench/steady.py and the notes printed under the table).
+
 Results go to bench/results/<UTC time>.md (with the command that made them) and a PNG chart
 beside it. Not part of the tests: nothing here asserts, it measures.
 """
@@ -21,6 +25,9 @@ import time
 import urllib.parse
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import steady  # noqa: E402  bench/steady.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = os.path.join(ROOT, "target", "release", "engine")
 KAFKA_READ = os.path.join(ROOT, "target", "release", "examples", "kafka_read")
@@ -36,6 +43,12 @@ def log(msg):
 
 def timed(cmd, env=None):
     """Runs cmd under GNU time; returns (stdout, wall s, cpu s, peak RSS MiB)."""
+    out, _, wall, cpu, rss = timed_full(cmd, env)
+    return out, wall, cpu, rss
+
+
+def timed_full(cmd, env=None):
+    """Runs cmd under GNU time; returns (stdout, stderr, wall s, cpu s, peak RSS MiB)."""
     full = ["/usr/bin/time", "-f", "TIME %e %U %S %M"] + cmd
     e = dict(os.environ)
     e.update(env or {})
@@ -44,7 +57,7 @@ def timed(cmd, env=None):
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
     line = [l for l in p.stderr.splitlines() if l.startswith("TIME ")][-1]
     _, wall, user, sys_, rss_kb = line.split()
-    return p.stdout, float(wall), float(user) + float(sys_), int(rss_kb) / 1024
+    return p.stdout, p.stderr, float(wall), float(user) + float(sys_), int(rss_kb) / 1024
 
 
 def topic_size(topic):
@@ -90,18 +103,61 @@ def payload_bytes(topic):
     return json.loads(out)["bytes"]
 
 
-def measure(name, runs, make_cmd, messages, nbytes, note=""):
+def measure(name, runs, make_cmd, messages, nbytes, note="", steady_of=None):
     rows = []
     for i in range(runs):
-        rows.append(measure_once(name, i, runs, make_cmd, messages))
+        rows.append(measure_once(name, i, runs, make_cmd, messages, steady_of=steady_of))
     return summary(name, rows, messages, nbytes, note)
 
 
-def measure_once(name, i, runs, make_cmd, messages, extra_env=None):
+def measure_once(name, i, runs, make_cmd, messages, extra_env=None, steady_of=None):
+    """One run: (wall s, cpu s, peak RSS MiB, steady-state msg/s or None). steady_of(stdout,
+    stderr) reads the steady-state rate from the run's own output."""
     cmd, env = make_cmd(i)
-    _, wall, cpu, rss = timed(cmd, {**env, **(extra_env or {})})
-    log(f"{name} run {i + 1}/{runs}: {wall:.2f} s, {messages / wall:,.0f} msg/s, cpu {cpu:.2f} s, rss {rss:.0f} MiB")
-    return wall, cpu, rss
+    out, err, wall, cpu, rss = timed_full(cmd, {**env, **(extra_env or {})})
+    rate = None
+    if steady_of is not None:
+        try:
+            rate = steady_of(out, err)
+        except Exception as e:  # noqa: BLE001 - a figure missing, not a failed run
+            log(f"{name} run {i + 1}/{runs}: no steady-state figure ({e})")
+    log(f"{name} run {i + 1}/{runs}: {wall:.2f} s, {messages / wall:,.0f} msg/s with start-up, "
+        f"{'-' if rate is None else f'{rate:,.0f}'} msg/s steady, cpu {cpu:.2f} s, rss {rss:.0f} MiB")
+    return wall, cpu, rss, rate
+
+
+# Steady-state figures, each from the system's own report of its progress.
+
+def steady_engine(out, err):
+    """The engine's `epoch progress` events (json log): records after the first epoch over the time
+    from the run's first commit (epoch 1 of the per-partition part) to its last (bench/steady.py)."""
+    res = steady.steady_state(steady.engine_streams(err))
+    if res.get("records_per_s") is None:
+        raise ValueError(res.get("why", "no epochs in the log"))
+    return res["records_per_s"]
+
+
+def steady_spark(out, err):
+    """orders_job.py's summary (last line on stdout): its `steady`, from StreamingQueryProgress."""
+    s = json.loads(out.strip().splitlines()[-1])
+    if s.get("orders_per_second_steady") is None:
+        raise ValueError((s.get("steady") or {}).get("why", "no steady figure in the summary"))
+    return s["orders_per_second_steady"]
+
+
+def steady_kafka_read(out, err):
+    """kafka_read's own clock: from assigning the partitions to the last message (no process
+    start, no metadata look-up)."""
+    return float(json.loads(out.strip().splitlines()[-1])["messages_per_s"])
+
+
+def steady_perf_tool(out, err):
+    """ConsumerPerformance's fetch.nMsg.sec: messages over the fetch time, which leaves out the
+    JVM start and the consumer group's join (rebalance.time.ms)."""
+    lines = [l for l in out.splitlines() if l.strip()]
+    head = [h.strip() for h in lines[-2].split(",")]
+    vals = [v.strip() for v in lines[-1].split(",")]
+    return float(vals[head.index("fetch.nMsg.sec")])
 
 
 def free_port():
@@ -112,17 +168,33 @@ def free_port():
 
 ENGINE_B = "(b) engine: orders.toml --batch"
 ENGINE_B_METRICS = "(b) engine: orders.toml --batch, metrics endpoint on"
+ENGINE_BRONZE = "(b) engine: orders_bronze.toml --batch"
+RDKAFKA = "(a) rdkafka read loop"
+PERF_TOOL = "(a) Kafka consumer perf tool"
+SPARK_EXPERT = "(c) Spark, expert"
+SPARK_EXPERT_BRONZE = "(c) Spark, expert, bronze only"
+# --spark-variants name -> (row name, orders_job.py arguments, note)
+SPARK_ROWS = {
+    "notebook": ("(c) Spark, notebook", ["--variant", "notebook"],
+                 "4 queries (Spark defaults): orders + items Parquet, product sales, windows"),
+    "tuned": ("(c) Spark, tuned", ["--variant", "tuned"],
+              "4 queries, tuned: orders + items Parquet, product sales, windows"),
+    "expert": (SPARK_EXPERT, ["--variant", "expert"],
+               "3 queries: one foreachBatch for orders + items (one read and parse), product sales, windows"),
+    "expert-bronze": (SPARK_EXPERT_BRONZE, ["--variant", "expert", "--bronze-only"],
+                      "1 foreachBatch query: orders + items"),
+}
 
 
 def engine_with_and_without_metrics(args, topic, nbytes):
     """(b) without and with --metrics-address, runs interleaved (off, on, off, on, ...) so that
     the machine's drift hits both alike."""
-    make = engine_cmd("orders.toml", "ORDERS_TOPIC", topic)
+    make = engine_cmd("orders.toml", "ORDERS_TOPIC", topic, args.engine_trigger)
     off, on = [], []
     for i in range(args.runs):
-        off.append(measure_once(ENGINE_B, i, args.runs, make, args.orders))
+        off.append(measure_once(ENGINE_B, i, args.runs, make, args.orders, steady_of=steady_engine))
         on.append(measure_once(ENGINE_B_METRICS, i, args.runs, make, args.orders,
-                               {"ENGINE_METRICS_ADDRESS": f"127.0.0.1:{free_port()}"}))
+                               {"ENGINE_METRICS_ADDRESS": f"127.0.0.1:{free_port()}"}, steady_of=steady_engine))
     return [summary(ENGINE_B, off, args.orders, nbytes,
                     "bronze orders + items + quarantine, gold product_sales + 1-min windows"),
             summary(ENGINE_B_METRICS, on, args.orders, nbytes,
@@ -133,16 +205,23 @@ def summary(name, rows, messages, nbytes, note):
     wall = statistics.median(r[0] for r in rows)
     cpu = statistics.median(r[1] for r in rows)
     rss = max(r[2] for r in rows)
+    rates = [r[3] for r in rows if len(r) > 3 and r[3] is not None]
     return {"name": name, "messages": messages, "wall_s": wall, "msgs_per_s": messages / wall,
+            "steady_msgs_per_s": statistics.median(rates) if rates else None,
             "mb_per_s": nbytes / wall / 1e6, "cpu_s_per_million": cpu / messages * 1e6, "peak_rss_mib": rss,
             "note": note}
 
 
-def engine_cmd(pipeline, topic_var, topic):
+def engine_cmd(pipeline, topic_var, topic, trigger=None):
+    """`engine run <pipeline> --batch` on a new output and checkpoint location. With a trigger, the
+    pipeline's TRIGGER is set (a --batch run commits one epoch per trigger, so a backfill becomes
+    several epochs) and its epochs are logged as json, for the steady-state figure."""
     def make(i):
         run = f"bench/{datetime.datetime.utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         env = {topic_var: topic, "BRONZE_URL": f"s3://bronze/{run}", "GOLD_URL": f"s3://gold/{run}",
                "CHECKPOINT_URL": f"s3://bronze/{run}/_checkpoints", "RUST_LOG": "warn"}
+        if trigger:
+            env.update({"TRIGGER": trigger, "RUST_LOG": "warn,engine::progress=info", "ENGINE_LOG_FORMAT": "json"})
         return [ENGINE, "run", os.path.join(ROOT, "pipelines", pipeline), "--batch"], env
     return make
 
@@ -469,11 +548,19 @@ def chart(results, path):
     if plt is None:
         return False
     names = [r["name"] for r in results]
-    rates = [r["msgs_per_s"] / 1000 for r in results]
-    fig, ax = plt.subplots(figsize=(9, 0.6 * len(names) + 1.5))
-    ax.barh(names[::-1], rates[::-1], color="#3b7dd8")
-    for y, v in enumerate(rates[::-1]):
-        ax.text(v, y, f" {v:,.0f}k", va="center")
+    fig, ax = plt.subplots(figsize=(9, 0.8 * len(names) + 1.5))
+    ys = range(len(names))
+    for k, (key, label, color) in enumerate([("msgs_per_s", "with start-up", "#9cc3f0"),
+                                             ("steady_msgs_per_s", "steady state", "#3b7dd8")]):
+        vals = [(r.get(key) or 0) / 1000 for r in results]
+        pos = [y + (k - 0.5) * 0.38 for y in ys]
+        ax.barh(pos, vals, height=0.38, color=color, label=label)
+        for y, v in zip(pos, vals):
+            if v:
+                ax.text(v, y, f" {v:,.0f}k", va="center", fontsize=8)
+    ax.set_yticks(list(ys), names)
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
     ax.set_xlabel("thousand messages per second (median)")
     ax.set_title("Throughput on the same Kafka data, 2 cores")
     fig.tight_layout()
@@ -489,6 +576,15 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--spark", choices=["auto", "no"], default="auto",
                     help="run the Spark job too when bench/spark/install has installed it")
+    ap.add_argument("--spark-variants", default="notebook,tuned,expert,expert-bronze",
+                    help=f"Spark rows of the throughput section, among {','.join(SPARK_ROWS)}")
+    ap.add_argument("--spark-batch-orders", type=int, default=None,
+                    help="orders per Spark micro-batch (maxOffsetsPerTrigger under AvailableNow), so that a "
+                         "run has several batches for its steady state; default --orders / 10; 0: no limit "
+                         "(each variant's own setting: one batch, no steady state)")
+    ap.add_argument("--engine-trigger", default="1s",
+                    help="TRIGGER of the engine's throughput runs (--batch commits one epoch per trigger, so the "
+                         "backfill is several epochs for the steady state); empty: the pipeline's own (10s)")
     ap.add_argument("--compaction-seconds", type=int, default=300,
                     help="length of each run of --only compaction")
     ap.add_argument("--compaction-rate", type=float, default=200, help="orders/s of --only compaction")
@@ -550,37 +646,47 @@ def main():
         write_results(args, obytes, [], latency_section(args, eng_rate, spark_env))
         return
     results.append(measure(
-        "(a) Kafka consumer perf tool", args.runs,
+        PERF_TOOL, args.runs,
         lambda i: (["java", "-cp", KAFKA_LIBS, "org.apache.kafka.tools.ConsumerPerformance", "--bootstrap-server",
                     BROKERS, "--topic", orders_topic, "--messages", str(args.orders), "--group",
                     f"bench-perf-{uuid.uuid4().hex[:8]}"], {}),
-        args.orders, obytes, "JVM consumer, no processing"))
+        args.orders, obytes, "JVM consumer, no processing", steady_of=steady_perf_tool))
     results.append(measure(
-        "(a) rdkafka read loop", args.runs, lambda i: ([KAFKA_READ, BROKERS, orders_topic], {}),
-        args.orders, obytes, "touches every payload"))
+        RDKAFKA, args.runs, lambda i: ([KAFKA_READ, BROKERS, orders_topic], {}),
+        args.orders, obytes, "touches every payload", steady_of=steady_kafka_read))
     results.extend(engine_with_and_without_metrics(args, orders_topic, obytes))
+    results.append(measure(ENGINE_BRONZE, args.runs,
+                           engine_cmd("orders_bronze.toml", "ORDERS_TOPIC", orders_topic, args.engine_trigger),
+                           args.orders, obytes, "bronze only: orders + items + quarantine", steady_of=steady_engine))
 
     if spark_env is not None:
         python = spark_env.get("SPARK_PYTHON", "python3")
-        for variant in ["notebook", "tuned"]:
-            def make(i, variant=variant):
+        batch = args.orders // 10 if args.spark_batch_orders is None else args.spark_batch_orders
+        for key in [v.strip() for v in args.spark_variants.split(",") if v.strip()]:
+            if key not in SPARK_ROWS:
+                sys.exit(f"bench: unknown Spark variant {key!r} (--spark-variants: {', '.join(SPARK_ROWS)})")
+            name, job_args, note = SPARK_ROWS[key]
+
+            def make(i, job_args=job_args):
                 run = f"make-bench-{uuid.uuid4().hex[:8]}"
-                return ([python, spark_job, "--variant", variant, "--batch", "--topic", orders_topic,
-                         "--run", run], spark_env)
+                # --no-readback: the row counts are read back with pyarrow after the JVM has stopped;
+                # that is not the job's time.
+                limit = ["--max-offsets-per-trigger", str(batch)] if batch else []
+                return ([python, spark_job, *job_args, "--batch", "--topic", orders_topic, "--run", run,
+                         "--no-readback", *limit], spark_env)
             try:
-                results.append(measure(f"(c) Spark, {variant}", args.runs, make, args.orders, obytes,
-                                       "same job: orders + items Parquet, product sales, windows"))
+                results.append(measure(name, args.runs, make, args.orders, obytes, note, steady_of=steady_spark))
             except RuntimeError as e:
-                log(f"Spark {variant} failed: {e}")
+                log(f"{name} failed: {e}")
 
     lbytes = payload_bytes(logs_topic)
     results.append(measure("(d) engine: logs.toml --batch", args.runs,
-                           engine_cmd("logs.toml", "LOGS_TOPIC", logs_topic), args.logs, lbytes,
-                           "bronze logs + 3 gold tables"))
+                           engine_cmd("logs.toml", "LOGS_TOPIC", logs_topic, args.engine_trigger), args.logs, lbytes,
+                           "bronze logs + 3 gold tables", steady_of=steady_engine))
     mbytes = payload_bytes(metrics_topic)
     results.append(measure("(d) engine: metrics.toml --batch", args.runs,
-                           engine_cmd("metrics.toml", "METRICS_TOPIC", metrics_topic), args.metrics, mbytes,
-                           "bronze metrics + 3 gold tables"))
+                           engine_cmd("metrics.toml", "METRICS_TOPIC", metrics_topic, args.engine_trigger),
+                           args.metrics, mbytes, "bronze metrics + 3 gold tables", steady_of=steady_engine))
 
     by = {r["name"]: r for r in results}
     eng = by["(b) engine: orders.toml --batch"]["msgs_per_s"]
@@ -662,6 +768,19 @@ def write_scaleout(args, rows):
     log(f"wrote {md_path}")
 
 
+def ratio_line(by, a, b, label=None):
+    """`- a / b: with start-up x, steady state y` when both rows exist."""
+    if a not in by or b not in by:
+        return []
+    ra, rb = by[a], by[b]
+    start = ra["msgs_per_s"] / rb["msgs_per_s"]
+    if ra.get("steady_msgs_per_s") and rb.get("steady_msgs_per_s"):
+        st = f"{ra['steady_msgs_per_s'] / rb['steady_msgs_per_s']:.2f}"
+    else:
+        st = "-"
+    return [f"- {label or f'{a} / {b}'}: steady state **{st}**, with start-up {start:.2f}"]
+
+
 def write_results(args, obytes, results, latency):
     by = {r["name"]: r for r in results}
     ratios = []
@@ -669,13 +788,14 @@ def write_results(args, obytes, results, latency):
         ratios.append(f"- metrics endpoint on / off: {by[ENGINE_B_METRICS]['msgs_per_s'] / by[ENGINE_B]['msgs_per_s']:.3f} "
                       f"(CPU-s per million: {by[ENGINE_B_METRICS]['cpu_s_per_million']:.2f} on, "
                       f"{by[ENGINE_B]['cpu_s_per_million']:.2f} off)")
-    if "(b) engine: orders.toml --batch" in by and "(a) rdkafka read loop" in by:
-        eng = by["(b) engine: orders.toml --batch"]["msgs_per_s"]
-        ratios += [f"- (b)/(a) rdkafka read loop: {eng / by['(a) rdkafka read loop']['msgs_per_s']:.2f}",
-                  f"- (b)/(a) Kafka perf tool: {eng / by['(a) Kafka consumer perf tool']['msgs_per_s']:.2f}"]
-        for k in by:
-            if k.startswith("(c)"):
-                ratios.append(f"- (b)/{k}: {eng / by[k]['msgs_per_s']:.2f}")
+    ratios += ratio_line(by, ENGINE_B, SPARK_EXPERT, "engine / Spark expert, full job (b)/(c)")
+    ratios += ratio_line(by, ENGINE_BRONZE, SPARK_EXPERT_BRONZE, "engine bronze / Spark expert bronze")
+    ratios += ratio_line(by, ENGINE_B, RDKAFKA, "engine full job / rdkafka read loop (b)/(a)")
+    ratios += ratio_line(by, ENGINE_BRONZE, RDKAFKA, "engine bronze / rdkafka read loop")
+    ratios += ratio_line(by, ENGINE_B, PERF_TOOL, "engine full job / Kafka perf tool")
+    for k in by:
+        if k.startswith("(c)") and k not in (SPARK_EXPERT, SPARK_EXPERT_BRONZE):
+            ratios += ratio_line(by, ENGINE_B, k, f"engine full job / {k}")
 
     stamp = datetime.datetime.utcnow().strftime("%Y-%m-%dT%H%M%SZ")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
@@ -691,12 +811,31 @@ def write_results(args, obytes, results, latency):
          f"{args.metrics:,} metrics, 3 partitions each. Median of {args.runs} runs; peak RSS is the largest."
          if results else "Data: latency runs only, each on a new topic of 3 partitions."),
         "",
-        "| run | messages/s | MB/s | CPU-s per million | peak RSS (MiB) | what it does |",
-        "|---|---:|---:|---:|---:|---|",
+        "| run | msg/s with start-up | msg/s steady state | MB/s with start-up | CPU-s per million | peak RSS (MiB) | what it does |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
-        lines.append(f"| {r['name']} | {r['msgs_per_s']:,.0f} | {r['mb_per_s']:.1f} | "
+        st = "-" if r.get("steady_msgs_per_s") is None else f"{r['steady_msgs_per_s']:,.0f}"
+        lines.append(f"| {r['name']} | {r['msgs_per_s']:,.0f} | {st} | {r['mb_per_s']:.1f} | "
                      f"{r['cpu_s_per_million']:.2f} | {r['peak_rss_mib']:.0f} | {r['note']} |")
+    if results:
+        spark_batch = args.orders // 10 if args.spark_batch_orders is None else args.spark_batch_orders
+        lines += [
+            "",
+            "With start-up: messages / wall time of the whole process (JVM or process start to exit). "
+            "Steady state: from each system's own progress reports, leaving out the process start and the first "
+            "micro-batch (bench/steady.py): the messages after the run's first micro-batch, over the time from its "
+            "commit (the run's first) to the last commit of any part or query, when every output is written.",
+            f"- engine: `epoch progress` log events; `--batch` with TRIGGER={args.engine_trigger or 'the pipeline default'} "
+            "commits one epoch per trigger. The finalizer (gold) commits epoch n after the per-partition part, so "
+            "its work on the first epoch falls inside the interval.",
+            "- Spark: StreamingQueryProgress of every query (end = timestamp + triggerExecution), AvailableNow with "
+            + (f"maxOffsetsPerTrigger {spark_batch:,} for every variant (a backfill in micro-batches)."
+               if spark_batch else "each variant's own maxOffsetsPerTrigger (no steady state from a single batch).")
+            + " The Spark wall time leaves out reading the tables back (`--no-readback`).",
+            "- rdkafka read loop: its own clock, from assigning the partitions to the last message; Kafka perf tool: "
+            "its fetch.nMsg.sec (no JVM start, no group join).",
+        ]
     if ratios:
         lines += ["", "Ratios (throughput):", *ratios]
     if has_chart:

@@ -15,9 +15,9 @@ S3 server (S3A):
                                                  total_commandes; append (closed windows only)
 
 The columns are the engine's (see `engine graph pipelines/orders.toml`). Like the engine, a run
-is four outputs of one topic; unlike the engine, Spark runs them as four streaming queries, each
-reading the topic and parsing the JSON itself (that is how Structured Streaming is written: one
-writeStream per sink).
+is four outputs of one topic; the notebook and tuned variants run them as four streaming queries,
+each reading the topic and parsing the JSON itself (that is how Structured Streaming is written:
+one writeStream per sink); the expert variant as three (see below).
 
 Variants (--variant):
   notebook  written as the course notebook would: Spark's defaults (spark.sql.shuffle.partitions
@@ -26,12 +26,29 @@ Variants (--variant):
             volume: spark.sql.shuffle.partitions = 2 x cores (4 here), the UI and its listeners
             off, maxOffsetsPerTrigger bounded (default 500000 per query and trigger), the
             state store's maintenance less frequent, and product_sales written as one file.
+  expert    the strongest Spark we know how to write for this job on this machine: THREE queries.
+            `bronze` reads the topic once per micro-batch and, in foreachBatch, persists the parsed
+            batch (MEMORY_ONLY, uncompressed columnar cache) and writes both commandes and items
+            from it (each batch into its own directory batch_id=N, replaced if the batch is
+            replayed); then
+            product_sales (complete) and customer_orders_1min (append, watermark), each parsing
+            only the fields it needs. local[cores], 2 shuffle partitions (= cores), no
+            maxOffsetsPerTrigger, driver heap 2g with ParallelGC, larger Kafka fetches... see
+            variant_conf() and README.md ("The expert variant").
 
 Modes:
   --batch              Trigger.AvailableNow: read everything up to the offsets seen at start,
                        then stop (like `engine run --batch`).
   --trigger "5 seconds" processing-time trigger, runs until --duration seconds have passed or
                        SIGTERM/SIGINT (a clean stop: the queries are stopped, then the summary).
+
+--bronze-only: only the bronze tables commandes and items (notebook/tuned: their two queries;
+expert: the one foreachBatch query).
+
+Steady state: the summary's `steady` is computed from the queries' StreamingQueryProgress
+(bench/steady.py): orders done by every query after each query's first micro-batch with data,
+over the time from then to the end of the last batch. It needs several micro-batches per query:
+with --batch give --max-offsets-per-trigger (make bench does).
 
 Checkpoints: by default in a local temporary directory (--checkpoint local), see README.md
 ("Checkpoints") for why; --checkpoint s3 puts them under
@@ -45,6 +62,7 @@ directory bench/spark/install fills; nothing is downloaded at run time.
 """
 
 import argparse
+import datetime
 import json
 import os
 import shutil
@@ -57,6 +75,8 @@ import uuid
 from urllib.parse import urlparse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # verify.py, for the read-back
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/steady.py
+import steady as steady_mod  # noqa: E402
 
 T0 = time.monotonic()
 T0_WALL = time.time()
@@ -66,7 +86,9 @@ TABLES = ("commandes", "items", "product_sales", "customer_orders_1min")
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", choices=("notebook", "tuned"), default="tuned")
+    p.add_argument("--variant", choices=("notebook", "tuned", "expert"), default="tuned")
+    p.add_argument("--bronze-only", action="store_true",
+                   help="only the bronze tables commandes and items (no product_sales, no windows)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--batch", action="store_true", help="Trigger.AvailableNow: read all, then stop (default)")
     mode.add_argument("--trigger", metavar="INTERVAL", help='processing-time trigger, e.g. "5 seconds"; streams')
@@ -82,11 +104,17 @@ def parse_args(argv):
                    help="'local' (a temporary directory, removed at the end unless --keep-checkpoint), "
                         "'s3' (s3a://bronze/bench-spark/<run>/_checkpoints), or a path/URL")
     p.add_argument("--keep-checkpoint", action="store_true")
-    p.add_argument("--master", default=None, help="Spark master (default local[*])")
+    p.add_argument("--master", default=None, help="Spark master (default local[*]; expert: local[<cores>])")
     p.add_argument("--shuffle-partitions", type=int, default=None, help="override the variant's value")
     p.add_argument("--max-offsets-per-trigger", type=int, default=None,
-                   help="override the variant's value (tuned: 500000; notebook: unbounded); 0 = unbounded")
-    p.add_argument("--driver-memory", default=None, help="e.g. 2g (default: Spark's 1g)")
+                   help="override the variant's value (tuned: 500000; notebook, expert: unbounded); 0 = unbounded")
+    p.add_argument("--min-partitions", type=int, default=None,
+                   help="Kafka source minPartitions (default unset: one task per Kafka partition); 0 = unset")
+    p.add_argument("--driver-memory", default=None, help="e.g. 2g (default: Spark's 1g; expert: 2g)")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra Spark setting, over the variant's (repeatable; for experiments)")
+    p.add_argument("--java-options", default=None,
+                   help="extra JVM options for the driver (e.g. a Flight Recorder profile), added to the variant's")
     p.add_argument("--jars-dir", default=None,
                    help="directory of the extra jars (default: $ENGINE_TOOLS_DIR/spark-jars-<pyspark version>)")
     p.add_argument("--progress-file", default=None,
@@ -143,10 +171,11 @@ def variant_conf(args, cores):
     """Spark settings of each variant. Returns (spark conf dict, kafka reader options dict)."""
     conf = {}
     kafka = {}
+    min_partitions = None
     if args.variant == "notebook":
         shuffle = None                      # Spark's default: 200
         max_offsets = None
-    else:
+    elif args.variant == "tuned":
         shuffle = 2 * cores
         max_offsets = 500_000
         conf.update({
@@ -158,14 +187,66 @@ def variant_conf(args, cores):
             "spark.sql.streaming.stateStore.maintenanceInterval": "120s",
             # No compression codec fuss: Spark's default snappy, same as the notebook.
         })
+    else:  # expert
+        # One task slot per core and one shuffle partition per slot: the two stateful queries'
+        # state (12 products, a few hundred open windows) is tiny, more partitions only mean
+        # more tasks and more state-store files per batch.
+        shuffle = cores
+        max_offsets = None                  # no per-trigger limit: a backlog is one batch
+        # minPartitions stays unset: one task per Kafka partition. Splitting each partition in
+        # two (6 tasks, even waves on 2 slots) was slower: every write task commits its own
+        # file through S3A (HEAD, LIST, COPY, DELETE), which cost more than the 2 + 1 waves
+        # lose (README.md, "The expert variant").
+        conf.update({
+            "spark.ui.enabled": "false",
+            "spark.sql.streaming.ui.enabled": "false",
+            "spark.sql.streaming.stateStore.minDeltasForSnapshot": "20",
+            "spark.sql.streaming.stateStore.maintenanceInterval": "120s",
+            # The parsed batch is cached between the two bronze writes: plain columnar buffers,
+            # no compression pass for data read back once, a moment later.
+            "spark.sql.inMemoryColumnarStorage.compressed": "false",
+            # Driver = executor in local mode; these two must reach the JVM's command line, which
+            # pyspark builds from this conf when it launches the JVM (getOrCreate below).
+            "spark.driver.memory": "2g",
+            "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
+            # foreachBatch writes go through Hadoop's FileOutputCommitter, whose v1 job commit
+            # renames every file a second time (on S3A a rename is a copy); v2 commits each task's
+            # files straight into the batch's directory. Neither is atomic on S3, and a replayed
+            # batch replaces its directory (see write_bronze).
+            "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": "2",
+        })
+        kafka.update({
+            # Fetches sized to the tasks: each task reads one offset range of one partition
+            # (a few thousand to tens of thousands of ~370-byte orders), so 2 MiB per partition
+            # and request (default 1 MiB) and a 1 MiB socket buffer (default 64 KiB) read it in
+            # a few round trips without fetching far past the range's end (what a task does not
+            # use is fetched and decoded for nothing). max.poll.records stays at 500: a poll is
+            # served from the fetched buffer, and larger polls decode records past the range too.
+            "kafka.max.partition.fetch.bytes": str(2 << 20),
+            "kafka.receive.buffer.bytes": str(1 << 20),
+        })
     if args.shuffle_partitions is not None:
         shuffle = args.shuffle_partitions
     if args.max_offsets_per_trigger is not None:
         max_offsets = args.max_offsets_per_trigger or None
+    if args.min_partitions is not None:
+        min_partitions = args.min_partitions or None
     if shuffle is not None:
         conf["spark.sql.shuffle.partitions"] = str(shuffle)
     if max_offsets is not None:
         kafka["maxOffsetsPerTrigger"] = str(max_offsets)
+    if min_partitions is not None:
+        kafka["minPartitions"] = str(min_partitions)
+    if args.driver_memory:
+        conf["spark.driver.memory"] = args.driver_memory
+    for kv in args.conf:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            sys.exit(f"orders_job: --conf {kv!r}: expected KEY=VALUE")
+        conf[k.strip()] = v.strip()
+    if args.java_options:
+        conf["spark.driver.extraJavaOptions"] = (
+            conf.get("spark.driver.extraJavaOptions", "") + " " + args.java_options).strip()
     return conf, kafka
 
 
@@ -173,6 +254,7 @@ def main(argv):
     args = parse_args(argv)
     import pyspark
     from pyspark.sql import SparkSession
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql.streaming import StreamingQueryListener
     from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, StringType, StructField,
@@ -215,16 +297,17 @@ def main(argv):
     jars = find_jars(args, pyspark.__version__)
     vconf, kafka_opts = variant_conf(args, cores)
 
+    master = args.master or (f"local[{cores}]" if args.variant == "expert" else "local[*]")
     builder = (SparkSession.builder
                .appName(f"bench-spark-orders-{args.variant}")
-               .master(args.master or "local[*]")
+               .master(master)
                .config("spark.jars", ",".join(jars))
                # Event-time windows and the printed times in UTC, like the engine.
                .config("spark.sql.session.timeZone", "UTC")
                # The console progress bar is display only (off in both variants: clean logs).
-               .config("spark.ui.showConsoleProgress", "false"))
-    if args.driver_memory:
-        builder = builder.config("spark.driver.memory", args.driver_memory)
+               .config("spark.ui.showConsoleProgress", "false")
+               # Every micro-batch's progress is kept for the summary's steady state (default 100).
+               .config("spark.sql.streaming.numRecentProgressUpdates", "100000"))
     for k, v in {**s3a_conf(), **vconf}.items():
         builder = builder.config(k, v)
     log(f"starting Spark (pyspark {pyspark.__version__}, variant {args.variant}, {len(jars)} extra jars)")
@@ -237,6 +320,13 @@ def main(argv):
     stats = {}
     lock = threading.Lock()
     progress_out = open(args.progress_file, "a") if args.progress_file else None
+
+    def codegen_count():
+        try:
+            return spark.sparkContext._jvm.org.apache.spark.metrics.source.CodegenMetrics \
+                .METRIC_COMPILATION_TIME().getCount()
+        except Exception:  # noqa: BLE001
+            return None
 
     class Listener(StreamingQueryListener):
         def onQueryStarted(self, event):
@@ -261,6 +351,7 @@ def main(argv):
                         "input_rows": p.numInputRows, "duration_ms": p.durationMs,
                         "watermark": (p.eventTime or {}).get("watermark"),
                         "sink_rows": n, "end_offset": p.sources[0].endOffset if p.sources else None,
+                        "codegen_compilations": codegen_count(),
                     }) + "\n")
                     progress_out.flush()
 
@@ -289,20 +380,23 @@ def main(argv):
         StructField("status", StringType(), True),
     ])
 
-    def parsed():
-        """A fresh Kafka stream, parsed: one per query, as Structured Streaming is written."""
+    def kafka_stream():
         r = (spark.readStream.format("kafka")
              .option("kafka.bootstrap.servers", args.brokers)
              .option("subscribe", args.topic)
              .option("startingOffsets", "earliest"))
         for k, v in kafka_opts.items():
             r = r.option(k, v)
-        return (r.load()
+        return r.load()
+
+    def parsed(schema=order_schema):
+        """A fresh Kafka stream, parsed: one per query, as Structured Streaming is written."""
+        return (kafka_stream()
                 .select(
                     "topic", "partition", "offset",
                     F.col("timestamp").alias("kafka_timestamp"),
                     F.col("key").cast("string").alias("key"),
-                    F.from_json(F.col("value").cast("string"), order_schema).alias("data"))
+                    F.from_json(F.col("value").cast("string"), schema).alias("data"))
                 .select("topic", "partition", "offset", "kafka_timestamp", "key", "data.*"))
 
     def items_of(df):
@@ -327,26 +421,75 @@ def main(argv):
         # Complete mode: the whole table, replaced. The Parquet file sink only appends, so this
         # goes through foreachBatch (idempotent: a replayed batch rewrites the same table).
         # persist: the batch is computed (and its state store updated) once for the two actions.
+        if args.variant == "expert":
+            # One action only (no row count for the summary; the read-back gives it), so no
+            # persist is needed: the state store is updated once.
+            batch_df.coalesce(1).write.mode("overwrite").parquet(paths["product_sales"])
+            product_rows["last"] = None
+            return
         df = batch_df.persist()
-        out = df.coalesce(1) if args.variant == "tuned" else df
+        out = df if args.variant == "notebook" else df.coalesce(1)
         out.write.mode("overwrite").parquet(paths["product_sales"])
         product_rows["last"] = df.count()
         df.unpersist()
 
-    orders = parsed().drop("items")
-    items = items_of(parsed())
-    product_sales = (items_of(parsed())
-                     .groupBy("product_id", "product_name")
-                     .agg(F.count(F.lit(1)).alias("nb_ventes"),
-                          F.sum("quantity").alias("quantite_totale"),
-                          F.sum("subtotal").alias("ca_total")))
-    windows = (parsed()
-               .withColumn("event_time", F.col("timestamp").cast("timestamp"))
-               .withWatermark("event_time", "2 minutes")
-               .groupBy("customer_id", F.window("event_time", "1 minute"))
-               .agg(F.count(F.lit(1)).alias("nb_commandes"), F.sum("total").alias("total_commandes"))
-               .select("customer_id", F.col("window.start").alias("window_start"),
-                       F.col("window.end").alias("window_end"), "nb_commandes", "total_commandes"))
+    def write_bronze(batch_df, batch_id):
+        # Expert: both bronze tables from one read and one parse of the batch. The parsed rows
+        # are cached (uncompressed columnar, memory only) by the first write, read back by the
+        # second, then dropped. foreachBatch has no commit log of its own (the file sink's
+        # _spark_metadata): each batch goes to its own directory, written in overwrite mode, so
+        # a batch replayed after a failure (same batch id, same offsets) replaces its own files
+        # instead of adding a second copy. The directory is Hive-style, batch_id=N, because
+        # Spark's reader only descends into name=value directories: Spark sees a batch_id
+        # partition column (as it sees the engine's dt=), the Parquet files have the same
+        # columns as the other variants'.
+        df = batch_df.persist(StorageLevel.MEMORY_ONLY)
+        try:
+            part = f"batch_id={batch_id}"
+            df.drop("items").write.mode("overwrite").parquet(f"{paths['commandes']}/{part}")
+            items_of(df).write.mode("overwrite").parquet(f"{paths['items']}/{part}")
+        finally:
+            df.unpersist()
+
+    # (name, dataframe, start() keywords) of each streaming query
+    plan = []
+    if args.variant == "expert":
+        plan.append(("bronze", parsed(), {"mode": "append", "foreach_batch": write_bronze}))
+    else:
+        plan.append(("commandes", parsed().drop("items"), {}))
+        plan.append(("items", items_of(parsed()), {}))
+    if not args.bronze_only:
+        if args.variant == "expert":
+            # Each gold query parses only the fields it uses (Spark would prune the schema of
+            # from_json itself; written out, it is plain to see).
+            sales_in = (kafka_stream()
+                        .select(F.from_json(F.col("value").cast("string"), StructType([
+                            StructField("items", ArrayType(StructType([
+                                f for f in item_schema.fields
+                                if f.name in ("product_id", "product_name", "quantity", "subtotal")])), True),
+                        ])).alias("data"))
+                        .select(F.explode("data.items").alias("item"))
+                        .select("item.product_id", "item.product_name", "item.quantity", "item.subtotal"))
+            windows_in = parsed(StructType([f for f in order_schema.fields
+                                            if f.name in ("customer_id", "timestamp", "total")]))
+        else:
+            sales_in = items_of(parsed())
+            windows_in = parsed()
+        product_sales = (sales_in
+                         .groupBy("product_id", "product_name")
+                         .agg(F.count(F.lit(1)).alias("nb_ventes"),
+                              F.sum("quantity").alias("quantite_totale"),
+                              F.sum("subtotal").alias("ca_total")))
+        windows = (windows_in
+                   .withColumn("event_time", F.col("timestamp").cast("timestamp"))
+                   .withWatermark("event_time", "2 minutes")
+                   .groupBy("customer_id", F.window("event_time", "1 minute"))
+                   .agg(F.count(F.lit(1)).alias("nb_commandes"), F.sum("total").alias("total_commandes"))
+                   .select("customer_id", F.col("window.start").alias("window_start"),
+                           F.col("window.end").alias("window_end"), "nb_commandes", "total_commandes"))
+        plan.append(("product_sales", product_sales,
+                     {"mode": "complete", "foreach_batch": write_product_sales}))
+        plan.append(("customer_orders_1min", windows, {}))
 
     t_start = time.monotonic()
     stop = threading.Event()
@@ -357,14 +500,13 @@ def main(argv):
     error = None
     queries = []
     try:
-        queries.append(start(orders, "commandes"))
-        queries.append(start(items, "items"))
-        queries.append(start(product_sales, "product_sales", mode="complete",
-                             foreach_batch=write_product_sales))
-        queries.append(start(windows, "customer_orders_1min"))
-        log(f"4 queries started ({'AvailableNow' if args.batch else 'trigger ' + args.trigger}) on "
+        for name, df, kw in plan:
+            queries.append(start(df, name, **kw))
+        log(f"{len(queries)} queries started ({', '.join(q.name for q in queries)}; "
+            f"{'AvailableNow' if args.batch else 'trigger ' + args.trigger}) on "
             f"topic {args.topic}; shuffle partitions {spark.conf.get('spark.sql.shuffle.partitions')}, "
-            f"maxOffsetsPerTrigger {kafka_opts.get('maxOffsetsPerTrigger', 'unbounded')}")
+            f"maxOffsetsPerTrigger {kafka_opts.get('maxOffsetsPerTrigger', 'unbounded')}, "
+            f"minPartitions {kafka_opts.get('minPartitions', 'unset')}")
         while True:
             active = [q for q in queries if q.isActive]
             for q in queries:
@@ -392,11 +534,54 @@ def main(argv):
                 pass
     t_end = time.monotonic()
 
-    with lock:
-        per_query = {k: dict(v) for k, v in stats.items()}
-    rows = {"commandes": None, "items": None, "product_sales": product_rows["last"],
-            "customer_orders_1min": None}
-    input_orders = per_query.get("commandes", {}).get("input_rows", 0)
+    # Every micro-batch of every query, from the queries themselves: recentProgress keeps them all
+    # (numRecentProgressUpdates above) and, unlike the listener, has them all once a query stopped.
+    batches = {}
+    try:
+        for q in queries:
+            batches[q.name] = [
+                {"batch": p.batchId, "rows": p.numInputRows,
+                 "ms": (p.durationMs or {}).get("triggerExecution", 0),
+                 "start_s": datetime.datetime.fromisoformat(p.timestamp.replace("Z", "+00:00")).timestamp()}
+                for p in q.recentProgress]
+    except Exception as e:  # noqa: BLE001
+        log(f"no recentProgress ({e}); per-query figures from the listener, no steady state")
+        batches = {}
+    if batches:
+        per_query = {name: {"batches": len(bs), "data_batches": sum(1 for b in bs if b["rows"]),
+                            "input_rows": sum(b["rows"] for b in bs), "trigger_ms": sum(b["ms"] for b in bs),
+                            "max_batch_ms": max((b["ms"] for b in bs), default=0)}
+                     for name, bs in batches.items()}
+    else:
+        with lock:
+            per_query = {k: dict(v) for k, v in stats.items()}
+    # Steady state (bench/steady.py): orders every query has committed after each query's first
+    # micro-batch with data, over the time from then to the end of the last batch.
+    steady_streams = {name: [(b["start_s"] + b["ms"] / 1000, b["rows"]) for b in bs]
+                      for name, bs in batches.items()}
+    steady = steady_mod.steady_state(steady_streams)
+    t_first = min((b["start_s"] for bs in batches.values() for b in bs), default=0)
+    progress = {name: [[b["batch"], round(b["start_s"] - t_first, 3), b["ms"], b["rows"]] for b in bs]
+                for name, bs in batches.items()}
+    rows = {"commandes": None, "items": None}
+    if not args.bronze_only:
+        rows.update({"product_sales": product_rows["last"], "customer_orders_1min": None})
+    input_orders = per_query.get(plan[0][0], {}).get("input_rows", 0)
+    jvm = spark.sparkContext._jvm
+    try:
+        heap_mb = round(jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**20)
+        gcs = [b.getName() for b in jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()]
+    except Exception:  # noqa: BLE001
+        heap_mb, gcs = None, None
+    try:
+        # Janino compilations of generated code (whole stage, projections, ...) in this JVM, and
+        # their total time: the code cache serves repeated plans, so these should stop growing
+        # after the first micro-batches.
+        cg = jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+        codegen = {"compilations": cg.getCount(),
+                   "ms": round(cg.getSnapshot().getMean() * cg.getCount())}
+    except Exception:  # noqa: BLE001
+        codegen = None
     summary = {
         "tool": "spark", "variant": args.variant,
         "mode": "batch" if args.batch else f"trigger {args.trigger}",
@@ -408,8 +593,15 @@ def main(argv):
         "max_offsets_per_trigger": kafka_opts.get("maxOffsetsPerTrigger"),
         "checkpoint": ckpt_root,
         "input_orders": input_orders,
+        "bronze_only": args.bronze_only,
+        "min_partitions": kafka_opts.get("minPartitions"),
+        "jvm_max_heap_mb": heap_mb, "jvm_gc": gcs, "codegen": codegen,
         "rows": rows,
         "queries": per_query,
+        "steady": steady,
+        "orders_per_second_steady": steady.get("records_per_s"),
+        # per query: [batch id, start (s after the first batch's start), triggerExecution ms, input rows]
+        "progress": progress,
         "startup_seconds": round(t_session - T0, 2),
         "processing_seconds": round(t_end - t_start, 2),
         "orders_per_second_processing": round(input_orders / (t_end - t_start), 1) if t_end > t_start else None,
@@ -446,7 +638,8 @@ def main(argv):
         try:
             import verify
             fs = verify.s3()
-            for name, url in paths.items():
+            for name in rows:
+                url = paths[name]
                 t = verify.read(fs, verify.bucket_path(url), committed=(name != "product_sales"))
                 rows[name] = t.num_rows if t is not None else 0
             summary["rows_source"] = "read back with pyarrow"
