@@ -33,7 +33,6 @@ use std::sync::Arc;
 
 /// Decodes messages into the columns of a schema; see the module documentation.
 pub(crate) struct FastDecoder {
-    fields: Fields,
     row: Struct,
 }
 
@@ -41,7 +40,6 @@ impl FastDecoder {
     /// A decoder for `schema`, or `None` if a type in it is not one this path decodes.
     pub(crate) fn new(schema: &SchemaRef) -> Option<FastDecoder> {
         Some(FastDecoder {
-            fields: schema.fields().clone(),
             row: Struct::new(schema.fields())?,
         })
     }
@@ -57,7 +55,7 @@ impl FastDecoder {
                 declined.push(i);
             }
         }
-        let columns = self.row.finish_columns(&self.fields);
+        let columns = self.row.finish_columns();
         (columns, declined)
     }
 }
@@ -123,9 +121,9 @@ impl<T: Copy + Default> Prim<T> {
     }
 }
 
-/// The columns of a struct (or of the row), with the field names to match keys against.
+/// The columns of a struct (or of the row), with the fields whose names keys are matched against.
 struct Struct {
-    names: Vec<Box<str>>,
+    fields: Fields,
     children: Vec<Col>,
     nulls: NullBufferBuilder,
     len: usize,
@@ -137,7 +135,7 @@ impl Struct {
             return None;
         }
         Some(Struct {
-            names: fields.iter().map(|f| f.name().as_str().into()).collect(),
+            fields: fields.clone(),
             children: fields
                 .iter()
                 .map(|f| Col::new(f.data_type()))
@@ -158,9 +156,9 @@ impl Struct {
     /// The field named `key`, trying `guess` first (producers mostly write fields in one order).
     fn field(&self, key: &str, guess: usize) -> Option<usize> {
         let same = |n: &str| n.len() == key.len() && n.as_bytes() == key.as_bytes();
-        match self.names.get(guess) {
-            Some(n) if same(n) => Some(guess),
-            _ => self.names.iter().position(|n| same(n)),
+        match self.fields.get(guess) {
+            Some(f) if same(f.name()) => Some(guess),
+            _ => self.fields.iter().position(|f| same(f.name())),
         }
     }
 
@@ -180,13 +178,17 @@ impl Struct {
         self.len = len;
     }
 
-    fn finish_columns(&mut self, fields: &Fields) -> Vec<ArrayRef> {
+    fn finish_columns(&mut self) -> Vec<ArrayRef> {
         self.len = 0;
-        self.children
-            .iter_mut()
-            .zip(fields.iter())
-            .map(|(c, f)| c.finish(f.data_type()))
-            .collect()
+        self.children.iter_mut().map(Col::finish).collect()
+    }
+
+    /// Appends an object present in the input: its fields, each one not given as null.
+    fn read_object<'de, A: MapAccess<'de>>(&mut self, map: A) -> Result<(), A::Error> {
+        object(self, map)?;
+        self.nulls.append_non_null();
+        self.len += 1;
+        Ok(())
     }
 }
 
@@ -266,7 +268,7 @@ impl Col {
         }
     }
 
-    fn finish(&mut self, t: &DataType) -> ArrayRef {
+    fn finish(&mut self) -> ArrayRef {
         match self {
             Col::Bool(values, nulls) => {
                 Arc::new(BooleanArray::new(values.finish(), nulls.finish()))
@@ -311,7 +313,7 @@ impl Col {
             } => {
                 let offsets =
                     OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(offsets, vec![0])));
-                let values = child.finish(item.data_type());
+                let values = child.finish();
                 Arc::new(ListArray::new(
                     item.clone(),
                     offsets,
@@ -320,14 +322,11 @@ impl Col {
                 ))
             }
             Col::Struct(s) => {
-                let DataType::Struct(fields) = t else {
-                    unreachable!("built from this type")
-                };
                 let len = s.len;
                 let nulls = s.nulls.finish();
-                let columns = s.finish_columns(fields);
+                let columns = s.finish_columns();
                 Arc::new(
-                    StructArray::try_new_with_length(fields.clone(), columns, nulls, len)
+                    StructArray::try_new_with_length(s.fields.clone(), columns, nulls, len)
                         .expect("children built alike"),
                 )
             }
@@ -378,10 +377,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
         f.write_str("an object")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        object(self.0, map)?;
-        self.0.nulls.append_non_null();
-        self.0.len += 1;
-        Ok(())
+        self.0.read_object(map)
     }
 }
 
@@ -586,10 +582,7 @@ impl<'de> Visitor<'de> for ColSeed<'_> {
         let Col::Struct(s) = self.0 else {
             return Err(decline());
         };
-        object(s, map)?;
-        s.nulls.append_non_null();
-        s.len += 1;
-        Ok(())
+        s.read_object(map)
     }
 }
 
