@@ -192,17 +192,21 @@ impl Partitioning {
                     .iter()
                     .map(|(_, i)| cast(batch.column(*i), &DataType::Utf8))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
+                // `name=` of each level, escaped once per batch rather than once per row.
+                let prefixes: Vec<String> = cols
+                    .iter()
+                    .map(|(name, _)| format!("{}=", escape(name)))
+                    .collect();
                 let mut f = String::new();
                 for row in 0..n {
                     f.clear();
-                    for ((name, _), text) in cols.iter().zip(&texts) {
+                    for (prefix, text) in prefixes.iter().zip(&texts) {
                         let text = text.as_string::<i32>();
                         if !f.is_empty() {
                             f.push('/');
                         }
                         let value = (!text.is_null(row)).then(|| text.value(row));
-                        f.push_str(&escape(name));
-                        f.push('=');
+                        f.push_str(prefix);
                         f.push_str(&value_folder(value));
                     }
                     folders.row(&f);
@@ -235,8 +239,7 @@ impl Partitioning {
                         })
                         .collect::<Vec<_>>()
                         .join("/");
-                    folders.row(&folder);
-                    known.insert(bucket, *folders.of_row.last().expect("pushed"));
+                    known.insert(bucket, folders.row(&folder));
                 }
             }
         }
@@ -253,7 +256,8 @@ struct Folders {
 }
 
 impl Folders {
-    fn row(&mut self, folder: &str) {
+    /// Records the next row's folder; returns its index.
+    fn row(&mut self, folder: &str) -> u32 {
         let i = match self.index.get(folder) {
             Some(i) => *i,
             None => {
@@ -264,6 +268,7 @@ impl Folders {
             }
         };
         self.of_row.push(i);
+        i
     }
 }
 
@@ -579,13 +584,8 @@ mod tests {
             DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
             true,
         )]));
-        let mut seed = 11u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut next = move || rng.u64(..);
         // Times around midnights, hours and minutes, before and after 1970, and nulls.
         let times: Vec<Option<i64>> = (0..4000)
             .map(|_| {

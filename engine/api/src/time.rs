@@ -176,13 +176,8 @@ mod tests {
                 .ok()
                 .map(|t| t.timestamp_millis())
         };
-        let mut seed = 5u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut next = move || rng.u64(..);
         let mut checked = 0;
         for _ in 0..200_000 {
             // Fields around and beyond their ranges; fractions of 0 to 10 digits.
