@@ -426,6 +426,15 @@ impl Aggregator {
             }
         }
         let out = Arc::new(Schema::new(fields));
+        let reads: Vec<String> = group_by
+            .iter()
+            .cloned()
+            .chain(windows.iter().map(|w| w.column.clone()))
+            .chain(specs.iter().flat_map(|s| {
+                let filter = s.filter.iter().flat_map(Expr::columns);
+                s.column.iter().cloned().chain(filter)
+            }))
+            .collect();
         let op = Aggregator {
             node: ctx.node.clone(),
             windows,
@@ -442,7 +451,7 @@ impl Aggregator {
             emit_every,
             last_emit: None,
         };
-        Ok(Built::new(op, vec![OutputPort::main(out, mode)]))
+        Ok(Built::new(op, vec![OutputPort::main(out, mode)]).reading(reads))
     }
 
     fn emit_keys(&mut self, keys: Vec<(i64, Vec<u8>)>, out: &mut Collector) -> Result<()> {

@@ -81,6 +81,10 @@ pub struct Built {
     pub operator: Box<dyn Operator>,
     /// Main port first.
     pub ports: Vec<OutputPort>,
+    /// The input columns the operator reads, when it says ([`Built::reading`]); `None` means
+    /// any of them. Where the operator runs in the finalizer, the exchange that feeds it
+    /// carries only these columns' values (the others as nulls, the schema unchanged).
+    pub reads: Option<Vec<String>>,
 }
 
 impl Built {
@@ -88,7 +92,15 @@ impl Built {
         Built {
             operator: Box::new(operator),
             ports,
+            reads: None,
         }
+    }
+
+    /// Declares that the operator reads no input column but `columns`: the values of the
+    /// others may be replaced by nulls before they reach it.
+    pub fn reading(mut self, columns: impl IntoIterator<Item = String>) -> Self {
+        self.reads = Some(columns.into_iter().collect());
+        self
     }
 
     /// A stateless operator with one main port, in the input's mode.

@@ -12,8 +12,8 @@
 //! resumes where its last manifest says.
 
 use crate::checkpoint::{CheckpointStore, PartitionManifest};
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, RecordBatch, make_array, new_null_array};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use arrow::ipc::CompressionType;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
@@ -35,6 +35,9 @@ pub(crate) struct ExchangeSink {
     pub(crate) node: String,
     pub(crate) store: Arc<CheckpointStore>,
     pub(crate) schema: SchemaRef,
+    /// Per column of `schema`, true when the finalizer does not read it: its values are not
+    /// written ([`blank`]).
+    blank: Vec<bool>,
     /// Tells this run's objects from any other's.
     pub(crate) run: String,
     pub(crate) epoch: Epoch,
@@ -44,11 +47,23 @@ pub(crate) struct ExchangeSink {
 }
 
 impl ExchangeSink {
-    pub(crate) fn new(node: String, store: Arc<CheckpointStore>, schema: SchemaRef) -> Self {
+    /// `read`: the columns the finalizer reads, `None` for all of them.
+    pub(crate) fn new(
+        node: String,
+        store: Arc<CheckpointStore>,
+        schema: SchemaRef,
+        read: Option<BTreeSet<String>>,
+    ) -> Self {
+        let blank = schema
+            .fields()
+            .iter()
+            .map(|f| read.as_ref().is_some_and(|r| !r.contains(f.name())) && blankable(f))
+            .collect();
         ExchangeSink {
             node,
             store,
             schema,
+            blank,
             run: uuid::Uuid::new_v4().simple().to_string(),
             epoch: 0,
             open: BTreeMap::new(),
@@ -73,11 +88,36 @@ impl ExchangeSink {
             self.epoch,
             self.objects
         );
+        let size = bytes.len();
         let path = self.store.put(&name, bytes.into()).await?;
-        tracing::trace!(node = %self.node, partition = %p, rows, path = %path, "exchange object written");
+        tracing::trace!(node = %self.node, partition = %p, rows, bytes = size, path = %path, "exchange object written");
         self.written.entry(p.clone()).or_default().push(path);
         Ok(())
     }
+}
+
+/// Whether a column's values can be left out of the exchange: one of a flat type (sent as
+/// zeros or empty values), or a nullable one (sent as nulls).
+fn blankable(f: &Field) -> bool {
+    f.is_nullable() || f.data_type().is_primitive() || flat_bytes(f.data_type())
+}
+
+fn flat_bytes(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+    )
+}
+
+/// `n` placeholder values of type `t` that compress to almost nothing: for a flat type, zeros
+/// or empty values without a null buffer (what the zeroed buffers of a null array hold), valid
+/// whether or not the column is nullable; otherwise nulls.
+fn blank(t: &DataType, n: usize) -> ArrayRef {
+    let nulls = new_null_array(t, n).to_data();
+    let zeros = (t.is_primitive() || flat_bytes(t))
+        .then(|| nulls.clone().into_builder().nulls(None).build().ok())
+        .flatten();
+    make_array(zeros.unwrap_or(nulls))
 }
 
 fn ipc_error(e: arrow::error::ArrowError) -> EngineError {
@@ -107,6 +147,18 @@ impl Sink for ExchangeSink {
                 .map_err(ipc_error)?;
             self.open.insert(p.clone(), (w, 0));
         }
+        let batch = if self.blank.contains(&true) {
+            let n = batch.num_rows();
+            let columns = (batch.columns().iter().zip(&self.blank))
+                .map(|(c, skip)| match skip {
+                    true => blank(c.data_type(), n),
+                    false => c.clone(),
+                })
+                .collect();
+            RecordBatch::try_new(batch.schema(), columns).map_err(ipc_error)?
+        } else {
+            batch
+        };
         let (w, rows) = self.open.get_mut(p).expect("inserted above");
         w.write(&batch).map_err(ipc_error)?;
         *rows += batch.num_rows();
@@ -482,5 +534,80 @@ impl Source for ExchangeSource {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, Int64Array, ListArray, StringArray};
+    use arrow::datatypes::{Int64Type, Schema};
+
+    /// Only the columns the finalizer reads keep their values; the others keep their type and
+    /// length, as zeros and empty strings (flat types) or nulls (nested, where nullable).
+    #[tokio::test]
+    async fn the_exchange_writes_only_the_values_the_finalizer_reads() {
+        let dir = std::env::temp_dir().join(format!("engine-exchange-{}", uuid::Uuid::new_v4()));
+        let url = format!("file://{}", dir.display());
+        let store = Arc::new(CheckpointStore::open(&url, &Default::default(), "t").unwrap());
+        let list = DataType::new_list(DataType::Int64, true);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("read", DataType::Utf8, true),
+            Field::new("text", DataType::Utf8, true),
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("offset", DataType::Int64, false),
+            Field::new("items", list.clone(), true),
+            Field::new("nested", list, false),
+        ]));
+        let items = || {
+            let values = [Some(vec![Some(1), Some(2)]), None, Some(vec![])];
+            Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(values)) as ArrayRef
+        };
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])),
+                Arc::new(StringArray::from(vec!["x", "y", "z"])),
+                Arc::new(StringArray::from(vec!["t", "t", "t"])),
+                Arc::new(Int64Array::from(vec![7, 8, 9])),
+                items(),
+                Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>([
+                    Some(vec![Some(5)]),
+                    Some(vec![]),
+                    Some(vec![Some(6), None]),
+                ])),
+            ],
+        )
+        .unwrap();
+        let read = BTreeSet::from(["read".to_string()]);
+        let mut sink = ExchangeSink::new("x.out".into(), store.clone(), schema.clone(), Some(read));
+        let p = PartitionId::new("in/0");
+        sink.write(batch.clone(), Some(&p)).await.unwrap();
+        let pending = sink.prepare_commit(1).await.unwrap();
+        let objects = pending[0].data["objects"].as_array().unwrap().clone();
+        assert_eq!(objects.len(), 1);
+        let bytes = store.read(objects[0].as_str().unwrap()).await.unwrap();
+        let got: Vec<RecordBatch> = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        let got = &got[0];
+        assert_eq!(got.schema(), schema);
+        assert_eq!(got.column(0), batch.column(0));
+        for c in [1, 2] {
+            let text = got.column(c).as_string::<i32>();
+            assert_eq!(text.null_count(), 0);
+            assert!(text.iter().all(|v| v == Some("")), "{text:?}");
+        }
+        let offsets = got.column(3).as_primitive::<Int64Type>();
+        assert_eq!(
+            (offsets.null_count(), offsets.values().to_vec()),
+            (0, vec![0, 0, 0])
+        );
+        assert_eq!(got.column(4).null_count(), 3);
+        // Non-nullable and nested: sent as it is.
+        assert_eq!(got.column(5), batch.column(5));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

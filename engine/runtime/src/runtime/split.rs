@@ -12,7 +12,7 @@ use crate::checkpoint::{CheckpointStore, Manifest};
 use crate::config::NodeSpec;
 use crate::graph::GraphNode;
 use engine_api::{ConfigValue, Epoch, EventTime, Input, Node, OutputPort, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub(crate) struct Split {
@@ -50,6 +50,24 @@ fn internal_spec(name: &str, inputs: Vec<String>) -> NodeSpec {
         event_time: None,
         line: 0,
     }
+}
+
+/// The columns of `edge`'s rows that its readers in the finalizer use: the union of what each
+/// declares ([`engine_api::Built::reading`]) and the event-time column, whose watermark the
+/// finalizer tracks again. `None` when any reader reads every column.
+fn columns_read(
+    nodes: &[GraphNode],
+    edge: (usize, usize),
+    event_time: Option<&EventTime>,
+) -> Option<BTreeSet<String>> {
+    let mut read: BTreeSet<String> = event_time.iter().map(|e| e.column.clone()).collect();
+    for g in nodes.iter().filter(|g| g.inputs.contains(&edge)) {
+        match &g.node {
+            Node::Operator(b) => read.extend(b.reads.clone()?),
+            _ => return None,
+        }
+    }
+    Some(read)
 }
 
 /// Splits `nodes` (in topological order). `latest` is the finalizer's last manifest, which says
@@ -113,12 +131,14 @@ pub(crate) fn split(
             .iter()
             .find(|e| up.sends_watermarks() && out.schema.index_of(&e.column).is_ok())
             .cloned();
+        let read = columns_read(&nodes, (*u, *port), event_time.as_ref());
         exchange_sinks.push(GraphNode {
             spec: internal_spec(name, vec![format!("{}.{}", up.spec.name, out.name)]),
             node: Node::Sink(Box::new(ExchangeSink::new(
                 name.clone(),
                 store.clone(),
                 out.schema.clone(),
+                read,
             ))),
             inputs: vec![(*u, *port)],
             ports: Vec::new(),
