@@ -31,7 +31,7 @@ test-interop: stack-up ## Delta and partitioned tables read by DuckDB and Spark,
 
 bench: ## Throughput side by side: raw Kafka read, the engine, Spark (if installed); results in bench/results/
 	bench/run
-	cargo bench --locked --workspace --bench operators
+	cargo bench --locked --workspace --bench operators --bench parquet
 
 bench-metrics: ## The orders backfill with and without the metrics endpoint, runs interleaved; results in bench/results/
 	bench/run --only metrics

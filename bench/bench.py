@@ -237,10 +237,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scaleout_run(pipeline, topic, instances, messages):
-    """`instances` streaming engines started together on one new checkpoint; the wall time from
-    their start until their consumer group has committed every message, their CPU time, and the
-    largest peak RSS."""
+def pinned_cpus(instance, cores):
+    """The CPUs instance `instance` is pinned to when each instance gets `cores` of them: the
+    next `cores` CPUs in turn, wrapping around, so instances share CPUs only once every CPU
+    has one."""
+    n = os.cpu_count()
+    return sorted({(instance * cores + j) % n for j in range(cores)})
+
+
+def scaleout_run(pipeline, topic, instances, messages, cores=None):
+    """`instances` streaming engines started together on one new checkpoint, each pinned to
+    `cores` CPUs with taskset (all CPUs when None); the wall time from their start until their
+    consumer group has committed every message, their CPU time, and the largest peak RSS."""
     run = f"bench/{datetime.datetime.utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     env = dict(os.environ)
     env.update({"ORDERS_TOPIC": topic, "BRONZE_URL": f"s3://bronze/{run}", "GOLD_URL": f"s3://gold/{run}",
@@ -248,7 +256,12 @@ def scaleout_run(pipeline, topic, instances, messages):
                 "ENGINE_LOG_FORMAT": "json"})
     logs = [open(f"/tmp/{run.replace('/', '-')}-{i}.log", "w+") for i in range(instances)]
     t0 = time.monotonic()
-    procs = [subprocess.Popen([ENGINE, "run", os.path.join(ROOT, "pipelines", pipeline)], env=env,
+    def pin(i):
+        if cores is None:
+            return []
+        return ["taskset", "-c", ",".join(str(c) for c in pinned_cpus(i, cores))]
+
+    procs = [subprocess.Popen([*pin(i), ENGINE, "run", os.path.join(ROOT, "pipelines", pipeline)], env=env,
                               stdout=subprocess.DEVNULL, stderr=logs[i]) for i in range(instances)]
     try:
         group = None
@@ -283,23 +296,32 @@ def scaleout_run(pipeline, topic, instances, messages):
 
 def scaleout_section(args):
     """One, two and three instances of the orders job, full and bronze-only, on a 6-partition
-    topic; median of `args.runs` runs each."""
+    topic, unpinned and with each instance pinned to each of `args.cores` CPU counts; median of
+    `args.runs` runs each."""
     topic = f"bench-orders6-{args.orders}"
     ensure_topic(topic, "orders", args.orders, partitions=6)
+    shapes = [None] + [int(c) for c in args.cores.split(",") if c.strip()]
+    if len(shapes) > 1 and shutil.which("taskset") is None:
+        sys.exit("bench: --cores pins instances with taskset (util-linux), which is not installed; "
+                 "install it, or pass --cores '' to run unpinned only")
     rows = []
     for pipeline in ["orders.toml", "orders_bronze.toml"]:
         for k in [1, 2, 3]:
-            runs = []
-            for i in range(args.runs):
-                wall, cpu, rss = scaleout_run(pipeline, topic, k, args.orders)
-                log(f"{pipeline} x{k} run {i + 1}/{args.runs}: {wall:.2f} s, {args.orders / wall:,.0f} msg/s, "
-                    f"cpu {cpu:.2f} s, rss {rss:.0f} MiB")
-                runs.append((wall, cpu, rss))
-            wall = statistics.median(r[0] for r in runs)
-            cpu = statistics.median(r[1] for r in runs)
-            rows.append({"pipeline": pipeline, "instances": k, "wall_s": wall, "msgs_per_s": args.orders / wall,
-                         "cpu_s_per_million": cpu / args.orders * 1e6,
-                         "per_core": args.orders / cpu, "peak_rss_mib": max(r[2] for r in runs)})
+            for cores in shapes:
+                runs = []
+                for i in range(args.runs):
+                    wall, cpu, rss = scaleout_run(pipeline, topic, k, args.orders, cores)
+                    log(f"{pipeline} x{k} cores {cores or 'all'} run {i + 1}/{args.runs}: {wall:.2f} s, "
+                        f"{args.orders / wall:,.0f} msg/s, cpu {cpu:.2f} s, rss {rss:.0f} MiB")
+                    runs.append((wall, cpu, rss))
+                wall = statistics.median(r[0] for r in runs)
+                cpu = statistics.median(r[1] for r in runs)
+                used = len({c for i in range(k) for c in pinned_cpus(i, cores)}) if cores else os.cpu_count()
+                rows.append({"pipeline": pipeline, "instances": k, "cores": cores, "cpus_used": used,
+                             "wall_s": wall, "msgs_per_s": args.orders / wall,
+                             "cpu_s_per_million": cpu / args.orders * 1e6,
+                             "per_core": args.orders / cpu, "per_cpu_used": args.orders / wall / used,
+                             "peak_rss_mib": max(r[2] for r in runs)})
     return rows
 
 
@@ -585,6 +607,8 @@ def main():
     ap.add_argument("--engine-trigger", default="1s",
                     help="TRIGGER of the engine's throughput runs (--batch commits one epoch per trigger, so the "
                          "backfill is several epochs for the steady state); empty: the pipeline's own (10s)")
+    ap.add_argument("--cores", default="1,2",
+                    help="--only scaleout: besides unpinned, pin each instance to each of these CPU counts (taskset)")
     ap.add_argument("--compaction-seconds", type=int, default=300,
                     help="length of each run of --only compaction")
     ap.add_argument("--compaction-rate", type=float, default=200, help="orders/s of --only compaction")
@@ -754,13 +778,18 @@ def write_scaleout(args, rows):
         "on a new checkpoint and stops when their consumer group has committed every offset (the engine commits "
         "offsets to its group after each epoch; `group_wait` polls them every 100 ms), so the time includes "
         f"start-up, the group's rebalances and the last trigger. Median of {args.runs} runs; CPU is the instances' "
-        "user + system time, summed; peak RSS is the largest instance's.",
+        "user + system time, summed; peak RSS is the largest instance's. *Cores per instance*: each instance "
+        "pinned with `taskset` to that many CPUs, the next ones in turn (`all`: not pinned); *CPUs used*: how many "
+        "distinct CPUs the instances could run on, so *orders/s per CPU* is the per-core figure. Kafka and the "
+        "S3 server are not pinned and share the same CPUs.",
         "",
-        "| pipeline | instances | wall s | orders/s | CPU-s per million | orders per CPU-second | peak RSS per instance (MiB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| pipeline | instances | cores per instance | CPUs used | wall s | orders/s | orders/s per CPU | "
+        "CPU-s per million | orders per CPU-second | peak RSS per instance (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['pipeline']} | {r['instances']} | {r['wall_s']:.2f} | {r['msgs_per_s']:,.0f} | "
+        lines.append(f"| {r['pipeline']} | {r['instances']} | {r.get('cores') or 'all'} | {r.get('cpus_used', '-')} | "
+                     f"{r['wall_s']:.2f} | {r['msgs_per_s']:,.0f} | {r.get('per_cpu_used', 0):,.0f} | "
                      f"{r['cpu_s_per_million']:.2f} | {r['per_core']:,.0f} | {r['peak_rss_mib']:.0f} |")
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
