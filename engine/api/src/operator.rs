@@ -83,7 +83,8 @@ pub struct Built {
     pub ports: Vec<OutputPort>,
     /// The input columns the operator reads, when it says ([`Built::reading`]); `None` means
     /// any of them. Where the operator runs in the finalizer, the exchange that feeds it
-    /// carries only these columns' values (the others as nulls, the schema unchanged).
+    /// carries only these columns' values (the others as zeros, empty values or nulls, the
+    /// schema unchanged).
     pub reads: Option<Vec<String>>,
 }
 
@@ -97,7 +98,7 @@ impl Built {
     }
 
     /// Declares that the operator reads no input column but `columns`: the values of the
-    /// others may be replaced by nulls before they reach it.
+    /// others may be replaced by zeros, empty values or nulls before they reach it.
     pub fn reading(mut self, columns: impl IntoIterator<Item = String>) -> Self {
         self.reads = Some(columns.into_iter().collect());
         self
